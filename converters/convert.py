@@ -1,0 +1,255 @@
+"""``leukedge convert``: a trained ``.keras`` → ``.tflite`` files with metadata, gated.
+
+Steps (one way, no step repeated):
+
+1. load the ``.keras`` under the TensorFlow backend and hash it (sha256);
+2. find the run's ``split.csv`` beside the model (or ``--split-file``): the representative
+   dataset comes from its **train** split (stratified by class, 200 images by default), the
+   gate's held-out images from its **val** split; the test split is not read;
+3. run the float Keras model once on the held-out images;
+4. per precision: convert, run the ``.tflite`` through the SDK runtime on the same images,
+   compare (:mod:`leukedge.converters.gate`), embed the metadata and model card
+   (:mod:`leukedge.metadata`) and write ``<name>_<precision>.tflite`` atomically;
+5. write ``conversion.json`` and raise :class:`~leukedge.converters.gate.GateFailure` if any
+   precision failed the gate (the CLI exits 1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from leukedge import __version__
+from leukedge.metadata import InputSpec, ModelMetadata, write_metadata
+from leukedge.preprocess import load_and_resize
+
+
+@dataclass
+class ConvertConfig:
+    """Settings of one conversion (saved into ``conversion.json``).
+
+    Attributes:
+        model: the ``.keras`` file.
+        out: output directory (default: the model's directory).
+        precisions: any of :data:`leukedge.converters.tflite.PRECISIONS`.
+        name: file-name stem and model name (default: the run directory's name).
+        split_file: ``split.csv`` of the run (default: beside the model).
+        representative_data: dataset folder/CSV or ``split.csv`` for calibration; from a
+            ``split.csv`` only the train split is used. Default: the run's train split.
+        representative_size: calibration images, stratified by class (200).
+        eval_data: labelled held-out images for the gate (folder/CSV or ``split.csv``, whose
+            val split is used). Default: the run's val split.
+        io_dtype: int8 model input/output tensor type, ``"uint8"`` or ``"int8"``.
+        keep_float: TFLite op names to keep in float (selective int8 quantization).
+        max_delta, min_agreement: the gate (:class:`~leukedge.converters.gate.GateConfig`).
+        check: run the gate (``--no-check`` skips it and says so in the model card).
+        input_kind: ``"field"`` or ``"cell"`` when the run's config does not say.
+        seed: sampling seed for the representative dataset.
+    """
+
+    model: str
+    out: str | None = None
+    precisions: Sequence[str] = ("fp32", "int8")
+    name: str | None = None
+    split_file: str | None = None
+    representative_data: str | None = None
+    representative_size: int = 200
+    eval_data: str | None = None
+    io_dtype: str = "uint8"
+    keep_float: Sequence[str] = ()
+    max_delta: float = 1.0
+    min_agreement: float = 0.98
+    check: bool = True
+    input_kind: str | None = None
+    seed: int = 0
+    extra_card: dict[str, Any] = field(default_factory=dict)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _samples_from(source: str, split_name: str):
+    from leukedge.training.data import load_dataset, read_split
+
+    if str(source).endswith("split.csv") or Path(source).name.startswith("split"):
+        splits = read_split(source)
+        if split_name not in splits:
+            raise ValueError(f"{source}: no {split_name!r} split in it")
+        return splits[split_name]
+    return load_dataset(source)
+
+
+def stratified_subset(samples, size: int, seed: int):
+    """Up to ``size`` samples, drawn per class in proportion to the class counts (seeded)."""
+    if size <= 0:
+        raise ValueError(f"representative dataset size must be positive, got {size}")
+    if len(samples) <= size:
+        return list(samples)
+    rng = np.random.default_rng(seed)
+    by_label = defaultdict(list)
+    for s in samples:
+        by_label[s.label].append(s)
+    chosen = []
+    for label in sorted(by_label):
+        items = by_label[label]
+        k = max(1, round(size * len(items) / len(samples)))
+        chosen += [items[i] for i in sorted(rng.choice(len(items), min(k, len(items)),
+                                                       replace=False))]
+    return chosen
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def convert_model(config: ConvertConfig) -> dict[str, Any]:
+    """Convert, gate and write; returns the report (also written as ``conversion.json``).
+
+    Raises:
+        FileNotFoundError: model or data missing.
+        ValueError: corrupt ``.keras``, empty representative dataset, unknown precision, no
+            held-out images while ``check`` is on.
+        leukedge.converters.gate.GateFailure: a precision failed the gate (files and report
+            are written first).
+    """
+    from leukedge.converters.gate import GateConfig, GateFailure, check, compare, format_table
+    from leukedge.converters.gate import predict_tflite
+    from leukedge.converters.tflite import PRECISIONS, convert_keras, load_keras_model
+    from leukedge.training.data import LABELS
+    from leukedge.training.train import predict_samples
+
+    unknown = [p for p in config.precisions if p not in PRECISIONS]
+    if unknown or not config.precisions:
+        raise ValueError(f"unknown precision(s) {unknown}; choose from {PRECISIONS}")
+    model_path = Path(config.model)
+    model = load_keras_model(model_path)
+    run_dir = model_path.parent
+    run_config = _read_json(run_dir / "config.json")
+    labels = list(run_config.get("labels", LABELS))
+    height, width = (int(d) for d in model.input_shape[1:3])
+    out = Path(config.out) if config.out else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    name = config.name or run_dir.name
+    split_file = config.split_file or (str(run_dir / "split.csv")
+                                       if (run_dir / "split.csv").is_file() else None)
+
+    representative = None
+    if any(p in ("int8", "int16x8") for p in config.precisions):
+        source = config.representative_data or split_file
+        if source is None:
+            raise ValueError("int8 needs calibration images: pass --representative-data "
+                             "(a dataset folder, CSV or the run's split.csv)")
+        pool = _samples_from(source, "train")
+        chosen = stratified_subset(pool, config.representative_size, config.seed)
+        if not chosen:
+            raise ValueError(f"{source}: representative dataset is empty")
+        representative = np.stack([load_and_resize(s.path, (height, width)) for s in chosen])
+        print(f"representative dataset: {len(chosen)} images from {source}")
+
+    eval_samples = []
+    if config.check:
+        source = config.eval_data or split_file
+        if source is None:
+            raise ValueError("the accuracy-delta check needs labelled held-out images: pass "
+                             "--eval-data (folder, CSV or split.csv) or --no-check")
+        eval_samples = _samples_from(source, "val")
+        truth = {str(s.path): s.label for s in eval_samples}
+        reference = predict_samples(model, eval_samples, height)
+        from leukedge.training.metrics import evaluate
+
+        ref_metrics = evaluate(reference, truth, labels)
+        print(f"held-out images for the gate: {len(eval_samples)} from {source}")
+
+    gate = GateConfig(config.max_delta, config.min_agreement)
+    source_sha = sha256_file(model_path)
+    report: dict[str, Any] = {
+        "model": str(model_path), "source_sha256": source_sha, "labels": labels,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "leukedge_version": __version__, "gate": {"max_delta_pp": gate.max_delta,
+                                                  "min_agreement": gate.min_agreement,
+                                                  "checked": config.check},
+        "precisions": {},
+    }
+    if config.check:
+        report["keras"] = {"accuracy": ref_metrics["accuracy"],
+                           "weighted_f1": ref_metrics["weighted_f1"], "n": ref_metrics["n"]}
+    failures = {}
+    for precision in config.precisions:
+        print(f"converting {precision} ...", flush=True)
+        content = convert_keras(model, precision, representative, config.io_dtype,
+                                config.keep_float if precision == "int8" else ())
+        figures: dict[str, Any] = {"size_bytes": len(content)}
+        if config.check:
+            candidate = predict_tflite(content, list(truth))
+            figures |= compare(reference, candidate, truth, labels)
+            figures["gate_failures"] = check(figures, gate)
+            if figures["gate_failures"]:
+                failures[precision] = figures["gate_failures"]
+        card = _model_card(run_dir, run_config, config, precision, figures,
+                           report.get("keras"), len(eval_samples))
+        metadata = ModelMetadata(
+            name=name, version=__version__, labels=labels, positive_label="ALL",
+            input=InputSpec(height=height, width=width,
+                            kind=config.input_kind or run_config.get("input_kind", "field")),
+            precision=precision, temperature=float(run_config.get("temperature", 1.0)),
+            source_sha256=source_sha, model_card=card,
+        )
+        target = out / f"{name}_{precision}.tflite"
+        tmp = target.with_name(target.name + ".partial")
+        tmp.write_bytes(write_metadata(content, metadata))
+        os.replace(tmp, target)
+        figures["path"] = str(target)
+        report["precisions"][precision] = figures
+    (out / "conversion.json").write_text(json.dumps(report, indent=2))
+    if config.check:
+        print(format_table(report["keras"], report["precisions"]))
+    if failures:
+        raise GateFailure(
+            "accuracy-delta gate FAILED: " + "; ".join(f"{p}: {', '.join(r)}"
+                                                      for p, r in failures.items()), report)
+    return report
+
+
+def _model_card(run_dir: Path, run_config: dict[str, Any], config: ConvertConfig,
+                precision: str, figures: dict[str, Any], keras_figures: dict | None,
+                n_eval: int) -> dict[str, Any]:
+    val = _read_json(run_dir / "metrics_val.json")
+    card: dict[str, Any] = {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "leukedge_version": __version__,
+        "architecture": run_config.get("arch"),
+        "training_data": run_config.get("data"),
+        "split": {"strategy": run_config.get("split"), "counts": run_config.get("split_counts")},
+        "training": {k: run_config.get(k) for k in ("image_size", "head_epochs",
+                                                    "finetune_epochs", "unfreeze_top",
+                                                    "class_weights", "weights", "seed")},
+        "validation_metrics_float": {k: val.get(k) for k in
+                                     ("accuracy", "weighted_f1", "sensitivity", "specificity",
+                                      "roc_auc", "confusion_matrix", "best_epoch")} if val else None,
+        "precision": precision,
+        "gate": None,
+    }
+    if keras_figures is not None and "accuracy" in figures:
+        card["gate"] = {
+            "eval_split": "val", "n": n_eval,
+            "float_accuracy": keras_figures["accuracy"], "accuracy": figures["accuracy"],
+            "weighted_f1": figures["weighted_f1"], "delta_pp": figures["delta_pp"],
+            "agreement": figures["agreement"], "passed": not figures["gate_failures"],
+        }
+    card |= config.extra_card
+    return card

@@ -1,0 +1,206 @@
+"""Keras → TensorFlow Lite at every precision leukedge supports.
+
+=========  ==========================================================================
+precision  what the TFLite converter does
+=========  ==========================================================================
+fp32       plain conversion; float32 weights and activations
+fp16       weights stored as float16 (dequantized at load), float32 compute
+dynamic    dynamic-range: int8 weights, float activations quantized on the fly
+int8       full-integer post-training quantization: int8 weights (per channel) and
+           activations, calibrated on a representative dataset; ``uint8`` (default) or
+           ``int8`` input and output tensors
+int16x8    int16 activations, int8 weights (TFLite's experimental 16x8 mode); float I/O
+=========  ==========================================================================
+
+For ``int8`` the input tensor's scale and zero point come from the calibration range of
+the RGB 0–255 representative images (typically scale 1.0, zero point 0 for ``uint8``); the
+runtime quantizes pixels with whatever the file says (:class:`leukedge.runtime.TFLiteEngine`).
+
+Models trained under any Keras backend convert: the ``.keras`` file is loaded under the
+TensorFlow backend. ``TFLiteConverter.from_keras_model`` is tried first; if it fails for a
+Keras 3 model, the model is exported as a SavedModel and that is converted.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+IO_DTYPES = ("uint8", "int8")
+
+
+class ConversionError(RuntimeError):
+    """The TFLite converter failed; the message names the model and the precision."""
+
+
+def require_tensorflow_backend():
+    """Import Keras under the TensorFlow backend (set ``KERAS_BACKEND`` if unset).
+
+    Raises:
+        RuntimeError: Keras was already imported under another backend in this process.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            f"conversion needs the TensorFlow backend, but Keras runs on "
+            f"{keras.backend.backend()!r}; run with KERAS_BACKEND=tensorflow"
+        )
+    return keras
+
+
+def load_keras_model(path: str | os.PathLike):
+    """Load a ``.keras`` model for conversion (TensorFlow backend, not compiled).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a loadable ``.keras`` archive (message names it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: Keras model file not found")
+    keras = require_tensorflow_backend()
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError… all mean "corrupt"
+        raise ValueError(f"{path}: not a loadable .keras model ({type(exc).__name__}: {exc})") \
+            from exc
+
+
+def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
+    """A TFLite ``representative_dataset`` callable over ``images``.
+
+    Args:
+        images: ``(n, H, W, 3)`` RGB 0–255 (uint8 or float), ``n ≥ 1``.
+
+    Returns:
+        A generator function yielding ``[float32 (1, H, W, 3)]`` per image.
+
+    Raises:
+        ValueError: ``images`` is empty or not 4-D.
+    """
+    if images.ndim != 4 or len(images) == 0:
+        raise ValueError(
+            f"representative dataset is empty or malformed (shape {images.shape}); full-integer "
+            "quantization needs calibration images"
+        )
+
+    def generate() -> Iterator[list[np.ndarray]]:
+        for image in images:
+            yield [image[None].astype(np.float32)]
+
+    return generate
+
+
+def _configure(converter, precision: str, representative: np.ndarray | None,
+               io_dtype: str, keep_float: Sequence[str]) -> None:
+    import tensorflow as tf
+
+    if precision == "fp32":
+        return
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if precision == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic":
+        pass
+    elif precision in ("int8", "int16x8"):
+        if representative is None:
+            raise ValueError(f"{precision} needs a representative dataset")
+        converter.representative_dataset = representative_dataset(representative)
+        if precision == "int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            dtype = {"uint8": tf.uint8, "int8": tf.int8}[io_dtype]
+            converter.inference_input_type = dtype
+            converter.inference_output_type = dtype
+        else:
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            ]
+        if keep_float:
+            # Selective quantization: the debugger's denylist keeps these ops in float.
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
+    else:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+
+
+def _converters(model) -> Iterator[tuple[str, Callable[[], object]]]:
+    import tensorflow as tf
+
+    yield "from_keras_model", lambda: tf.lite.TFLiteConverter.from_keras_model(model)
+
+    def via_saved_model():
+        directory = tempfile.mkdtemp(prefix="leukedge_savedmodel_")
+        model.export(directory, format="tf_saved_model", verbose=False)
+        return tf.lite.TFLiteConverter.from_saved_model(directory)
+
+    yield "from_saved_model", via_saved_model
+
+
+def convert_keras(
+    model,
+    precision: str = "fp32",
+    representative: np.ndarray | None = None,
+    io_dtype: str = "uint8",
+    keep_float: Sequence[str] = (),
+) -> bytes:
+    """Convert a Keras model to a ``.tflite`` flatbuffer.
+
+    Args:
+        model: Keras model (TensorFlow backend), input ``(None, H, W, 3)`` RGB 0–255.
+        precision: one of :data:`PRECISIONS`.
+        representative: ``(n, H, W, 3)`` calibration images for ``int8``/``int16x8`` (RGB
+            0–255, drawn from the *training* split).
+        io_dtype: ``"uint8"`` or ``"int8"`` input/output tensors for ``int8``.
+        keep_float: names of TFLite ops (from the quantization debugger's report) to keep in
+            float32 (selective quantization; only with ``int8``).
+
+    Returns:
+        The model bytes (no leukedge metadata yet; see :mod:`leukedge.metadata`).
+
+    Raises:
+        ValueError: unknown precision / io dtype, or int8 without calibration images.
+        ConversionError: both conversion routes failed.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if io_dtype not in IO_DTYPES:
+        raise ValueError(f"unknown io dtype {io_dtype!r}; choose one of {IO_DTYPES}")
+    if keep_float:
+        return _convert_selective(model, representative, keep_float, io_dtype)
+    errors = []
+    for route, make in _converters(model):
+        try:
+            converter = make()
+            _configure(converter, precision, representative, io_dtype, keep_float)
+            return bytes(converter.convert())
+        except ValueError as exc:
+            if "representative" in str(exc) or "precision" in str(exc):
+                raise
+            errors.append(f"{route}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - converter raises many types
+            errors.append(f"{route}: {type(exc).__name__}: {exc}")
+    raise ConversionError(f"{precision} conversion failed: " + " | ".join(errors))
+
+
+def _convert_selective(model, representative, keep_float: Sequence[str], io_dtype: str) -> bytes:
+    """int8 with the named ops left in float32, via TFLite's quantization debugger."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    _configure(converter, "int8", representative, io_dtype, keep_float)
+    options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=list(keep_float)
+    )
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter,
+        debug_dataset=representative_dataset(representative[: min(8, len(representative))]),
+        debug_options=options,
+    )
+    return bytes(debugger.get_nondebug_quantized_model())

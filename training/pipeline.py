@@ -1,0 +1,152 @@
+"""Backend-neutral input pipeline: ``keras.utils.PyDataset`` over :class:`Sample` lists.
+
+Images are decoded and resized by :func:`leukedge.preprocess.load_and_resize`, the same
+function the runtime uses, and fed as float32 RGB 0–255 (the model normalises in-graph).
+Augmentation (paper, section IV.C: rotation 20°, zoom 20 %, width/height shift 20 %, shear,
+horizontal flip, nearest fill) is a stack of Keras preprocessing layers applied to training
+batches only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from leukedge.preprocess import load_and_resize
+from leukedge.training.data import Sample
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (paper, section IV.C; Keras ``ImageDataGenerator`` terms).
+
+    Attributes:
+        rotation_degrees: maximum rotation, ± degrees (20).
+        zoom: maximum zoom in/out fraction (0.2).
+        shift: maximum width/height shift as a fraction of the side (0.2).
+        shear: maximum shear factor (0.2).
+        horizontal_flip: random left-right flips.
+        fill_mode: how new pixels are filled (``"nearest"``).
+        enabled: master switch (``--no-augment``).
+    """
+
+    rotation_degrees: float = 20.0
+    zoom: float = 0.2
+    shift: float = 0.2
+    shear: float = 0.2
+    horizontal_flip: bool = True
+    fill_mode: str = "nearest"
+    enabled: bool = True
+
+
+def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential | None:
+    """A ``keras.Sequential`` of random layers for ``config``, or ``None`` when disabled.
+
+    Input and output: float32 ``(batch, H, W, 3)`` RGB 0–255.
+    """
+    if not config.enabled:
+        return None
+    fill = config.fill_mode
+    stack: list[keras.layers.Layer] = []
+    if config.horizontal_flip:
+        stack.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if config.rotation_degrees:
+        stack.append(keras.layers.RandomRotation(config.rotation_degrees / 360.0,
+                                                 fill_mode=fill, seed=seed + 1))
+    if config.zoom:
+        stack.append(keras.layers.RandomZoom(config.zoom, fill_mode=fill, seed=seed + 2))
+    if config.shift:
+        stack.append(keras.layers.RandomTranslation(config.shift, config.shift,
+                                                    fill_mode=fill, seed=seed + 3))
+    if config.shear:
+        stack.append(keras.layers.RandomShear(config.shear, config.shear,
+                                              fill_mode=fill, seed=seed + 4))
+    return keras.Sequential(stack, name="augmentation")
+
+
+class ImageSequence(keras.utils.PyDataset):
+    """Batches of ``(images, one-hot labels)`` from samples, optionally shuffled and augmented.
+
+    Args:
+        samples: the split to serve.
+        labels: class names in output order (``("ALL", "HEM")``).
+        image_size: square side in pixels.
+        batch_size: images per batch (the last batch may be smaller).
+        shuffle: reshuffle every epoch (training); off keeps ``samples`` order, which
+            :meth:`paths` reports, so predictions can be joined to files by name.
+        augmenter: from :func:`build_augmenter`, or ``None``.
+        seed: shuffling seed (epoch ``e`` uses ``seed + e``).
+        with_labels: yield ``(x, y)``; otherwise ``x`` alone (prediction).
+
+    Yields:
+        ``x``: float32 ``(batch, size, size, 3)`` RGB 0–255; ``y``: float32
+        ``(batch, n_classes)`` one-hot.
+    """
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        labels: Sequence[str],
+        image_size: int,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        augmenter: keras.Sequential | None = None,
+        seed: int = 0,
+        with_labels: bool = True,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        unknown = {s.label for s in samples} - set(labels)
+        if unknown:
+            raise ValueError(f"labels {sorted(unknown)} are not among the classes {list(labels)}")
+        if not samples:
+            raise ValueError("empty split: no samples to serve")
+        self.samples = list(samples)
+        self.labels = list(labels)
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augmenter = augmenter
+        self.seed = seed
+        self.with_labels = with_labels
+        self._order = np.arange(len(self.samples))
+        self._epoch = 0
+        if shuffle:
+            self._reshuffle()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.samples) / self.batch_size)
+
+    def _reshuffle(self) -> None:
+        self._order = np.random.default_rng(self.seed + self._epoch).permutation(len(self.samples))
+
+    def on_epoch_end(self) -> None:
+        self._epoch += 1
+        if self.shuffle:
+            self._reshuffle()
+
+    def batch_samples(self, index: int) -> list[Sample]:
+        """The samples of batch ``index`` in the order they are served."""
+        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return [self.samples[i] for i in idx]
+
+    def __getitem__(self, index: int):
+        batch = self.batch_samples(index)
+        size = (self.image_size, self.image_size)
+        x = np.stack([load_and_resize(s.path, size) for s in batch]).astype(np.float32)
+        if self.augmenter is not None:
+            x = keras.ops.convert_to_numpy(self.augmenter(x, training=True)).astype(np.float32)
+            np.clip(x, 0.0, 255.0, out=x)
+        if not self.with_labels:
+            return x
+        y = np.zeros((len(batch), len(self.labels)), dtype=np.float32)
+        y[np.arange(len(batch)), [self.labels.index(s.label) for s in batch]] = 1.0
+        return x, y
+
+    def paths(self) -> list[str]:
+        """File paths in serving order (only meaningful without shuffling)."""
+        return [str(self.samples[i].path) for i in self._order]
