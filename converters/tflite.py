@@ -69,8 +69,9 @@ def load_keras_model(path: str | os.PathLike):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError… all mean "corrupt"
-        raise ValueError(f"{path}: not a loadable .keras model ({type(exc).__name__}: {exc})") \
-            from exc
+        raise ValueError(
+            f"{path}: not a loadable .keras model ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -98,8 +99,13 @@ def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.
     return generate
 
 
-def _configure(converter, precision: str, representative: np.ndarray | None,
-               io_dtype: str, keep_float: Sequence[str]) -> None:
+def _configure(
+    converter,
+    precision: str,
+    representative: np.ndarray | None,
+    io_dtype: str,
+    keep_float: Sequence[str],
+) -> None:
     import tensorflow as tf
 
     if precision == "fp32":
@@ -124,8 +130,10 @@ def _configure(converter, precision: str, representative: np.ndarray | None,
             ]
         if keep_float:
             # Selective quantization: the debugger's denylist keeps these ops in float.
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
+            converter.target_spec.supported_ops = [
+                tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS,
+            ]
     else:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
 
@@ -195,9 +203,7 @@ def _convert_selective(model, representative, keep_float: Sequence[str], io_dtyp
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     _configure(converter, "int8", representative, io_dtype, keep_float)
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=list(keep_float)
-    )
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float))
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter,
         debug_dataset=representative_dataset(representative[: min(8, len(representative))]),

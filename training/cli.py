@@ -14,29 +14,34 @@ import typer
 
 from leukedge.cli_groups import DefaultCommandGroup
 
-app = typer.Typer(cls=DefaultCommandGroup, no_args_is_help=True,
-                  help="Train the proposed model or a baseline; evaluate a run.")
+app = typer.Typer(
+    cls=DefaultCommandGroup,
+    no_args_is_help=True,
+    help="Train the proposed model or a baseline; evaluate a run.",
+)
 
 
 @app.command("run")
 def run(
     data: Annotated[Path, typer.Option(exists=True, help="Dataset folder or CSV.")],
     out: Annotated[Path, typer.Option(help="Run directory to create.")],
-    arch: Annotated[str, typer.Option(
-        help="proposed | proposed-lite | efficientnetb0 | resnet50 | inceptionv3")] =
-        "proposed-lite",
-    weights: Annotated[str, typer.Option(
-        help="'imagenet', a local weights file, or 'none' (random initialisation).")] =
-        "imagenet",
-    dataset_kind: Annotated[str, typer.Option(
-        help="auto | taleqani | cnmc | folder | csv")] = "auto",
-    input_kind: Annotated[str, typer.Option(help="field | cell (recorded in the model).")] =
-        "field",
+    arch: Annotated[
+        str, typer.Option(help="proposed | proposed-lite | efficientnetb0 | resnet50 | inceptionv3")
+    ] = "proposed-lite",
+    weights: Annotated[
+        str,
+        typer.Option(help="'imagenet', a local weights file, or 'none' (random initialisation)."),
+    ] = "imagenet",
+    dataset_kind: Annotated[
+        str, typer.Option(help="auto | taleqani | cnmc | folder | csv")
+    ] = "auto",
+    input_kind: Annotated[
+        str, typer.Option(help="field | cell (recorded in the model).")
+    ] = "field",
     image_size: Annotated[int, typer.Option(min=32, help="Input side, pixels.")] = 224,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     head_epochs: Annotated[int, typer.Option(min=0, help="Phase 1: backbone frozen.")] = 4,
-    finetune_epochs: Annotated[int, typer.Option(min=0, help="Phase 2: top layers unfrozen.")]
-        = 4,
+    finetune_epochs: Annotated[int, typer.Option(min=0, help="Phase 2: top layers unfrozen.")] = 4,
     unfreeze_top: Annotated[int, typer.Option(min=0, help="Backbone layers unfrozen.")] = 20,
     head_lr: Annotated[float, typer.Option()] = 1e-3,
     finetune_lr: Annotated[float, typer.Option()] = 1e-4,
@@ -44,20 +49,33 @@ def run(
     class_weights: Annotated[bool, typer.Option(help="Balance the loss by class.")] = True,
     augment: Annotated[bool, typer.Option(help="Paper's augmentation on train.")] = True,
     seed: Annotated[int, typer.Option()] = 0,
-    max_per_split: Annotated[int | None, typer.Option(
-        help="Cap images per split (smoke tests).")] = None,
+    max_per_split: Annotated[
+        int | None, typer.Option(help="Cap images per split (smoke tests).")
+    ] = None,
 ) -> None:
     """Train a model; writes model.keras, config.json, split.csv, history.csv, metrics."""
     from leukedge.training.pipeline import AugmentConfig
     from leukedge.training.train import TrainConfig, train
 
     config = TrainConfig(
-        data=str(data), out=str(out), dataset_kind=dataset_kind, input_kind=input_kind,
-        arch=arch, weights=None if weights.lower() == "none" else weights,
-        image_size=image_size, batch_size=batch_size, head_epochs=head_epochs,
-        finetune_epochs=finetune_epochs, unfreeze_top=unfreeze_top, head_lr=head_lr,
-        finetune_lr=finetune_lr, split=split, class_weights=class_weights,
-        augment=AugmentConfig(enabled=augment), seed=seed, max_per_split=max_per_split,
+        data=str(data),
+        out=str(out),
+        dataset_kind=dataset_kind,
+        input_kind=input_kind,
+        arch=arch,
+        weights=None if weights.lower() == "none" else weights,
+        image_size=image_size,
+        batch_size=batch_size,
+        head_epochs=head_epochs,
+        finetune_epochs=finetune_epochs,
+        unfreeze_top=unfreeze_top,
+        head_lr=head_lr,
+        finetune_lr=finetune_lr,
+        split=split,
+        class_weights=class_weights,
+        augment=AugmentConfig(enabled=augment),
+        seed=seed,
+        max_per_split=max_per_split,
     )
     try:
         train(config)
@@ -68,13 +86,16 @@ def run(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    run_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False,
-                                            help="A run directory (has split.csv).")],
+    run_dir: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="A run directory (has split.csv).")
+    ],
     split: Annotated[str, typer.Option(help="train | val | test")] = "test",
-    model: Annotated[Path | None, typer.Option(
-        help="A .keras or .tflite to evaluate; default: RUN/model.keras.")] = None,
-    update_card: Annotated[bool, typer.Option(
-        help="Write the figures into the .tflite's model card.")] = False,
+    model: Annotated[
+        Path | None, typer.Option(help="A .keras or .tflite to evaluate; default: RUN/model.keras.")
+    ] = None,
+    update_card: Annotated[
+        bool, typer.Option(help="Write the figures into the .tflite's model card.")
+    ] = False,
 ) -> None:
     """Evaluate a run's model on one split (predictions joined to labels by file name)."""
     from leukedge.training.evaluate import evaluate_run
@@ -84,7 +105,17 @@ def evaluate_cmd(
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    summary = {k: metrics[k] for k in ("n", "accuracy", "weighted_f1", "balanced_accuracy",
-                                       "sensitivity", "specificity", "roc_auc",
-                                       "confusion_matrix")}
+    summary = {
+        k: metrics[k]
+        for k in (
+            "n",
+            "accuracy",
+            "weighted_f1",
+            "balanced_accuracy",
+            "sensitivity",
+            "specificity",
+            "roc_auc",
+            "confusion_matrix",
+        )
+    }
     typer.echo(json.dumps(summary, indent=2))

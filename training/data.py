@@ -75,9 +75,7 @@ def file_number(path: str | os.PathLike) -> int:
 
 
 def _images(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _require_dir(root: str | os.PathLike) -> Path:
@@ -137,8 +135,9 @@ def load_cnmc(root: str | os.PathLike) -> list[Sample]:
         for sample in load_folder_per_class(fold, CNMC_CLASSES):
             if sample.subject is None:
                 raise ValueError(f"{sample.path}: C-NMC file name without a UID_<subject> prefix")
-            samples.append(Sample(sample.path, sample.label, sample.subject,
-                                  fold.name if folds else ""))
+            samples.append(
+                Sample(sample.path, sample.label, sample.subject, fold.name if folds else "")
+            )
     return samples
 
 
@@ -207,8 +206,12 @@ def load_dataset(source: str | os.PathLike, kind: str = "auto") -> list[Sample]:
             kind = "cnmc"
         else:
             kind = "folder"
-    loaders = {"taleqani": load_taleqani, "cnmc": load_cnmc, "folder": load_folder_per_class,
-               "csv": load_csv}
+    loaders = {
+        "taleqani": load_taleqani,
+        "cnmc": load_cnmc,
+        "folder": load_folder_per_class,
+        "csv": load_csv,
+    }
     if kind not in loaders:
         raise ValueError(f"unknown dataset kind {kind!r}; choose auto, {', '.join(loaders)}")
     return loaders[kind](source)
@@ -246,8 +249,8 @@ def split_by_blocks(
         n_train = round(n * fractions[0])
         n_val = round(n * (fractions[0] + fractions[1])) - n_train
         out["train"] += items[:n_train]
-        out["val"] += items[n_train:n_train + n_val]
-        out["test"] += items[n_train + n_val:]
+        out["val"] += items[n_train : n_train + n_val]
+        out["test"] += items[n_train + n_val :]
     return {k: sorted(v, key=lambda s: str(s.path)) for k, v in out.items()}
 
 
@@ -385,5 +388,6 @@ def balanced_class_weights(samples: Sequence[Sample], labels: Sequence[str]) -> 
 
 def _check_fractions(fractions: tuple[float, float, float]) -> None:
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be three non-negative numbers summing to 1: "
-                         f"{fractions}")
+        raise ValueError(
+            f"split fractions must be three non-negative numbers summing to 1: {fractions}"
+        )

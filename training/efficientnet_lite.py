@@ -163,13 +163,20 @@ def EfficientNetLite0(  # noqa: N802 - Keras applications naming
     input_shape = input_shape or (DEFAULT_SIZE, DEFAULT_SIZE, 3)
 
     if weights is not None and not include_top:
-        full = EfficientNetLite0(include_top=True, weights=weights, input_shape=input_shape,
-                                 drop_connect_rate=drop_connect_rate, name=name)
+        full = EfficientNetLite0(
+            include_top=True,
+            weights=weights,
+            input_shape=input_shape,
+            drop_connect_rate=drop_connect_rate,
+            name=name,
+        )
         return keras.Model(full.inputs, full.get_layer("top_activation").output, name=name)
 
     inputs = layers.Input(shape=input_shape, name="input_rgb")
     x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="rescaling")(inputs)
-    x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    x = layers.Conv2D(STEM_FILTERS, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(
+        x
+    )
     x = _bn("stem_bn")(x)
     x = _relu6("stem_activation")(x)
 

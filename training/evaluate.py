@@ -14,9 +14,12 @@ from typing import Any
 from leukedge.training.data import read_split
 
 
-def evaluate_run(run_dir: str | os.PathLike, split: str = "test",
-                 model: str | os.PathLike | None = None,
-                 update_card: bool = False) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    split: str = "test",
+    model: str | os.PathLike | None = None,
+    update_card: bool = False,
+) -> dict[str, Any]:
     """Evaluate and write ``metrics_<split>[_<model>].json`` and predictions in ``run_dir``.
 
     Args:
@@ -71,9 +74,18 @@ def evaluate_run(run_dir: str | os.PathLike, split: str = "test",
         if metadata is None:
             raise ValueError(f"{model}: no leukedge metadata to update")
         metadata.model_card[f"{split}_metrics"] = {
-            k: metrics[k] for k in ("n", "accuracy", "weighted_f1", "balanced_accuracy",
-                                    "sensitivity", "specificity", "roc_auc",
-                                    "confusion_matrix", "per_class")
+            k: metrics[k]
+            for k in (
+                "n",
+                "accuracy",
+                "weighted_f1",
+                "balanced_accuracy",
+                "sensitivity",
+                "specificity",
+                "roc_auc",
+                "confusion_matrix",
+                "per_class",
+            )
         }
         tmp = model.with_name(model.name + ".partial")
         tmp.write_bytes(write_metadata(content, metadata))

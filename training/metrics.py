@@ -102,13 +102,19 @@ def classification_metrics(
         "n": int(len(y_true)),
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(np.mean([recall[i] for i in idx if support[i] > 0])),
-        "weighted_f1": float(skm.f1_score(y_true, y_pred, labels=idx, average="weighted",
-                                          zero_division=0)),
-        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=idx, average="macro",
-                                       zero_division=0)),
+        "weighted_f1": float(
+            skm.f1_score(y_true, y_pred, labels=idx, average="weighted", zero_division=0)
+        ),
+        "macro_f1": float(
+            skm.f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)
+        ),
         "per_class": {
-            label: {"precision": float(precision[i]), "recall": float(recall[i]),
-                    "f1": float(f1[i]), "support": int(support[i])}
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
             for i, label in enumerate(labels)
         },
         "confusion_matrix": cm.tolist(),
@@ -121,11 +127,10 @@ def classification_metrics(
         out["positive_label"] = positive
         out["sensitivity"] = float(recall[p])
         negatives = ~is_pos
-        out["specificity"] = (
-            float((y_pred[negatives] != p).mean()) if negatives.any() else None
-        )
+        out["specificity"] = float((y_pred[negatives] != p).mean()) if negatives.any() else None
         out["roc_auc"] = (
-            float(skm.roc_auc_score(is_pos, probs[:, p])) if 0 < is_pos.sum() < len(is_pos)
+            float(skm.roc_auc_score(is_pos, probs[:, p]))
+            if 0 < is_pos.sum() < len(is_pos)
             else None
         )
     return out
@@ -160,8 +165,13 @@ def subject_metrics(
         frac = float(np.mean(y_pred[rows] == p))
         majority = positive if frac >= 0.5 else next(lb for lb in labels if lb != positive)
         truth = labels[int(y_true[rows[0]])]
-        out[subject] = {"cells": len(rows), "fraction_positive": frac, "majority": majority,
-                        "label": truth, "correct": majority == truth}
+        out[subject] = {
+            "cells": len(rows),
+            "fraction_positive": frac,
+            "majority": majority,
+            "label": truth,
+            "correct": majority == truth,
+        }
     return out
 
 

@@ -62,9 +62,7 @@ def _check_weights(weights: str | os.PathLike | None) -> None:
         )
 
 
-def build_backbone(
-    arch: str, input_size: int, weights: str | os.PathLike | None
-) -> keras.Model:
+def build_backbone(arch: str, input_size: int, weights: str | os.PathLike | None) -> keras.Model:
     """The pretrained feature extractor of ``arch``, without its classifier.
 
     Args:
@@ -102,8 +100,10 @@ def build_backbone(
     elif arch == "resnet50":
         ctor, expected = apps.ResNet50, "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
     elif arch == "inceptionv3":
-        ctor, expected = (apps.InceptionV3,
-                          "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
+        ctor, expected = (
+            apps.InceptionV3,
+            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        )
     else:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
     try:
@@ -130,10 +130,17 @@ def preprocessing_layers(arch: str) -> list[layers.Layer]:
     if arch == "resnet50":
         swap = [[[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]]]
         return [
-            layers.Normalization(mean=[123.68, 116.779, 103.939], variance=[1.0, 1.0, 1.0],
-                                 name="caffe_mean"),
-            layers.Conv2D(3, 1, use_bias=False, trainable=False, name="rgb_to_bgr",
-                          kernel_initializer=keras.initializers.Constant(swap)),
+            layers.Normalization(
+                mean=[123.68, 116.779, 103.939], variance=[1.0, 1.0, 1.0], name="caffe_mean"
+            ),
+            layers.Conv2D(
+                3,
+                1,
+                use_bias=False,
+                trainable=False,
+                name="rgb_to_bgr",
+                kernel_initializer=keras.initializers.Constant(swap),
+            ),
         ]
     if arch == "inceptionv3":
         return [layers.Rescaling(1.0 / 127.5, offset=-1.0, name="rescaling_tf")]
@@ -202,7 +209,9 @@ def build_model(
             x = layers.Dropout(rate, name=f"head_dropout_{units}")(x)
     else:
         x = layers.GlobalAveragePooling2D(name="head_gap")(features)
-    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(
+        x
+    )
     return keras.Model(inputs, outputs, name=arch.replace("-", "_"))
 
 
@@ -238,6 +247,8 @@ def default_lite0_weights_path():
     """``~/.keras/models/efficientnet_lite0_imagenet.weights.h5`` (where Keras keeps weights)."""
     from pathlib import Path
 
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models" / (
-        "efficientnet_lite0_imagenet.weights.h5"
+    return (
+        Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+        / "models"
+        / ("efficientnet_lite0_imagenet.weights.h5")
     )

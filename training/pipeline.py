@@ -55,16 +55,23 @@ def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential | 
     if config.horizontal_flip:
         stack.append(keras.layers.RandomFlip("horizontal", seed=seed))
     if config.rotation_degrees:
-        stack.append(keras.layers.RandomRotation(config.rotation_degrees / 360.0,
-                                                 fill_mode=fill, seed=seed + 1))
+        stack.append(
+            keras.layers.RandomRotation(
+                config.rotation_degrees / 360.0, fill_mode=fill, seed=seed + 1
+            )
+        )
     if config.zoom:
         stack.append(keras.layers.RandomZoom(config.zoom, fill_mode=fill, seed=seed + 2))
     if config.shift:
-        stack.append(keras.layers.RandomTranslation(config.shift, config.shift,
-                                                    fill_mode=fill, seed=seed + 3))
+        stack.append(
+            keras.layers.RandomTranslation(
+                config.shift, config.shift, fill_mode=fill, seed=seed + 3
+            )
+        )
     if config.shear:
-        stack.append(keras.layers.RandomShear(config.shear, config.shear,
-                                              fill_mode=fill, seed=seed + 4))
+        stack.append(
+            keras.layers.RandomShear(config.shear, config.shear, fill_mode=fill, seed=seed + 4)
+        )
     return keras.Sequential(stack, name="augmentation")
 
 
@@ -131,7 +138,7 @@ class ImageSequence(keras.utils.PyDataset):
 
     def batch_samples(self, index: int) -> list[Sample]:
         """The samples of batch ``index`` in the order they are served."""
-        idx = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        idx = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         return [self.samples[i] for i in idx]
 
     def __getitem__(self, index: int):

@@ -108,8 +108,9 @@ class TrainConfig:
         return cls(**known)
 
 
-def predict_samples(model, samples: list[Sample], image_size: int,
-                    batch_size: int = 32) -> dict[str, list[float]]:
+def predict_samples(
+    model, samples: list[Sample], image_size: int, batch_size: int = 32
+) -> dict[str, list[float]]:
     """Run ``model`` on ``samples`` (no augmentation) → ``{path: probabilities}``.
 
     Batches are built from the sample list in order and each output row is attached to its
@@ -119,8 +120,7 @@ def predict_samples(model, samples: list[Sample], image_size: int,
 
     from leukedge.training.pipeline import ImageSequence
 
-    seq = ImageSequence(samples, LABELS, image_size, batch_size, shuffle=False,
-                        with_labels=False)
+    seq = ImageSequence(samples, LABELS, image_size, batch_size, shuffle=False, with_labels=False)
     out: dict[str, list[float]] = {}
     for i in range(len(seq)):
         batch = seq.batch_samples(i)
@@ -169,16 +169,20 @@ class BestEpoch:
                 m = evaluate(probs, self.truth, LABELS)
                 p = np.array([probs[k] for k in sorted(self.truth)])
                 y = np.array([LABELS.index(self.truth[k]) for k in sorted(self.truth)])
-                logs["val_loss"] = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y],
-                                                                 1e-7, 1.0))))
+                logs["val_loss"] = float(
+                    -np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)))
+                )
                 logs["val_accuracy"] = m["accuracy"]
                 logs["val_weighted_f1"] = m["weighted_f1"]
                 if m["weighted_f1"] > self.best_f1:
                     self.best_f1, self.best_epoch = m["weighted_f1"], epoch
                     self.best_weights = self.model.get_weights()
-                print(f"  epoch {epoch + 1}: val accuracy {m['accuracy']:.4f}, "
-                      f"val weighted F1 {m['weighted_f1']:.4f}"
-                      + (" (best)" if self.best_epoch == epoch else ""), flush=True)
+                print(
+                    f"  epoch {epoch + 1}: val accuracy {m['accuracy']:.4f}, "
+                    f"val weighted F1 {m['weighted_f1']:.4f}"
+                    + (" (best)" if self.best_epoch == epoch else ""),
+                    flush=True,
+                )
 
         return _BestEpoch()
 
@@ -214,31 +218,51 @@ def train(config: TrainConfig) -> dict[str, Any]:
     weights = balanced_class_weights(splits["train"], LABELS) if config.class_weights else None
     print(f"data {config.data}: " + "; ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"class weights: {weights}" if weights else "class weights: off (imbalance not handled)")
-    (out / "config.json").write_text(json.dumps(
-        config.to_dict() | {"split_counts": counts, "class_weight_values": weights}, indent=2))
+    (out / "config.json").write_text(
+        json.dumps(
+            config.to_dict() | {"split_counts": counts, "class_weight_values": weights}, indent=2
+        )
+    )
 
     model = build_model(config.arch, len(LABELS), config.image_size, config.weights)
-    train_seq = ImageSequence(splits["train"], LABELS, config.image_size, config.batch_size,
-                              shuffle=True, augmenter=build_augmenter(config.augment, config.seed),
-                              seed=config.seed)
+    train_seq = ImageSequence(
+        splits["train"],
+        LABELS,
+        config.image_size,
+        config.batch_size,
+        shuffle=True,
+        augmenter=build_augmenter(config.augment, config.seed),
+        seed=config.seed,
+    )
     best = BestEpoch.make(splits["val"], config.image_size, config.batch_size)
     history_csv = out / "history.csv"
     history_csv.unlink(missing_ok=True)
 
     start = time.time()
-    phases = [("head", config.head_epochs, 0, config.head_lr),
-              ("finetune", config.finetune_epochs, config.unfreeze_top, config.finetune_lr)]
+    phases = [
+        ("head", config.head_epochs, 0, config.head_lr),
+        ("finetune", config.finetune_epochs, config.unfreeze_top, config.finetune_lr),
+    ]
     epoch = 0
     for name, epochs, top_n, lr in phases:
         if epochs <= 0:
             continue
         unfrozen = set_trainable_backbone_layers(model, top_n)
         print(f"phase {name}: {epochs} epochs, lr {lr}, {unfrozen} backbone layers trainable")
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy",
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(lr),
+            loss="categorical_crossentropy",
+            metrics=["accuracy"],
+        )
         logger = keras.callbacks.CSVLogger(str(history_csv), append=True)
-        model.fit(train_seq, epochs=epoch + epochs, initial_epoch=epoch, class_weight=weights,
-                  callbacks=[best, logger], verbose=2)
+        model.fit(
+            train_seq,
+            epochs=epoch + epochs,
+            initial_epoch=epoch,
+            class_weight=weights,
+            callbacks=[best, logger],
+            verbose=2,
+        )
         epoch += epochs
     seconds = time.time() - start
 
@@ -250,8 +274,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     metrics["best_epoch"] = best.best_epoch + 1
     metrics["train_seconds"] = round(seconds, 1)
     (out / "metrics_val.json").write_text(json.dumps(metrics, indent=2))
-    print(f"kept epoch {metrics['best_epoch']}: val accuracy {metrics['accuracy']:.4f}, "
-          f"weighted F1 {metrics['weighted_f1']:.4f}; wrote {out}")
+    print(
+        f"kept epoch {metrics['best_epoch']}: val accuracy {metrics['accuracy']:.4f}, "
+        f"weighted F1 {metrics['weighted_f1']:.4f}; wrote {out}"
+    )
     return metrics
 
 
@@ -270,8 +296,9 @@ def save_model(model, config: TrainConfig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_evaluation(out: Path, split: str, samples: list[Sample],
-                     probabilities: dict[str, list[float]]) -> dict[str, Any]:
+def write_evaluation(
+    out: Path, split: str, samples: list[Sample], probabilities: dict[str, list[float]]
+) -> dict[str, Any]:
     """Write ``predictions_<split>.csv`` and ``metrics_<split>.json``; return the metrics."""
     from leukedge.training.metrics import evaluate
 
@@ -284,7 +311,13 @@ def write_evaluation(out: Path, split: str, samples: list[Sample],
         writer.writerow(["path", "label", "predicted", *[f"p_{lb}" for lb in LABELS]])
         for path in sorted(truth):
             p = probabilities[path]
-            writer.writerow([path, truth[path], LABELS[max(range(len(p)), key=p.__getitem__)],
-                             *[f"{v:.6f}" for v in p]])
+            writer.writerow(
+                [
+                    path,
+                    truth[path],
+                    LABELS[max(range(len(p)), key=p.__getitem__)],
+                    *[f"{v:.6f}" for v in p],
+                ]
+            )
     (out / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))
     return metrics

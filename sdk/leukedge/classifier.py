@@ -74,9 +74,15 @@ class ClassificationResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
-        return {"label": self.label, "probabilities": self.probabilities, "score": self.score,
-                "model": self.model_name, "model_version": self.model_version,
-                "source": self.source, "timestamp_ms": self.timestamp_ms}
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "score": self.score,
+            "model": self.model_name,
+            "model_version": self.model_version,
+            "source": self.source,
+            "timestamp_ms": self.timestamp_ms,
+        }
 
 
 @dataclass
@@ -124,8 +130,9 @@ class Classifier:
         self._engine = TFLiteEngine(path, num_threads=self.options.num_threads)
         self.metadata = self._metadata_or_defaults(path)
         if len(self.metadata.labels) != self._engine.num_classes:
-            raise ValueError(f"{path}: {len(self.metadata.labels)} labels for "
-                             f"{self._engine.num_classes} outputs")
+            raise ValueError(
+                f"{path}: {len(self.metadata.labels)} labels for {self._engine.num_classes} outputs"
+            )
         self._last_timestamp: int | None = None
         self._busy = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -139,12 +146,17 @@ class Classifier:
                 f"{path}: no leukedge metadata in this model; give the class names in output "
                 "order (ClassifierOptions.labels / --labels ALL,HEM) and the input kind"
             )
-        warnings.warn(f"{path}: no leukedge metadata; using labels {self.options.labels} and "
-                      "RGB 0-255 input as given by the caller", stacklevel=3)
+        warnings.warn(
+            f"{path}: no leukedge metadata; using labels {self.options.labels} and "
+            "RGB 0-255 input as given by the caller",
+            stacklevel=3,
+        )
         height, width = self._engine.input_size
-        return ModelMetadata(name=path.stem, labels=list(self.options.labels),
-                             input=InputSpec(height=height, width=width,
-                                             kind=self.options.input_kind or "field"))
+        return ModelMetadata(
+            name=path.stem,
+            labels=list(self.options.labels),
+            input=InputSpec(height=height, width=width, kind=self.options.input_kind or "field"),
+        )
 
     # ---------------------------------------------------------------- constructors
     @classmethod
@@ -171,8 +183,9 @@ class Classifier:
         return self._engine.input_size
 
     # ---------------------------------------------------------------- running modes
-    def _classify_rgb(self, rgb: np.ndarray, source: str | None,
-                      timestamp_ms: int | None) -> ClassificationResult:
+    def _classify_rgb(
+        self, rgb: np.ndarray, source: str | None, timestamp_ms: int | None
+    ) -> ClassificationResult:
         probs = self._engine.run(resize_rgb(rgb, self._engine.input_size))
         temperature = float(self.metadata.temperature or 1.0)
         if temperature != 1.0:
@@ -182,16 +195,20 @@ class Classifier:
         best = int(np.argmax(probs))
         return ClassificationResult(
             label=self.metadata.labels[best],
-            probabilities={lb: float(p) for lb, p in zip(self.metadata.labels, probs,
-                                                         strict=True)},
-            score=float(probs[best]), model_name=self.metadata.name,
-            model_version=self.metadata.version, source=source, timestamp_ms=timestamp_ms,
+            probabilities={lb: float(p) for lb, p in zip(self.metadata.labels, probs, strict=True)},
+            score=float(probs[best]),
+            model_name=self.metadata.name,
+            model_version=self.metadata.version,
+            source=source,
+            timestamp_ms=timestamp_ms,
         )
 
     def _require(self, mode: RunningMode) -> None:
         if self.options.running_mode is not mode:
-            raise ValueError(f"this classifier runs in {self.options.running_mode.name} mode; "
-                             f"create it with running_mode=RunningMode.{mode.name}")
+            raise ValueError(
+                f"this classifier runs in {self.options.running_mode.name} mode; "
+                f"create it with running_mode=RunningMode.{mode.name}"
+            )
 
     def classify(self, image: ImageInput) -> ClassificationResult:
         """Classify one image (``IMAGE`` mode).
@@ -261,8 +278,9 @@ class Classifier:
 
     def _check_timestamp(self, timestamp_ms: int) -> None:
         if self._last_timestamp is not None and timestamp_ms <= self._last_timestamp:
-            raise ValueError(f"timestamp {timestamp_ms} ms is not after the previous "
-                             f"{self._last_timestamp} ms")
+            raise ValueError(
+                f"timestamp {timestamp_ms} ms is not after the previous {self._last_timestamp} ms"
+            )
         self._last_timestamp = timestamp_ms
 
     def close(self) -> None:

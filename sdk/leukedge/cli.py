@@ -38,8 +38,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """leukedge: ALL (leukemic blast) vs HEM (normal) on single cells and smear fields."""
 
@@ -47,8 +51,9 @@ def _main(
 def _load_classifier(model: Path | None, threads: int | None, labels: str | None):
     from leukedge.classifier import Classifier, ClassifierOptions
 
-    options = ClassifierOptions(model_path=model, num_threads=threads,
-                                labels=labels.split(",") if labels else None)
+    options = ClassifierOptions(
+        model_path=model, num_threads=threads, labels=labels.split(",") if labels else None
+    )
     try:
         return Classifier.create_from_options(options)
     except (OSError, ValueError, RuntimeError) as exc:
@@ -59,14 +64,20 @@ def _load_classifier(model: Path | None, threads: int | None, labels: str | None
 @app.command()
 def classify(
     paths: Annotated[list[Path], typer.Argument(help="Image files (BMP, JPEG, PNG, TIFF…).")],
-    model: Annotated[Path | None, typer.Option(
-        "--model", "-m", help="A .tflite model; default: the embedded model.")] = None,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="One JSON object per input per line (JSON Lines).")] = False,
-    threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="Interpreter CPU threads.")] = None,
-    labels: Annotated[str | None, typer.Option(
-        help="Comma-separated class names, for a model without leukedge metadata.")] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per input per line (JSON Lines).")
+    ] = False,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="Interpreter CPU threads.")
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated class names, for a model without leukedge metadata."),
+    ] = None,
 ) -> None:
     """Classify images as ALL (leukemic blast) or HEM (normal).
 
@@ -78,12 +89,21 @@ def classify(
     failed = 0
     rows = []
     for path in paths:
-        record = {"path": str(path), "label": None, "probabilities": None, "score": None,
-                  "model": classifier.metadata.name, "error": None}
+        record = {
+            "path": str(path),
+            "label": None,
+            "probabilities": None,
+            "score": None,
+            "model": classifier.metadata.name,
+            "error": None,
+        }
         try:
             result = classifier.classify(path)
-            record |= {"label": result.label, "probabilities": result.probabilities,
-                       "score": result.score}
+            record |= {
+                "label": result.label,
+                "probabilities": result.probabilities,
+                "score": result.score,
+            }
         except (OSError, ValueError, RuntimeError) as exc:
             record["error"] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             failed += 1
@@ -122,8 +142,9 @@ def _print_table(rows, labels, metadata) -> None:
 
 @app.command()
 def info(
-    model: Annotated[Path | None, typer.Argument(
-        help="A .tflite model; default: the embedded model.")] = None,
+    model: Annotated[
+        Path | None, typer.Argument(help="A .tflite model; default: the embedded model.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Print a model's metadata, model card, tensor details and operators."""
@@ -140,20 +161,27 @@ def info(
         raise typer.Exit(2) from exc
     from dataclasses import asdict
 
-    out = {"path": str(path), "size_bytes": path.stat().st_size,
-           "metadata": asdict(metadata) if metadata else None, **engine.details()}
+    out = {
+        "path": str(path),
+        "size_bytes": path.stat().st_size,
+        "metadata": asdict(metadata) if metadata else None,
+        **engine.details(),
+    }
     if metadata is None:
-        typer.echo(f"warning: {path} carries no leukedge metadata; pass --labels to classify",
-                   err=True)
+        typer.echo(
+            f"warning: {path} carries no leukedge metadata; pass --labels to classify", err=True
+        )
     typer.echo(json.dumps(out, indent=2))
 
 
 @app.command()
 def bench(
-    model: Annotated[Path | None, typer.Argument(
-        help="A .tflite model; default: the embedded model.")] = None,
-    threads: Annotated[list[int], typer.Option(
-        "--threads", help="Thread counts to measure (repeatable).")] = [1, 2],  # noqa: B006
+    model: Annotated[
+        Path | None, typer.Argument(help="A .tflite model; default: the embedded model.")
+    ] = None,
+    threads: Annotated[
+        list[int], typer.Option("--threads", help="Thread counts to measure (repeatable).")
+    ] = [1, 2],  # noqa: B006
     runs: Annotated[int, typer.Option(min=1, help="Timed runs per setting.")] = 50,
 ) -> None:
     """Single-image latency (median and p90, ms) per thread count: a benchmark, not a test."""
@@ -175,8 +203,10 @@ def bench(
             start = time.perf_counter()
             engine.run(image)
             times.append(1000 * (time.perf_counter() - start))
-        results["latency_ms"][n] = {"median": float(np.median(times)),
-                                    "p90": float(np.percentile(times, 90))}
+        results["latency_ms"][n] = {
+            "median": float(np.median(times)),
+            "p90": float(np.percentile(times, 90)),
+        }
     typer.echo(json.dumps(results, indent=2))
 
 

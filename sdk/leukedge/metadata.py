@@ -111,10 +111,13 @@ class ModelMetadata:
             raise MetadataError(f"leukedge metadata labels must be strings, got {labels!r}")
         known = set(cls.__dataclass_fields__)
         kwargs = {k: v for k, v in data.items() if k in known}
-        kwargs["input"] = InputSpec(**{
-            k: v for k, v in dict(data.get("input", {})).items()
-            if k in InputSpec.__dataclass_fields__
-        })
+        kwargs["input"] = InputSpec(
+            **{
+                k: v
+                for k, v in dict(data.get("input", {})).items()
+                if k in InputSpec.__dataclass_fields__
+            }
+        )
         kwargs["name"], kwargs["labels"] = name, list(labels)
         return cls(**kwargs)
 
@@ -157,7 +160,7 @@ def read_metadata_entries(buf: bytes) -> dict[str, bytes]:
         o = data_tab.Offset(4 + 2 * _BUFFER_DATA)
         if o:
             start, length = data_tab.Vector(o), data_tab.VectorLen(o)
-            entries[name] = bytes(buf[start:start + length])
+            entries[name] = bytes(buf[start : start + length])
         else:
             entries[name] = b""
     return entries

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | Image.Image | np.ndarray
 """What the SDK accepts as one image: a file path, a PIL image or an RGB ``uint8`` array."""
 
 RESAMPLING = Image.Resampling.BILINEAR
@@ -65,9 +64,7 @@ def load_rgb(image: ImageInput) -> np.ndarray:
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:
     if array.dtype != np.uint8:
-        raise ImageDecodeError(
-            f"array input: expected dtype uint8 (RGB 0-255), got {array.dtype}"
-        )
+        raise ImageDecodeError(f"array input: expected dtype uint8 (RGB 0-255), got {array.dtype}")
     if array.ndim == 2:
         return np.repeat(array[:, :, None], 3, axis=2)
     if array.ndim == 3 and array.shape[2] == 3:

@@ -20,8 +20,11 @@ from typing import Any
 
 import numpy as np
 
-INTERPRETER_MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter",
-                       "tensorflow.lite")
+INTERPRETER_MODULES = (
+    "ai_edge_litert.interpreter",
+    "tflite_runtime.interpreter",
+    "tensorflow.lite",
+)
 
 
 class RuntimeNotFoundError(ImportError):
@@ -93,8 +96,9 @@ class TFLiteEngine:
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ModelLoadError(f"{origin}: expected 1 input and 1 output, got "
-                                 f"{len(inputs)} and {len(outputs)}")
+            raise ModelLoadError(
+                f"{origin}: expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
+            )
         self._input, self._output = inputs[0], outputs[0]
         shape = tuple(int(d) for d in self._input["shape"])
         if len(shape) != 4 or shape[3] != 3:
@@ -146,15 +150,24 @@ class TFLiteEngine:
 
     def details(self) -> dict[str, Any]:
         """Input/output tensor details (name, shape, dtype, scale, zero point) and operators."""
+
         def tensor(d: dict[str, Any]) -> dict[str, Any]:
             scale, zero_point = d["quantization"]
-            return {"name": d["name"], "shape": [int(v) for v in d["shape"]],
-                    "dtype": np.dtype(d["dtype"]).name, "scale": float(scale),
-                    "zero_point": int(zero_point)}
+            return {
+                "name": d["name"],
+                "shape": [int(v) for v in d["shape"]],
+                "dtype": np.dtype(d["dtype"]).name,
+                "scale": float(scale),
+                "zero_point": int(zero_point),
+            }
 
         try:
             ops = sorted({op["op_name"] for op in self._interpreter._get_ops_details()})
         except Exception:  # noqa: BLE001 - private API; absent in some runtimes
             ops = []
-        return {"runtime": self.runtime, "input": tensor(self._input),
-                "output": tensor(self._output), "operators": ops}
+        return {
+            "runtime": self.runtime,
+            "input": tensor(self._input),
+            "output": tensor(self._output),
+            "operators": ops,
+        }

@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Live ALL/HEM calls from a microscope camera on a Raspberry Pi.
+
+Frames come from a Raspberry Pi camera module (Picamera2, if it imports) or from any camera
+OpenCV can open (``cv2.VideoCapture(index)``: USB/UVC microscope eyepiece cameras). Each
+frame is converted from BGR to RGB, cropped to its centre square (the model was trained on
+square smear fields; ``--full-frame`` keeps the whole frame) and handed to a leukedge
+``Classifier`` in ``LIVE_STREAM`` mode. Results arrive in a callback on a worker thread;
+frames that arrive while the previous one is still being classified are dropped, so the
+preview never lags.
+
+Decision support only: the label is one model's opinion on one field of view, not a
+diagnosis. Nothing here imports TensorFlow; the model runs on LiteRT.
+
+Examples::
+
+    python3 examples/raspberry_pi_camera.py                      # preview window
+    python3 examples/raspberry_pi_camera.py --headless           # over SSH: print only
+    python3 examples/raspberry_pi_camera.py --camera 1 --every-n-frames 5 --threads 4
+    python3 examples/raspberry_pi_camera.py --model my_model_int8.tflite --backend opencv
+
+Exit codes: 0 normal end (q, Esc, Ctrl+C, or --frames reached); 1 no camera, or the camera
+stopped delivering frames; 2 the model cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from leukedge.classifier import (
+    ClassificationResult,
+    Classifier,
+    ClassifierOptions,
+    RunningMode,
+)
+
+WINDOW = "leukedge (decision support, not a diagnosis)"
+MAX_READ_FAILURES = 30
+"""Consecutive failed reads after which the camera is considered gone."""
+
+
+class NoCameraError(RuntimeError):
+    """No usable camera; the message says what was tried and what to check."""
+
+
+# --------------------------------------------------------------------------- cameras
+class OpenCVCamera:
+    """Any camera OpenCV opens by index (USB/UVC cameras; ``/dev/video<index>`` on Linux)."""
+
+    name = "OpenCV"
+
+    def __init__(self, index: int, width: int, height: int):
+        self._cap = cv2.VideoCapture(index)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise NoCameraError(
+                f"OpenCV could not open camera index {index}. Is the camera plugged in and "
+                "not in use by another program? List devices with `v4l2-ctl --list-devices` "
+                "(package v4l-utils) and pass --camera N."
+            )
+        self._cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        self._cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        ok, _ = self._cap.read()
+        if not ok:
+            self._cap.release()
+            raise NoCameraError(f"camera index {index} opened but delivers no frames")
+
+    def read_bgr(self) -> np.ndarray | None:
+        """Next frame, BGR ``uint8`` ``(H, W, 3)``, or ``None`` if the read failed."""
+        ok, frame = self._cap.read()
+        return frame if ok else None
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class PiCamera:
+    """A Raspberry Pi camera module through Picamera2 (libcamera)."""
+
+    name = "Picamera2"
+
+    def __init__(self, index: int, width: int, height: int):
+        from picamera2 import Picamera2  # apt: python3-picamera2
+
+        cameras = Picamera2.global_camera_info()
+        if index >= len(cameras):
+            raise NoCameraError(
+                f"Picamera2 sees {len(cameras)} camera(s), none at index {index}. Check the "
+                "ribbon cable and `rpicam-hello --list-cameras`."
+            )
+        self._cam = Picamera2(index)
+        # Picamera2's "RGB888" is stored [B, G, R] per pixel: the same order as OpenCV.
+        config = self._cam.create_preview_configuration(
+            main={"size": (width, height), "format": "RGB888"}
+        )
+        self._cam.configure(config)
+        self._cam.start()
+
+    def read_bgr(self) -> np.ndarray | None:
+        """Next frame, BGR ``uint8`` ``(H, W, 3)``."""
+        return self._cam.capture_array()
+
+    def close(self) -> None:
+        self._cam.stop()
+        self._cam.close()
+
+
+def open_camera(backend: str, index: int, width: int, height: int):
+    """The first camera that opens: Picamera2 (if importable), then OpenCV.
+
+    Raises:
+        NoCameraError: nothing opened; the message lists every attempt.
+    """
+    tried = []
+    if backend in ("auto", "picamera2"):
+        try:
+            return PiCamera(index, width, height)
+        except ImportError:
+            tried.append(
+                "Picamera2: not installed (sudo apt install python3-picamera2; in a "
+                "venv created with --system-site-packages)"
+            )
+        except NoCameraError as exc:
+            tried.append(f"Picamera2: {exc}")
+        except (RuntimeError, OSError, IndexError) as exc:
+            tried.append(f"Picamera2: {type(exc).__name__}: {exc}")
+    if backend in ("auto", "opencv"):
+        try:
+            return OpenCVCamera(index, width, height)
+        except NoCameraError as exc:
+            tried.append(f"OpenCV: {exc}")
+    raise NoCameraError("no camera found.\n  " + "\n  ".join(tried))
+
+
+# --------------------------------------------------------------------------- results
+class LatestResult:
+    """The most recent classification, shared between the callback thread and the UI."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.result: ClassificationResult | None = None
+        self.error: Exception | None = None
+        self.received_at = 0.0
+
+    def set(self, result: ClassificationResult | None, error: Exception | None) -> None:
+        with self._lock:
+            self.result, self.error, self.received_at = result, error, time.monotonic()
+
+    def get(self) -> tuple[ClassificationResult | None, Exception | None, float]:
+        with self._lock:
+            return self.result, self.error, self.received_at
+
+
+def describe(result: ClassificationResult) -> str:
+    """``"ALL 0.87  (ALL 0.87, HEM 0.13)"``."""
+    probs = ", ".join(f"{k} {v:.2f}" for k, v in result.probabilities.items())
+    return f"{result.label} {result.score:.2f}  ({probs})"
+
+
+# --------------------------------------------------------------------------- drawing
+def centre_square(frame: np.ndarray) -> tuple[int, int, int]:
+    """``(x0, y0, side)`` of the largest centred square in ``frame``."""
+    height, width = frame.shape[:2]
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side
+
+
+def draw_overlay(
+    frame: np.ndarray,
+    latest: LatestResult,
+    roi: tuple[int, int, int] | None,
+    stale_after_s: float = 2.0,
+) -> None:
+    """Draw the ROI, the latest call and a disclaimer onto a BGR frame, in place."""
+    if roi is not None:
+        x0, y0, side = roi
+        cv2.rectangle(frame, (x0, y0), (x0 + side - 1, y0 + side - 1), (255, 255, 255), 1)
+    result, error, received_at = latest.get()
+    if error is not None:
+        text, colour = f"error: {error}"[:60], (0, 0, 255)
+    elif result is None:
+        text, colour = "waiting for the first result...", (200, 200, 200)
+    else:
+        text = f"{result.label}  p={result.score:.2f}"
+        colour = (0, 0, 255) if result.label == "ALL" else (0, 200, 0)
+        if time.monotonic() - received_at > stale_after_s:
+            text, colour = text + "  (stale)", (160, 160, 160)
+    for thickness, c in ((4, (0, 0, 0)), (2, colour)):  # dark outline, then colour
+        cv2.putText(frame, text, (10, 32), cv2.FONT_HERSHEY_SIMPLEX, 0.9, c, thickness, cv2.LINE_AA)
+    cv2.putText(
+        frame,
+        "decision support only - not a diagnosis",
+        (10, frame.shape[0] - 12),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
+
+
+def display_available() -> tuple[bool, str]:
+    """Whether a preview window can be opened, and why not."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        return False, "no display (DISPLAY/WAYLAND_DISPLAY unset, e.g. over SSH)"
+    try:
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+    except cv2.error:
+        return False, (
+            "this OpenCV build has no GUI support (opencv-python-headless); "
+            "install a GUI build (e.g. `sudo apt install python3-opencv` in a venv "
+            "with --system-site-packages, or `pip install opencv-python`)"
+        )
+    return True, ""
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Classify microscope camera frames as ALL or HEM, live "
+        "(decision support, not a diagnosis)."
+    )
+    parser.add_argument(
+        "--model", default=None, help="a leukedge .tflite model (default: the embedded model)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        help="interpreter CPU threads (default 4: a Pi 4/5 has 4 cores)",
+    )
+    parser.add_argument(
+        "--camera",
+        type=int,
+        default=0,
+        help="camera index (Picamera2 camera number or /dev/videoN)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "picamera2", "opencv"),
+        default="auto",
+        help="camera library (default: Picamera2 if importable, else OpenCV)",
+    )
+    parser.add_argument(
+        "--every-n-frames",
+        type=int,
+        default=3,
+        help="submit every Nth frame for classification (default 3)",
+    )
+    parser.add_argument("--width", type=int, default=640, help="capture width (default 640)")
+    parser.add_argument("--height", type=int, default=480, help="capture height (default 480)")
+    parser.add_argument(
+        "--full-frame",
+        action="store_true",
+        help="classify the whole frame (squashed to square) instead of its centre square",
+    )
+    parser.add_argument(
+        "--headless", action="store_true", help="no preview window; print results only"
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=0,
+        help="stop after this many captured frames (default 0: run until q, Esc or Ctrl+C)",
+    )
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.every_n_frames < 1 or args.frames < 0:
+        parser.error("--threads and --every-n-frames must be >= 1, --frames >= 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    latest = LatestResult()
+
+    def on_result(
+        result: ClassificationResult | None,
+        frame: np.ndarray,
+        timestamp_ms: int,
+        error: Exception | None,
+    ) -> None:
+        # Runs on the classifier's worker thread: keep it short, never touch the GUI here.
+        latest.set(result, error)
+        if error is not None:
+            print(f"{timestamp_ms:>10} ms  error: {error}", file=sys.stderr, flush=True)
+        else:
+            print(f"{timestamp_ms:>10} ms  {describe(result)}", flush=True)
+
+    options = ClassifierOptions(
+        model_path=args.model,
+        num_threads=args.threads,
+        running_mode=RunningMode.LIVE_STREAM,
+        result_callback=on_result,
+    )
+    try:
+        classifier = Classifier(options)
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+        print(f"error: cannot load model: {exc}", file=sys.stderr)
+        return 2
+    meta = classifier.metadata
+    print(
+        f"model: {meta.name} {meta.version} ({meta.precision}), input "
+        f"{classifier.input_size[1]}x{classifier.input_size[0]} {meta.input.kind}, "
+        f"{args.threads} thread(s)"
+    )
+    if meta.input.kind == "cell":
+        print(
+            "note: this model expects single segmented cells, not whole camera fields",
+            file=sys.stderr,
+        )
+
+    try:
+        camera = open_camera(args.backend, args.camera, args.width, args.height)
+    except NoCameraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        classifier.close()
+        return 1
+    print(f"camera: {camera.name} index {args.camera}")
+
+    show = not args.headless
+    if show:
+        show, why = display_available()
+        if not show:
+            print(f"no preview window: {why}; running headless", file=sys.stderr)
+
+    status, count, failures, last_ts = 0, 0, 0, -1
+    try:
+        with classifier:  # on exit, waits for the frame still being classified
+            while args.frames == 0 or count < args.frames:
+                bgr = camera.read_bgr()
+                if bgr is None:
+                    failures += 1
+                    if failures >= MAX_READ_FAILURES:
+                        print("error: the camera stopped delivering frames", file=sys.stderr)
+                        status = 1
+                        break
+                    time.sleep(0.05)
+                    continue
+                failures = 0
+                count += 1
+                # Timestamps must increase strictly; two frames in one millisecond get +1.
+                timestamp_ms = max(int(time.monotonic() * 1000), last_ts + 1)
+                last_ts = timestamp_ms
+                roi = None if args.full_frame else centre_square(bgr)
+                if count % args.every_n_frames == 0:
+                    crop = (
+                        bgr
+                        if roi is None
+                        else bgr[roi[1] : roi[1] + roi[2], roi[0] : roi[0] + roi[2]]
+                    )
+                    rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+                    classifier.classify_async(rgb, timestamp_ms)  # False: busy, frame dropped
+                if show:
+                    draw_overlay(bgr, latest, roi)
+                    cv2.imshow(WINDOW, bgr)
+                    if (cv2.waitKey(1) & 0xFF) in (ord("q"), 27):
+                        break
+    except KeyboardInterrupt:
+        print("\nstopped", file=sys.stderr)
+    finally:
+        camera.close()
+        if show:
+            cv2.destroyAllWindows()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
