@@ -52,7 +52,8 @@ def run(
     split_file: Annotated[Path | None, typer.Option(help="The run's split.csv.")] = None,
     io_dtype: Annotated[str, typer.Option(help="int8 model I/O tensors: uint8 | int8.")] = "uint8",
     keep_float: Annotated[
-        list[str] | None, typer.Option(help="TFLite op names kept in float (selective int8).")
+        list[str] | None,
+        typer.Option(help="TFLite tensor names kept in float (selective int8; see the report)."),
     ] = None,
     max_delta: Annotated[
         float, typer.Option(help="Largest allowed accuracy loss, percentage points.")
@@ -61,6 +62,12 @@ def run(
         float, typer.Option(help="Smallest allowed label agreement with the float model, fraction.")
     ] = 0.98,
     check: Annotated[bool, typer.Option(help="Run the accuracy-delta gate.")] = True,
+    auto_keep_float: Annotated[
+        bool,
+        typer.Option(
+            help="If int8 fails the gate, keep the worst layers in float until it passes."
+        ),
+    ] = False,
     input_kind: Annotated[str | None, typer.Option(help="field | cell")] = None,
 ) -> None:
     """Convert MODEL.keras to .tflite files with metadata; exit 1 if the gate fails."""
@@ -85,6 +92,7 @@ def run(
         min_agreement=min_agreement,
         check=check,
         input_kind=input_kind,
+        auto_keep_float=auto_keep_float,
     )
     try:
         report = convert_model(config)

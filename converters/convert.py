@@ -49,7 +49,10 @@ class ConvertConfig:
         eval_data: labelled held-out images for the gate (folder/CSV or ``split.csv``, whose
             val split is used). Default: the run's val split.
         io_dtype: int8 model input/output tensor type, ``"uint8"`` or ``"int8"``.
-        keep_float: TFLite op names to keep in float (selective int8 quantization).
+        keep_float: TFLite tensor names (from the debugger's report) to keep in float
+            (selective int8 quantization).
+        auto_keep_float: when int8 fails the gate, keep the worst 1, 2, 4… tensors (by the
+            debugger's RMSE/scale) in float until it passes, up to ``max_keep_float``.
         max_delta, min_agreement: the gate (:class:`~leukedge.converters.gate.GateConfig`).
         check: run the gate (``--no-check`` skips it and says so in the model card).
         input_kind: ``"field"`` or ``"cell"`` when the run's config does not say.
@@ -69,6 +72,8 @@ class ConvertConfig:
     max_delta: float = 1.0
     min_agreement: float = 0.98
     check: bool = True
+    auto_keep_float: bool = False
+    max_keep_float: int = 16
     input_kind: str | None = None
     seed: int = 0
     extra_card: dict[str, Any] = field(default_factory=dict)
@@ -136,7 +141,12 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
         format_table,
         predict_tflite,
     )
-    from leukedge.converters.tflite import PRECISIONS, convert_keras, load_keras_model
+    from leukedge.converters.tflite import (
+        PRECISIONS,
+        ConversionError,
+        convert_keras,
+        load_keras_model,
+    )
     from leukedge.training.data import LABELS
     from leukedge.training.train import predict_samples
 
@@ -209,22 +219,33 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
             "n": ref_metrics["n"],
         }
     failures = {}
-    for precision in config.precisions:
-        print(f"converting {precision} ...", flush=True)
-        content = convert_keras(
-            model,
-            precision,
-            representative,
-            config.io_dtype,
-            config.keep_float if precision == "int8" else (),
-        )
-        figures: dict[str, Any] = {"size_bytes": len(content)}
+
+    def convert_and_gate(precision: str, keep_float: Sequence[str]):
+        content = convert_keras(model, precision, representative, config.io_dtype, keep_float)
+        figures: dict[str, Any] = {"size_bytes": len(content), "keep_float": list(keep_float)}
         if config.check:
             candidate = predict_tflite(content, list(truth))
             figures |= compare(reference, candidate, truth, labels)
             figures["gate_failures"] = check(figures, gate)
-            if figures["gate_failures"]:
-                failures[precision] = figures["gate_failures"]
+        return content, figures
+
+    for precision in config.precisions:
+        print(f"converting {precision} ...", flush=True)
+        keep = tuple(config.keep_float) if precision == "int8" else ()
+        try:
+            content, figures = convert_and_gate(precision, keep)
+        except ConversionError as exc:
+            # One precision the converter cannot produce must not cost the others.
+            print(f"error: {exc}")
+            failures[precision] = [str(exc)]
+            report["precisions"][precision] = {"error": str(exc), "gate_failures": [str(exc)]}
+            continue
+        if precision == "int8" and figures.get("gate_failures"):
+            content, figures = _diagnose_int8(
+                model, representative, figures, content, config, convert_and_gate
+            )
+        if figures.get("gate_failures"):
+            failures[precision] = figures["gate_failures"]
         card = _model_card(
             run_dir, run_config, config, precision, figures, report.get("keras"), len(eval_samples)
         )
@@ -270,6 +291,35 @@ _CARD_METRICS = (
     "confusion_matrix",
     "best_epoch",
 )
+
+
+def _diagnose_int8(model, representative, figures, content, config, convert_and_gate):
+    """int8 failed the gate: rank layers with the quantization debugger; optionally keep the
+    worst in float, 1, 2, 4… of them, until the gate passes (selective quantization)."""
+    from leukedge.converters.debug import format_layer_errors, layer_errors
+
+    print("int8 failed the gate: " + "; ".join(figures["gate_failures"]))
+    print("quantization debugger, worst tensors (RMSE in units of the int8 step):")
+    errors = layer_errors(model, representative)
+    print(format_layer_errors(errors))
+    figures["worst_layers"] = [
+        {"tensor": e.tensor_name, "op": e.op_name, "rmse_per_scale": e.rmse_per_scale}
+        for e in errors[:10]
+    ]
+    if not config.auto_keep_float:
+        print("retry with --keep-float TENSOR… , --auto-keep-float, or -p int16x8")
+        return content, figures
+    k = 1
+    while k <= min(config.max_keep_float, len(errors)):
+        names = tuple(dict.fromkeys([*config.keep_float, *(e.tensor_name for e in errors[:k])]))
+        print(f"selective int8: keeping {k} worst tensor(s) in float ...", flush=True)
+        new_content, new_figures = convert_and_gate("int8", names)
+        if not new_figures["gate_failures"]:
+            new_figures["worst_layers"] = figures["worst_layers"]
+            return new_content, new_figures
+        k *= 2
+    print(f"still failing with the {config.max_keep_float} worst tensors in float")
+    return content, figures
 
 
 def _model_card(

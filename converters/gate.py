@@ -118,6 +118,9 @@ def format_table(reference: Mapping[str, Any], rows: Mapping[str, Mapping[str, A
         f"{'':>10}{'':>9}{'':>9}{'':>10}  reference",
     ]
     for name, f in rows.items():
+        if "error" in f:
+            lines.append(f"{name:<10}{'conversion failed':>46}  FAIL: {f['error'][:60]}")
+            continue
         verdict = "FAIL: " + "; ".join(f["gate_failures"]) if f["gate_failures"] else "pass"
         lines.append(
             f"{name:<10}{f['accuracy']:>10.4f}{f['weighted_f1']:>8.4f}{f['delta_pp']:>10.2f}"

@@ -125,8 +125,10 @@ def _configure(
             converter.inference_input_type = dtype
             converter.inference_output_type = dtype
         else:
+            # Ops without a 16x8 kernel (e.g. the NEG inside LayerNormalization) stay float.
             converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                tf.lite.OpsSet.TFLITE_BUILTINS,
             ]
         if keep_float:
             # Selective quantization: the debugger's denylist keeps these ops in float.

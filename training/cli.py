@@ -119,3 +119,15 @@ def evaluate_cmd(
         )
     }
     typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command("figures")
+def figures_cmd(
+    run_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A run directory.")],
+    split: Annotated[str, typer.Option(help="Which predictions_<split>.csv to plot.")] = "val",
+) -> None:
+    """Redraw a run's PNG figures: curves, confusion matrix, ROC, reliability diagram."""
+    from leukedge.training.figures import run_figures
+
+    for path in run_figures(run_dir, split):
+        typer.echo(f"wrote {path}")

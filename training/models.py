@@ -153,6 +153,7 @@ def build_model(
     input_size: int = 224,
     weights: str | os.PathLike | None = "imagenet",
     head: HeadConfig | None = None,
+    frozen_batchnorm: bool | None = None,
 ) -> keras.Model:
     """Build a classifier by name.
 
@@ -164,9 +165,11 @@ def build_model(
     ``inceptionv3``) are backbone → global average pooling → Dense softmax (paper,
     section IV.E).
 
-    The backbone is a nested model (named by :data:`BACKBONE_NAMES`) called with
-    ``training=False``, so its BatchNorm layers stay in inference mode during fine-tuning;
-    it starts frozen (see :func:`set_trainable_backbone_layers`).
+    The backbone is a nested model (named by :data:`BACKBONE_NAMES`). It starts frozen (see
+    :func:`set_trainable_backbone_layers`). A pretrained backbone is called with
+    ``training=False``, so its BatchNorm layers keep their ImageNet statistics during
+    fine-tuning (Keras' transfer-learning guide). A backbone trained from scratch
+    (``weights=None``) must learn those statistics, so its BatchNorm layers train.
 
     Args:
         arch: one of :data:`ARCHITECTURES`.
@@ -175,6 +178,8 @@ def build_model(
             InceptionV3). The feature map is ``input_size / 32`` on a side.
         weights: ``"imagenet"``, a local weights file for the backbone, or ``None``.
         head: :class:`HeadConfig` for the proposed head.
+        frozen_batchnorm: call the backbone with ``training=False``; default: ``True`` for
+            pretrained weights, ``False`` for ``weights=None``.
 
     Returns:
         Uncompiled ``keras.Model``: ``(batch, input_size, input_size, 3)`` RGB 0–255 →
@@ -192,7 +197,9 @@ def build_model(
     x = inputs
     for layer in preprocessing_layers(arch):
         x = layer(x)
-    features = backbone(x, training=False)
+    if frozen_batchnorm is None:
+        frozen_batchnorm = weights is not None
+    features = backbone(x, training=False) if frozen_batchnorm else backbone(x)
     if arch.startswith("proposed"):
         h, w, c = features.shape[1:]
         tokens = layers.Reshape((h * w, c), name="attention_tokens")(features)
@@ -215,20 +222,24 @@ def build_model(
     return keras.Model(inputs, outputs, name=arch.replace("-", "_"))
 
 
-def set_trainable_backbone_layers(model: keras.Model, top_n: int) -> int:
-    """Freeze the backbone except its last ``top_n`` layers that hold weights.
+def set_trainable_backbone_layers(
+    model: keras.Model, top_n: int, train_batchnorm: bool = False
+) -> int:
+    """Freeze the backbone except its last ``top_n`` layers.
 
-    BatchNorm layers always stay frozen (and, since the backbone is called with
-    ``training=False``, in inference mode), as Keras' fine-tuning guide recommends and as the
-    paper's "top 20 layers unfrozen" is usually implemented.
+    Layers are counted as Keras lists them (activations and additions included), which is how
+    the paper's "top 20 layers unfrozen" is written in Keras code. BatchNorm layers stay
+    frozen unless ``train_batchnorm`` (training from scratch), as Keras' fine-tuning guide
+    recommends for a pretrained backbone.
 
     Args:
         model: a model from :func:`build_model`.
-        top_n: number of backbone layers, counted from the output, to make trainable
-            (0 freezes the whole backbone; the paper uses 20).
+        top_n: backbone layers, counted from the output, to make trainable (0 freezes the
+            whole backbone; the paper uses 20; a number above the layer count trains all).
+        train_batchnorm: let BatchNorm layers in the top ``top_n`` train too.
 
     Returns:
-        The number of layers made trainable (BatchNorm excluded).
+        The number of layers with weights made trainable.
     """
     backbone = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     backbone.trainable = True
@@ -236,7 +247,7 @@ def set_trainable_backbone_layers(model: keras.Model, top_n: int) -> int:
     for i, layer in enumerate(backbone.layers):
         in_top = i >= len(backbone.layers) - top_n
         is_bn = isinstance(layer, layers.BatchNormalization)
-        layer.trainable = in_top and not is_bn
+        layer.trainable = in_top and (train_batchnorm or not is_bn)
         unfrozen += int(layer.trainable and bool(layer.weights))
     if top_n == 0:
         backbone.trainable = False

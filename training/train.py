@@ -247,7 +247,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     for name, epochs, top_n, lr in phases:
         if epochs <= 0:
             continue
-        unfrozen = set_trainable_backbone_layers(model, top_n)
+        unfrozen = set_trainable_backbone_layers(
+            model, top_n, train_batchnorm=config.weights is None
+        )
         print(f"phase {name}: {epochs} epochs, lr {lr}, {unfrozen} backbone layers trainable")
         model.compile(
             optimizer=keras.optimizers.Adam(lr),
@@ -274,6 +276,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     metrics["best_epoch"] = best.best_epoch + 1
     metrics["train_seconds"] = round(seconds, 1)
     (out / "metrics_val.json").write_text(json.dumps(metrics, indent=2))
+    from leukedge.training.figures import run_figures
+
+    run_figures(out, "val")
     print(
         f"kept epoch {metrics['best_epoch']}: val accuracy {metrics['accuracy']:.4f}, "
         f"weighted F1 {metrics['weighted_f1']:.4f}; wrote {out}"
@@ -289,7 +294,13 @@ def save_model(model, config: TrainConfig, path: Path) -> None:
     """
     from leukedge.training.models import build_model
 
-    fresh = build_model(config.arch, len(LABELS), config.image_size, weights=None)
+    fresh = build_model(
+        config.arch,
+        len(LABELS),
+        config.image_size,
+        weights=None,
+        frozen_batchnorm=config.weights is not None,
+    )
     fresh.set_weights(model.get_weights())
     tmp = path.with_name(path.stem + ".partial.keras")
     fresh.save(tmp)
