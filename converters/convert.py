@@ -234,11 +234,13 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
         keep = tuple(config.keep_float) if precision == "int8" else ()
         try:
             content, figures = convert_and_gate(precision, keep)
-        except ConversionError as exc:
-            # One precision the converter cannot produce must not cost the others.
-            print(f"error: {exc}")
-            failures[precision] = [str(exc)]
-            report["precisions"][precision] = {"error": str(exc), "gate_failures": [str(exc)]}
+        except (ConversionError, RuntimeError, ValueError) as exc:
+            # A precision the converter cannot produce, or the runtime cannot run, must not
+            # cost the others; no file is written for it.
+            message = f"{type(exc).__name__}: {exc}"
+            print(f"error: {precision}: {message}")
+            failures[precision] = [message]
+            report["precisions"][precision] = {"error": message, "gate_failures": [message]}
             continue
         if precision == "int8" and figures.get("gate_failures"):
             content, figures = _diagnose_int8(
@@ -260,7 +262,7 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
                 kind=config.input_kind or run_config.get("input_kind", "field"),
             ),
             precision=precision,
-            temperature=float(run_config.get("temperature", 1.0)),
+            temperature=float(_read_json(run_dir / "calibration.json").get("temperature", 1.0)),
             source_sha256=source_sha,
             model_card=card,
         )

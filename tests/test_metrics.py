@@ -111,3 +111,41 @@ def test_expected_calibration_error_hand_values():
     # All at confidence 0.75, half right: |0.5 - 0.75| = 0.25.
     overconfident = np.array([[0.75, 0.25], [0.25, 0.75], [0.75, 0.25], [0.25, 0.75]])
     assert expected_calibration_error(y, overconfident) == pytest.approx(0.25)
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    from leukedge.training.calibration import apply_temperature, fit_temperature
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (4000, 2))
+    true_probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(2, p=p) for p in true_probs])
+    overconfident = apply_temperature(true_probs, 1 / 2.5)  # logits × 2.5
+    t = fit_temperature(y, overconfident)
+    assert t == pytest.approx(2.5, rel=0.1)
+    calibrated = apply_temperature(overconfident, t)
+    assert np.array_equal(calibrated.argmax(1), overconfident.argmax(1))
+    assert expected_calibration_error(y, calibrated) < expected_calibration_error(y, overconfident)
+
+
+def test_comparison_table_reads_runs(tmp_path):
+    import json
+
+    from leukedge.training.report import comparison_markdown, compare_runs, metrics_markdown
+
+    truth, probs = _fixed_case()
+    m = evaluate(probs, truth, LABELS) | {"best_epoch": 2}
+    for name, arch in (("a", "proposed"), ("b", "resnet50")):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "metrics_val.json").write_text(json.dumps(m))
+        (run / "config.json").write_text(json.dumps({"arch": arch}))
+        (run / "history.csv").write_text("epoch,accuracy,loss\n0,0.5,1.0\n1,0.9,0.3\n")
+    rows = compare_runs([tmp_path / "a", tmp_path / "b"])
+    assert [r["arch"] for r in rows] == ["proposed", "resnet50"]
+    assert rows[0]["train_accuracy"] == 0.9 and rows[0]["accuracy"] == pytest.approx(0.8)
+    table = comparison_markdown(rows, "val")
+    assert "| a | proposed | 90.00 | 80.00 |" in table and "ALL P" in table
+    assert "| ALL | 8 | 2 |" in metrics_markdown(m, "t")
+    with pytest.raises(FileNotFoundError, match="metrics_test.json"):
+        compare_runs([tmp_path / "a"], split="test")

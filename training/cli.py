@@ -131,3 +131,32 @@ def figures_cmd(
 
     for path in run_figures(run_dir, split):
         typer.echo(f"wrote {path}")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    run_dir: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="A run directory.")],
+) -> None:
+    """Fit the softmax temperature on the validation predictions (writes calibration.json)."""
+    from leukedge.training.calibration import calibrate_run
+
+    typer.echo(json.dumps(calibrate_run(run_dir, "val"), indent=2))
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(exists=True, file_okay=False, help="Runs.")],
+    split: Annotated[str, typer.Option(help="Which metrics_<split>.json to compare.")] = "val",
+    out: Annotated[Path | None, typer.Option(help="Also write the table to this .md file.")] = None,
+) -> None:
+    """The paper-style comparison table (Tables II/IV) for several runs."""
+    from leukedge.training.report import compare_runs, comparison_markdown
+
+    try:
+        table = comparison_markdown(compare_runs(runs, split), split)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(table)
+    if out:
+        out.write_text(table)

@@ -66,6 +66,11 @@ def evaluate_run(
     metrics = write_evaluation(run_dir, tag, samples, probabilities)
     metrics["model"] = str(model)
     (run_dir / f"metrics_{tag}.json").write_text(json.dumps(metrics, indent=2))
+    from leukedge.training.figures import run_figures
+    from leukedge.training.report import metrics_markdown
+
+    (run_dir / f"report_{tag}.md").write_text(metrics_markdown(metrics, f"{run_dir.name}: {tag}"))
+    run_figures(run_dir, tag)
     if update_card and model.suffix == ".tflite":
         from leukedge.metadata import read_metadata, write_metadata
 

@@ -276,8 +276,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     metrics["best_epoch"] = best.best_epoch + 1
     metrics["train_seconds"] = round(seconds, 1)
     (out / "metrics_val.json").write_text(json.dumps(metrics, indent=2))
+    from leukedge.training.calibration import calibrate_run
     from leukedge.training.figures import run_figures
+    from leukedge.training.report import metrics_markdown
 
+    calibration = calibrate_run(out, "val")
+    print(
+        f"temperature {calibration['temperature']:.3f} (validation ECE "
+        f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f})"
+    )
+    (out / "report.md").write_text(metrics_markdown(metrics, f"{out.name}: validation"))
     run_figures(out, "val")
     print(
         f"kept epoch {metrics['best_epoch']}: val accuracy {metrics['accuracy']:.4f}, "
