@@ -31,6 +31,7 @@ import numpy as np
 from leukedge import __version__
 from leukedge.metadata import InputSpec, ModelMetadata, write_metadata
 from leukedge.preprocess import load_and_resize
+from leukedge.training.metrics import headline
 
 
 @dataclass
@@ -284,17 +285,6 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
     return report
 
 
-_CARD_METRICS = (
-    "accuracy",
-    "weighted_f1",
-    "sensitivity",
-    "specificity",
-    "roc_auc",
-    "confusion_matrix",
-    "best_epoch",
-)
-
-
 def _diagnose_int8(model, representative, figures, content, config, convert_and_gate):
     """int8 failed the gate: rank layers with the quantization debugger; optionally keep the
     worst in float, 1, 2, 4… of them, until the gate passes (selective quantization)."""
@@ -352,7 +342,7 @@ def _model_card(
                 "seed",
             )
         },
-        "validation_metrics_float": {k: val.get(k) for k in _CARD_METRICS} if val else None,
+        "validation_metrics_float": headline(val, extra=("best_epoch",)) if val else None,
         "precision": precision,
         "gate": None,
     }

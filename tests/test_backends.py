@@ -43,8 +43,13 @@ TRAIN_UNDER_TORCH = textwrap.dedent("""
 
 def test_torch_trained_model_converts_with_identical_outputs(taleqani, tmp_path):
     env = dict(os.environ, KERAS_BACKEND="torch")
-    proc = subprocess.run([sys.executable, "-c", TRAIN_UNDER_TORCH, str(tmp_path), str(taleqani)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", TRAIN_UNDER_TORCH, str(tmp_path), str(taleqani)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert proc.returncode == 0 and "TRAINED torch" in proc.stdout, proc.stderr[-3000:]
 
     from leukedge.converters.tflite import convert_keras, load_keras_model

@@ -180,3 +180,18 @@ def test_balanced_class_weights():
     samples = [Sample(Path(f"{i}.bmp"), "ALL" if i < 6 else "HEM") for i in range(8)]
     weights = balanced_class_weights(samples, ("ALL", "HEM"))
     assert weights == pytest.approx({0: 8 / (2 * 6), 1: 8 / (2 * 2)})
+
+
+def test_kfold_split_rotates_subject_disjoint_folds():
+    from leukedge.training.data import make_split
+
+    samples = _synthetic_cnmc()
+    seen_test = set()
+    for fold in range(3):
+        splits = make_split(samples, "kfold", folds=3, fold=fold)
+        check_no_subject_leak(splits)
+        assert sum(len(v) for v in splits.values()) == len(samples)
+        seen_test |= {s.subject for s in splits["test"]}
+    assert seen_test == {s.subject for s in samples}
+    with pytest.raises(ValueError, match="fold"):
+        make_split(samples, "kfold", folds=3, fold=3)

@@ -41,25 +41,29 @@ def run_dir(taleqani, lite0_weights, tmp_path_factory):
 
     splits = split_by_blocks(load_taleqani(taleqani))
     splits = {"train": splits["train"][::8], "val": splits["val"][::4], "test": []}
-    backbone = EfficientNetLite0(include_top=False, weights=lite0_weights,
-                                 input_shape=(SIZE, SIZE, 3))
+    backbone = EfficientNetLite0(
+        include_top=False, weights=lite0_weights, input_shape=(SIZE, SIZE, 3)
+    )
     pooled = keras.layers.GlobalAveragePooling2D(name="head_gap")(backbone.output)
     probs = keras.layers.Dense(2, activation="softmax", name="predictions")(pooled)
     model = keras.Model(backbone.input, probs, name="linear_probe")
     x = np.stack([load_and_resize(s.path, (SIZE, SIZE)) for s in splits["train"]])
     y = np.array([LABELS.index(s.label) for s in splits["train"]])
-    features = np.asarray(keras.Model(model.input, pooled).predict(x.astype(np.float32),
-                                                                   verbose=0))
+    features = np.asarray(keras.Model(model.input, pooled).predict(x.astype(np.float32), verbose=0))
     probe = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced").fit(features, y)
     w, b = probe.coef_[0], probe.intercept_[0]
     model.get_layer("predictions").set_weights(
-        [np.stack([-w / 2, w / 2], axis=1).astype(np.float32),
-         np.array([-b / 2, b / 2], dtype=np.float32)])
+        [
+            np.stack([-w / 2, w / 2], axis=1).astype(np.float32),
+            np.array([-b / 2, b / 2], dtype=np.float32),
+        ]
+    )
     directory = tmp_path_factory.mktemp("run")
     model.save(directory / "model.keras")
     write_split(directory / "split.csv", splits)
-    (directory / "config.json").write_text(json.dumps({"labels": list(LABELS),
-                                                       "input_kind": "field"}))
+    (directory / "config.json").write_text(
+        json.dumps({"labels": list(LABELS), "input_kind": "field"})
+    )
     return directory
 
 
@@ -77,8 +81,14 @@ def dark_images(run_dir, tmp_path_factory):
 
 
 def test_gate_passes_a_well_calibrated_int8_model(run_dir, tmp_path):
-    report = convert_model(ConvertConfig(model=str(run_dir / "model.keras"), out=str(tmp_path),
-                                         precisions=["fp32", "int8"], name="probe"))
+    report = convert_model(
+        ConvertConfig(
+            model=str(run_dir / "model.keras"),
+            out=str(tmp_path),
+            precisions=["fp32", "int8"],
+            name="probe",
+        )
+    )
     for precision in ("fp32", "int8"):
         f = report["precisions"][precision]
         assert f["gate_failures"] == [], (precision, f)
@@ -91,11 +101,16 @@ def test_gate_passes_a_well_calibrated_int8_model(run_dir, tmp_path):
     assert json.loads((tmp_path / "conversion.json").read_text())["labels"] == ["ALL", "HEM"]
 
 
-def test_gate_fails_an_int8_model_calibrated_on_wrongly_scaled_images(run_dir, dark_images,
-                                                                     tmp_path):
-    config = ConvertConfig(model=str(run_dir / "model.keras"), out=str(tmp_path),
-                           precisions=["int8"], name="broken",
-                           representative_data=str(dark_images))
+def test_gate_fails_an_int8_model_calibrated_on_wrongly_scaled_images(
+    run_dir, dark_images, tmp_path
+):
+    config = ConvertConfig(
+        model=str(run_dir / "model.keras"),
+        out=str(tmp_path),
+        precisions=["int8"],
+        name="broken",
+        representative_data=str(dark_images),
+    )
     with pytest.raises(GateFailedError, match="int8") as info:
         convert_model(config)
     figures = info.value.report["precisions"]["int8"]
@@ -106,7 +121,8 @@ def test_gate_fails_an_int8_model_calibrated_on_wrongly_scaled_images(run_dir, d
     # The failing file and the report are still written, and say so.
     assert read_metadata(tmp_path / "broken_int8.tflite").model_card["gate"]["passed"] is False
     assert json.loads((tmp_path / "conversion.json").read_text())["precisions"]["int8"][
-        "gate_failures"]
+        "gate_failures"
+    ]
 
 
 def test_cli_exit_codes(run_dir, dark_images, tmp_path):
@@ -115,17 +131,37 @@ def test_cli_exit_codes(run_dir, dark_images, tmp_path):
     from leukedge.cli import app
 
     runner = CliRunner()
-    failed = runner.invoke(app, ["convert", str(run_dir / "model.keras"), "-p", "int8",
-                                 "--representative-data", str(dark_images),
-                                 "--out", str(tmp_path)])
+    failed = runner.invoke(
+        app,
+        [
+            "convert",
+            str(run_dir / "model.keras"),
+            "-p",
+            "int8",
+            "--representative-data",
+            str(dark_images),
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert failed.exit_code == 1
     assert "gate FAILED" in failed.output
     missing = runner.invoke(app, ["convert", str(tmp_path / "nope.keras")])
     assert missing.exit_code == 2 and "nope.keras" in missing.output
     empty = tmp_path / "empty"
     (empty / "ALL").mkdir(parents=True)
-    no_images = runner.invoke(app, ["convert", str(run_dir / "model.keras"), "-p", "int8",
-                                    "--representative-data", str(empty), "--no-check"])
+    no_images = runner.invoke(
+        app,
+        [
+            "convert",
+            str(run_dir / "model.keras"),
+            "-p",
+            "int8",
+            "--representative-data",
+            str(empty),
+            "--no-check",
+        ],
+    )
     assert no_images.exit_code == 2 and "no images" in no_images.output
 
 
@@ -151,8 +187,12 @@ def test_keep_float_leaves_the_named_layer_in_float(run_dir):
     from leukedge.training.data import read_split
 
     model = load_keras_model(run_dir / "model.keras")
-    calib = np.stack([load_and_resize(s.path, (SIZE, SIZE))
-                      for s in read_split(run_dir / "split.csv")["train"][::4]])
+    calib = np.stack(
+        [
+            load_and_resize(s.path, (SIZE, SIZE))
+            for s in read_split(run_dir / "split.csv")["train"][::4]
+        ]
+    )
     errors = layer_errors(model, calib, samples=4)
     assert errors and all(e.rmse_per_scale >= 0 for e in errors)
     worst = errors[0].tensor_name

@@ -131,7 +131,7 @@ def test_temperature_scaling_recovers_a_known_temperature():
 def test_comparison_table_reads_runs(tmp_path):
     import json
 
-    from leukedge.training.report import comparison_markdown, compare_runs, metrics_markdown
+    from leukedge.training.report import compare_runs, comparison_markdown, metrics_markdown
 
     truth, probs = _fixed_case()
     m = evaluate(probs, truth, LABELS) | {"best_epoch": 2}

@@ -23,8 +23,11 @@ app = typer.Typer(
 
 @app.command("run")
 def run(
-    data: Annotated[Path, typer.Option(exists=True, help="Dataset folder or CSV.")],
-    out: Annotated[Path, typer.Option(help="Run directory to create.")],
+    out: Annotated[Path, typer.Option(help="Run directory to create (or to resume).")],
+    data: Annotated[Path | None, typer.Option(exists=True, help="Dataset folder or CSV.")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the interrupted run in --out with its config.json.")
+    ] = False,
     arch: Annotated[
         str, typer.Option(help="proposed | proposed-lite | efficientnetb0 | resnet50 | inceptionv3")
     ] = "proposed-lite",
@@ -45,9 +48,29 @@ def run(
     unfreeze_top: Annotated[int, typer.Option(min=0, help="Backbone layers unfrozen.")] = 20,
     head_lr: Annotated[float, typer.Option()] = 1e-3,
     finetune_lr: Annotated[float, typer.Option()] = 1e-4,
-    split: Annotated[str, typer.Option(help="auto | subject | blocks")] = "auto",
+    split: Annotated[str, typer.Option(help="auto | subject | blocks | kfold")] = "auto",
+    folds: Annotated[int, typer.Option(min=3, help="k-fold: number of subject folds.")] = 5,
+    fold: Annotated[int, typer.Option(min=0, help="k-fold: which fold is the test split.")] = 0,
     class_weights: Annotated[bool, typer.Option(help="Balance the loss by class.")] = True,
     augment: Annotated[bool, typer.Option(help="Paper's augmentation on train.")] = True,
+    rotation: Annotated[float, typer.Option(help="Augmentation: max rotation, degrees.")] = 20.0,
+    zoom: Annotated[float, typer.Option(help="Augmentation: max zoom fraction.")] = 0.2,
+    shift: Annotated[float, typer.Option(help="Augmentation: max shift fraction.")] = 0.2,
+    shear: Annotated[float, typer.Option(help="Augmentation: max shear factor.")] = 0.2,
+    flip: Annotated[bool, typer.Option(help="Augmentation: horizontal flips.")] = True,
+    early_stopping_patience: Annotated[
+        int, typer.Option(min=0, help="Epochs without better val weighted F1 (0 = off).")
+    ] = 0,
+    lr_plateau_patience: Annotated[
+        int, typer.Option(min=0, help="Halve the LR after this many flat epochs (0 = off).")
+    ] = 0,
+    tensorboard: Annotated[bool, typer.Option(help="TensorBoard logs (TF backend).")] = True,
+    mixed_precision: Annotated[
+        str | None, typer.Option(help="mixed_float16 | mixed_bfloat16 (GPUs).")
+    ] = None,
+    distribute: Annotated[
+        str, typer.Option(help="none | mirrored | multiworker (TF) | data-parallel (JAX).")
+    ] = "none",
     seed: Annotated[int, typer.Option()] = 0,
     max_per_split: Annotated[
         int | None, typer.Option(help="Cap images per split (smoke tests).")
@@ -57,6 +80,21 @@ def run(
     from leukedge.training.pipeline import AugmentConfig
     from leukedge.training.train import TrainConfig, train
 
+    if resume:
+        saved = out / "config.json"
+        if not saved.is_file():
+            typer.echo(f"error: {saved} not found; nothing to resume", err=True)
+            raise typer.Exit(2)
+        config = TrainConfig.from_dict(json.loads(saved.read_text()))
+        try:
+            train(config, resume=True)
+        except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        return
+    if data is None:
+        typer.echo("error: --data is required (unless --resume)", err=True)
+        raise typer.Exit(2)
     config = TrainConfig(
         data=str(data),
         out=str(out),
@@ -72,10 +110,24 @@ def run(
         head_lr=head_lr,
         finetune_lr=finetune_lr,
         split=split,
+        folds=folds,
+        fold=fold,
         class_weights=class_weights,
-        augment=AugmentConfig(enabled=augment),
+        augment=AugmentConfig(
+            rotation_degrees=rotation,
+            zoom=zoom,
+            shift=shift,
+            shear=shear,
+            horizontal_flip=flip,
+            enabled=augment,
+        ),
         seed=seed,
         max_per_split=max_per_split,
+        early_stopping_patience=early_stopping_patience,
+        lr_plateau_patience=lr_plateau_patience,
+        tensorboard=tensorboard,
+        mixed_precision=mixed_precision,
+        distribute=distribute,
     )
     try:
         train(config)
@@ -105,19 +157,9 @@ def evaluate_cmd(
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    summary = {
-        k: metrics[k]
-        for k in (
-            "n",
-            "accuracy",
-            "weighted_f1",
-            "balanced_accuracy",
-            "sensitivity",
-            "specificity",
-            "roc_auc",
-            "confusion_matrix",
-        )
-    }
+    from leukedge.training.metrics import headline
+
+    summary = headline(metrics)
     typer.echo(json.dumps(summary, indent=2))
 
 
@@ -160,3 +202,21 @@ def compare_cmd(
     typer.echo(table)
     if out:
         out.write_text(table)
+
+
+@app.command("bench")
+def bench_cmd(
+    data: Annotated[Path, typer.Option(exists=True, help="A dataset folder (real images).")],
+    arch: Annotated[str, typer.Option()] = "proposed",
+    image_size: Annotated[int, typer.Option(min=32)] = 224,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    steps: Annotated[int, typer.Option(min=1)] = 10,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here.")] = None,
+) -> None:
+    """Training images/s of the proposed model and of the input pipeline alone."""
+    from leukedge.training.bench import benchmark
+
+    result = json.dumps(benchmark(data, arch, image_size, batch_size, steps), indent=2)
+    typer.echo(result)
+    if out:
+        out.write_text(result)

@@ -254,6 +254,20 @@ def split_by_blocks(
     return {k: sorted(v, key=lambda s: str(s.path)) for k, v in out.items()}
 
 
+def group_by_subject(samples: Sequence[Sample]) -> dict[str, list[Sample]]:
+    """``{subject: samples}``.
+
+    Raises:
+        ValueError: a sample has no subject (split such data by blocks instead).
+    """
+    subjects: dict[str, list[Sample]] = defaultdict(list)
+    for s in samples:
+        if s.subject is None:
+            raise ValueError(f"{s.path}: no subject ID; split by blocks instead")
+        subjects[s.subject].append(s)
+    return dict(subjects)
+
+
 def split_by_subject(
     samples: Sequence[Sample],
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
@@ -270,11 +284,7 @@ def split_by_subject(
             images of two labels.
     """
     _check_fractions(fractions)
-    subjects: dict[str, list[Sample]] = defaultdict(list)
-    for s in samples:
-        if s.subject is None:
-            raise ValueError(f"{s.path}: no subject ID; split by blocks instead")
-        subjects[s.subject].append(s)
+    subjects = group_by_subject(samples)
     rng = np.random.default_rng(seed)
     out: dict[str, list[Sample]] = {k: [] for k in SPLITS}
     by_label: dict[str, list[str]] = defaultdict(list)
@@ -303,11 +313,7 @@ def subject_folds(samples: Sequence[Sample], k: int = 3, seed: int = 0) -> list[
     Raises:
         ValueError: a sample has no subject.
     """
-    subjects: dict[str, list[Sample]] = defaultdict(list)
-    for s in samples:
-        if s.subject is None:
-            raise ValueError(f"{s.path}: no subject ID")
-        subjects[s.subject].append(s)
+    subjects = group_by_subject(samples)
     rng = np.random.default_rng(seed)
     folds: list[list[Sample]] = [[] for _ in range(k)]
     names = sorted(subjects, key=lambda n: (subjects[n][0].label, n))
@@ -324,20 +330,35 @@ def make_split(
     strategy: str = "auto",
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     seed: int = 0,
+    folds: int = 5,
+    fold: int = 0,
 ) -> dict[str, list[Sample]]:
-    """Split by ``"subject"`` (:func:`split_by_subject`), ``"blocks"`` (:func:`split_by_blocks`)
-    or ``"auto"`` (subject when every sample has one, else blocks).
+    """Split by ``"subject"`` (:func:`split_by_subject`), ``"blocks"`` (:func:`split_by_blocks`),
+    ``"kfold"`` (cross-validation by subject: of :func:`subject_folds` ``folds`` folds, fold
+    ``fold`` is the test split, the next one validation, the rest training) or ``"auto"``
+    (subject when every sample has one, else blocks).
 
     Raises:
-        ValueError: unknown strategy; subject split without subjects.
+        ValueError: unknown strategy; subject or k-fold split without subjects; ``fold``
+            out of range.
     """
+    if strategy == "kfold":
+        if folds < 3 or not 0 <= fold < folds:
+            raise ValueError(f"k-fold needs folds >= 3 and 0 <= fold < folds, got {fold}/{folds}")
+        parts = subject_folds(samples, folds, seed)
+        val = (fold + 1) % folds
+        train = [s for i, part in enumerate(parts) if i not in (fold, val) for s in part]
+        return {
+            k: sorted(v, key=lambda s: str(s.path))
+            for k, v in (("train", train), ("val", parts[val]), ("test", parts[fold]))
+        }
     if strategy == "auto":
         strategy = "subject" if all(s.subject for s in samples) else "blocks"
     if strategy == "subject":
         return split_by_subject(samples, fractions, seed)
     if strategy == "blocks":
         return split_by_blocks(samples, fractions)
-    raise ValueError(f"unknown split strategy {strategy!r}; choose auto, subject, blocks")
+    raise ValueError(f"unknown split strategy {strategy!r}; choose auto, subject, blocks, kfold")
 
 
 def check_no_subject_leak(splits: dict[str, Sequence[Sample]]) -> None:

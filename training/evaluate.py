@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from leukedge.training.data import read_split
+from leukedge.training.metrics import headline
 
 
 def evaluate_run(
@@ -78,20 +79,7 @@ def evaluate_run(
         metadata = read_metadata(content)
         if metadata is None:
             raise ValueError(f"{model}: no leukedge metadata to update")
-        metadata.model_card[f"{split}_metrics"] = {
-            k: metrics[k]
-            for k in (
-                "n",
-                "accuracy",
-                "weighted_f1",
-                "balanced_accuracy",
-                "sensitivity",
-                "specificity",
-                "roc_auc",
-                "confusion_matrix",
-                "per_class",
-            )
-        }
+        metadata.model_card[f"{split}_metrics"] = headline(metrics, extra=("per_class",))
         tmp = model.with_name(model.name + ".partial")
         tmp.write_bytes(write_metadata(content, metadata))
         os.replace(tmp, model)

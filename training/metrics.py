@@ -17,6 +17,23 @@ from typing import Any
 
 import numpy as np
 
+HEADLINE = (
+    "n",
+    "accuracy",
+    "weighted_f1",
+    "balanced_accuracy",
+    "sensitivity",
+    "specificity",
+    "roc_auc",
+    "confusion_matrix",
+)
+"""The figures quoted in summaries and model cards, in this order."""
+
+
+def headline(metrics: Mapping[str, Any], extra: Sequence[str] = ()) -> dict[str, Any]:
+    """The :data:`HEADLINE` figures (plus ``extra`` keys) of a metrics dictionary."""
+    return {k: metrics.get(k) for k in (*HEADLINE, *extra)}
+
 
 def join_by_name(
     probabilities: Mapping[str, Sequence[float]],

@@ -132,7 +132,11 @@ class ImageSequence(keras.utils.PyDataset):
         self._order = np.random.default_rng(self.seed + self._epoch).permutation(len(self.samples))
 
     def on_epoch_end(self) -> None:
-        self._epoch += 1
+        self.set_epoch(self._epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Order batches for ``epoch`` (a pure function of ``seed`` and ``epoch``)."""
+        self._epoch = epoch
         if self.shuffle:
             self._reshuffle()
 

@@ -57,12 +57,22 @@ class TrainConfig:
         finetune_epochs: phase 2 epochs, top ``unfreeze_top`` backbone layers trainable.
         unfreeze_top: backbone layers unfrozen in phase 2 (20 in the paper).
         head_lr, finetune_lr: Adam learning rates of the two phases.
-        split: ``auto`` (subject if known, else contiguous blocks), ``subject``, ``blocks``.
+        split: ``auto`` (subject if known, else contiguous blocks), ``subject``, ``blocks``
+            or ``kfold`` (by subject; ``folds`` folds, fold ``fold`` is the test split).
         fractions: train/validation/test fractions.
+        dropout: dropout after the head's Dense 256 and Dense 128 (paper: 0.5, 0.3).
         class_weights: weight the loss by inverse class frequency ("balanced").
         augment: :class:`AugmentConfig` (training split only).
         seed: seeds Python, NumPy and the backend (``keras.utils.set_random_seed``).
         max_per_split: cap of images per split, for smoke tests (``None`` = all).
+        early_stopping_patience: stop a phase after this many epochs without a better
+            validation weighted F1 (0 = off).
+        lr_plateau_patience, lr_plateau_factor: multiply the learning rate by the factor
+            after this many epochs without a better validation weighted F1 (0 = off).
+        tensorboard: write TensorBoard logs to ``out/tensorboard`` (TensorFlow backend).
+        mixed_precision: ``None``, ``"mixed_float16"`` or ``"mixed_bfloat16"`` (GPUs).
+        distribute: ``none``, ``mirrored``, ``multiworker`` or ``data-parallel``
+            (:mod:`leukedge.training.distribute`).
     """
 
     data: str
@@ -80,10 +90,19 @@ class TrainConfig:
     finetune_lr: float = 1e-4
     split: str = "auto"
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    folds: int = 5
+    fold: int = 0
+    dropout: tuple[float, float] = (0.5, 0.3)
     class_weights: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
     max_per_split: int | None = None
+    early_stopping_patience: int = 0
+    lr_plateau_patience: int = 0
+    lr_plateau_factor: float = 0.5
+    tensorboard: bool = True
+    mixed_precision: str | None = None
+    distribute: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (with the Keras backend and leukedge version added)."""
@@ -105,6 +124,7 @@ class TrainConfig:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["augment"] = AugmentConfig(**known.get("augment", {}))
         known["fractions"] = tuple(known.get("fractions", (0.7, 0.15, 0.15)))
+        known["dropout"] = tuple(known.get("dropout", (0.5, 0.3)))
         return cls(**known)
 
 
@@ -145,75 +165,57 @@ def _cap(splits: dict[str, list[Sample]], cap: int | None, seed: int) -> dict[st
     return capped
 
 
-class BestEpoch:
-    """Keras callback factory: validation metrics per epoch, best weights by weighted F1."""
-
-    @staticmethod
-    def make(samples: list[Sample], image_size: int, batch_size: int):
-        import keras
-        import numpy as np
-
-        from leukedge.training.metrics import evaluate
-
-        class _BestEpoch(keras.callbacks.Callback):
-            def __init__(self):
-                super().__init__()
-                self.best_f1 = -1.0
-                self.best_epoch = -1
-                self.best_weights = None
-                self.truth = {str(s.path): s.label for s in samples}
-
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs if logs is not None else {}
-                probs = predict_samples(self.model, samples, image_size, batch_size)
-                m = evaluate(probs, self.truth, LABELS)
-                p = np.array([probs[k] for k in sorted(self.truth)])
-                y = np.array([LABELS.index(self.truth[k]) for k in sorted(self.truth)])
-                logs["val_loss"] = float(
-                    -np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)))
-                )
-                logs["val_accuracy"] = m["accuracy"]
-                logs["val_weighted_f1"] = m["weighted_f1"]
-                if m["weighted_f1"] > self.best_f1:
-                    self.best_f1, self.best_epoch = m["weighted_f1"], epoch
-                    self.best_weights = self.model.get_weights()
-                print(
-                    f"  epoch {epoch + 1}: val accuracy {m['accuracy']:.4f}, "
-                    f"val weighted F1 {m['weighted_f1']:.4f}"
-                    + (" (best)" if self.best_epoch == epoch else ""),
-                    flush=True,
-                )
-
-        return _BestEpoch()
-
-
-def train(config: TrainConfig) -> dict[str, Any]:
+def train(
+    config: TrainConfig, resume: bool = False, callbacks: list | None = None
+) -> dict[str, Any]:
     """Run one training as configured and write the run directory.
+
+    Args:
+        config: the settings.
+        resume: continue an interrupted run in ``config.out``: its ``split.csv`` is reused,
+            finished phases are skipped (their weights are in ``checkpoints/``) and the
+            phase in progress restarts from its last completed epoch (model and optimizer
+            state, by ``keras.callbacks.BackupAndRestore``).
+        callbacks: extra Keras callbacks for both phases (e.g. a test's interruption).
 
     Returns:
         The validation metrics of the kept epoch (also in ``metrics_val.json``), with
         ``best_epoch`` (1-based) added.
 
     Raises:
-        FileExistsError: ``out`` already holds a ``model.keras``.
-        FileNotFoundError / ValueError: bad dataset, split or architecture.
+        FileExistsError: ``out`` already holds a ``model.keras``, or holds a run and
+            ``resume`` is off.
+        FileNotFoundError / ValueError: bad dataset, split, architecture or distribution.
     """
     import keras
 
-    from leukedge.training.models import build_model, set_trainable_backbone_layers
+    from leukedge.training.callbacks import EpochSync, ValidationCheckpoint
+    from leukedge.training.data import read_split
+    from leukedge.training.distribute import distribution_scope
+    from leukedge.training.models import HeadConfig, build_model, set_trainable_backbone_layers
     from leukedge.training.pipeline import ImageSequence, build_augmenter
 
     out = Path(config.out)
     if (out / "model.keras").exists():
         raise FileExistsError(f"{out}/model.keras exists; choose a new --out")
+    if (out / "split.csv").exists() and not resume:
+        raise FileExistsError(f"{out} holds an unfinished run; pass --resume or a new --out")
     out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy(config.mixed_precision)
 
-    samples = load_dataset(config.data, config.dataset_kind)
-    splits = make_split(samples, config.split, config.fractions, config.seed)
-    check_no_subject_leak(splits)
-    splits = _cap(splits, config.max_per_split, config.seed)
-    write_split(out / "split.csv", splits)
+    if resume and (out / "split.csv").exists():
+        splits = read_split(out / "split.csv")
+        print(f"resuming {out}: split read from split.csv")
+    else:
+        samples = load_dataset(config.data, config.dataset_kind)
+        splits = make_split(
+            samples, config.split, config.fractions, config.seed, config.folds, config.fold
+        )
+        check_no_subject_leak(splits)
+        splits = _cap(splits, config.max_per_split, config.seed)
+        write_split(out / "split.csv", splits)
     counts = {name: class_counts(items) for name, items in splits.items()}
     weights = balanced_class_weights(splits["train"], LABELS) if config.class_weights else None
     print(f"data {config.data}: " + "; ".join(f"{k} {v}" for k, v in counts.items()))
@@ -224,7 +226,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         )
     )
 
-    model = build_model(config.arch, len(LABELS), config.image_size, config.weights)
+    scope, replicas = distribution_scope(config.distribute)
+    with scope():
+        model = build_model(
+            config.arch,
+            len(LABELS),
+            config.image_size,
+            config.weights,
+            head=HeadConfig(dropout=tuple(config.dropout)),
+        )
     train_seq = ImageSequence(
         splits["train"],
         LABELS,
@@ -234,9 +244,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         augmenter=build_augmenter(config.augment, config.seed),
         seed=config.seed,
     )
-    best = BestEpoch.make(splits["val"], config.image_size, config.batch_size)
+    checkpoints = out / "checkpoints"
+    best = ValidationCheckpoint(splits["val"], config.image_size, config.batch_size, checkpoints)
     history_csv = out / "history.csv"
-    history_csv.unlink(missing_ok=True)
+    if not resume:
+        history_csv.unlink(missing_ok=True)
 
     start = time.time()
     phases = [
@@ -247,29 +259,51 @@ def train(config: TrainConfig) -> dict[str, Any]:
     for name, epochs, top_n, lr in phases:
         if epochs <= 0:
             continue
+        done = checkpoints / f"phase_{name}.weights.h5"
         unfrozen = set_trainable_backbone_layers(
             model, top_n, train_batchnorm=config.weights is None
         )
-        print(f"phase {name}: {epochs} epochs, lr {lr}, {unfrozen} backbone layers trainable")
-        model.compile(
-            optimizer=keras.optimizers.Adam(lr),
-            loss="categorical_crossentropy",
-            metrics=["accuracy"],
+        if done.is_file():
+            model.load_weights(done)
+            print(f"phase {name}: already finished, weights from {done}")
+            epoch += epochs
+            continue
+        print(
+            f"phase {name}: {epochs} epochs, lr {lr}, {unfrozen} backbone layers trainable, "
+            f"{replicas} replica(s)"
         )
-        logger = keras.callbacks.CSVLogger(str(history_csv), append=True)
+        with scope():
+            model.compile(
+                optimizer=keras.optimizers.Adam(lr),
+                loss="categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+        phase_callbacks = [
+            EpochSync(train_seq),
+            best,
+            keras.callbacks.CSVLogger(str(history_csv), append=True),
+            keras.callbacks.BackupAndRestore(str(out / "backup" / name)),
+            *_schedule_callbacks(config, out),
+            *(callbacks or []),
+        ]
+        # Order the first batches of the epoch fit will start at (a resumed phase starts
+        # after its last logged epoch) before the loader prefetches any.
+        train_seq.set_epoch(max(epoch, _logged_epochs(history_csv)))
         model.fit(
             train_seq,
             epochs=epoch + epochs,
             initial_epoch=epoch,
             class_weight=weights,
-            callbacks=[best, logger],
-            verbose=2,
-        )
+            callbacks=phase_callbacks,
+            verbose="auto",
+            shuffle=False,  # the sequence shuffles by (seed, epoch); Keras' own order is not
+        )  # reproducible across a restart
+        model.save_weights(done)
         epoch += epochs
     seconds = time.time() - start
 
-    if best.best_weights is not None:
-        model.set_weights(best.best_weights)
+    if best.weights_path.is_file():
+        model.load_weights(best.weights_path)
     save_model(model, config, out / "model.keras")
     val_probs = predict_samples(model, splits["val"], config.image_size, config.batch_size)
     metrics = write_evaluation(out, "val", splits["val"], val_probs)
@@ -294,19 +328,58 @@ def train(config: TrainConfig) -> dict[str, Any]:
     return metrics
 
 
+def _logged_epochs(history_csv: Path) -> int:
+    """Epochs already written to ``history.csv`` (0 if none)."""
+    if not history_csv.is_file():
+        return 0
+    with open(history_csv, newline="") as handle:
+        return sum(1 for _ in csv.DictReader(handle))
+
+
+def _schedule_callbacks(config: TrainConfig, out: Path) -> list:
+    import keras
+
+    found = []
+    if config.early_stopping_patience > 0:
+        found.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_weighted_f1", mode="max", patience=config.early_stopping_patience
+            )
+        )
+    if config.lr_plateau_patience > 0:
+        found.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_weighted_f1",
+                mode="max",
+                patience=config.lr_plateau_patience,
+                factor=config.lr_plateau_factor,
+                min_lr=1e-7,
+            )
+        )
+    if config.tensorboard and keras.backend.backend() == "tensorflow":
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            print("TensorBoard logs off: the tensorboard package is not installed")
+            return found
+        found.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
+    return found
+
+
 def save_model(model, config: TrainConfig, path: Path) -> None:
     """Save ``model`` as ``.keras`` without optimizer state, atomically.
 
     The weights are copied into a freshly built, uncompiled model of the same architecture,
     so the file holds weights and graph only (22 MB rather than 69 MB with Adam's moments).
     """
-    from leukedge.training.models import build_model
+    from leukedge.training.models import HeadConfig, build_model
 
     fresh = build_model(
         config.arch,
         len(LABELS),
         config.image_size,
         weights=None,
+        head=HeadConfig(dropout=tuple(config.dropout)),
         frozen_batchnorm=config.weights is not None,
     )
     fresh.set_weights(model.get_weights())

@@ -124,7 +124,7 @@ def _print_table(rows, labels, metadata) -> None:
     from rich.table import Table
 
     table = Table(title=f"{metadata.name} ({metadata.precision}, leukedge {metadata.version})")
-    table.add_column("image", overflow="fold")
+    table.add_column("image", no_wrap=True)
     table.add_column("call")
     for label in labels:
         table.add_column(f"p({label})", justify="right")
@@ -137,7 +137,11 @@ def _print_table(rows, labels, metadata) -> None:
             cells = [f"{r['probabilities'][lb]:.3f}" for lb in labels]
             extra = [""] if any(x["error"] for x in rows) else []
             table.add_row(r["path"], r["label"], *cells, *extra)
-    Console().print(table)
+    # Never fold a path: widen the table to the longest one (rich assumes 80 columns when
+    # output is piped).
+    longest = max((len(r["path"]) for r in rows), default=0)
+    errors = max((len(r["error"] or "") for r in rows), default=0)
+    Console(width=max(80, longest + 12 * len(labels) + min(errors, 80) + 24)).print(table)
 
 
 @app.command()
