@@ -90,13 +90,21 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def _samples_from(source: str, split_name: str):
+    """Samples of ``source``: a run's ``split.csv`` (its ``split_name`` split, recognised by
+    its ``split`` column), or any dataset :func:`~leukedge.training.data.load_dataset` reads."""
+    import csv
+
     from leukedge.training.data import load_dataset, read_split
 
-    if str(source).endswith("split.csv") or Path(source).name.startswith("split"):
-        splits = read_split(source)
-        if split_name not in splits:
-            raise ValueError(f"{source}: no {split_name!r} split in it")
-        return splits[split_name]
+    path = Path(source)
+    if path.suffix.lower() == ".csv" and path.is_file():
+        with open(path, newline="") as handle:
+            columns = next(csv.reader(handle), [])
+        if "split" in columns:
+            splits = read_split(path)
+            if split_name not in splits:
+                raise ValueError(f"{source}: no {split_name!r} split in it")
+            return splits[split_name]
     return load_dataset(source)
 
 

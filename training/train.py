@@ -11,7 +11,11 @@ A run directory holds:
 - ``config.json``: every setting (:class:`TrainConfig`), enough to rerun it;
 - ``split.csv``: which file went to which split;
 - ``history.csv``: per-epoch training loss/accuracy and validation loss/accuracy/weighted F1;
-- ``metrics_val.json`` and ``predictions_val.csv``: the kept model on the validation split.
+- ``metrics_val.json``, ``predictions_val.csv`` and ``report.md``: the kept model on the
+  validation split; ``calibration.json``: the softmax temperature fitted there;
+- PNG figures (curves, confusion matrix, ROC, reliability diagram);
+- ``checkpoints/`` (best epoch, finished phases) and ``backup/`` (the phase in progress),
+  which ``--resume`` reads after an interruption; ``tensorboard/`` logs.
 
 The test split is not touched here; ``leukedge train evaluate`` does that, once.
 """

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from leukedge.metadata import InputSpec, ModelMetadata, read_metadata
 from leukedge.preprocess import ImageInput, load_rgb, resize_rgb
@@ -225,7 +226,7 @@ class Classifier:
             ValueError: wrong running mode.
         """
         self._require(RunningMode.IMAGE)
-        source = None if isinstance(image, np.ndarray) or hasattr(image, "mode") else str(image)
+        source = None if isinstance(image, np.ndarray | Image.Image) else str(image)
         return self._classify_rgb(load_rgb(image), source, None)
 
     def classify_for_video(self, frame: np.ndarray, timestamp_ms: int) -> ClassificationResult:
