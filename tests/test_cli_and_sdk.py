@@ -119,6 +119,29 @@ def test_live_stream_delivers_results_and_drops_when_busy(taleqani):
     assert isinstance(errors[0], ImageDecodeError)
 
 
+def test_live_stream_callbacks_run_one_at_a_time_in_order(taleqani):
+    import time
+
+    frame = load_rgb(taleqani / "Benign" / "WBC-Benign-420.jpg")
+    seen, active, peak = [], [0], [0]
+
+    def slow_callback(result, image, timestamp_ms, error):
+        active[0] += 1
+        peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        seen.append(timestamp_ms)
+        active[0] -= 1
+
+    options = ClassifierOptions(running_mode=RunningMode.LIVE_STREAM, result_callback=slow_callback)
+    with Classifier(options) as clf:
+        for t in range(1, 41):
+            clf.classify_async(frame, t)
+            time.sleep(0.005)
+    assert peak[0] == 1 and seen == sorted(seen) and 1 <= len(seen) < 40
+    with pytest.raises(ValueError, match="integer"):
+        Classifier(ClassifierOptions(running_mode="video")).classify_for_video(frame, 1.5)
+
+
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "leukedge.cli", *args], capture_output=True, text=True, timeout=120

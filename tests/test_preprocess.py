@@ -66,3 +66,29 @@ def test_bad_inputs_name_the_file(tmp_path, taleqani):
         load_rgb(np.zeros((4, 4, 3), dtype=np.float32))
     with pytest.raises(ImageDecodeError, match="shape"):
         load_rgb(np.zeros((4, 4, 2), dtype=np.uint8))
+
+
+def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 256 * 4).reshape(4, 256).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    rgb = load_rgb(tmp_path / "g16.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (4, 256, 3)
+    assert rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255
+    assert 120 <= rgb.mean() <= 135  # a ramp stays a ramp, not a white image
+    unit = Image.fromarray(np.full((3, 3), 0.5, dtype=np.float32), mode="F")
+    assert (load_rgb(unit) == 128).all()
+
+
+def test_empty_huge_and_wrong_type_inputs(tmp_path, monkeypatch):
+    with pytest.raises(ImageDecodeError, match="empty image"):
+        load_rgb(np.zeros((0, 10, 3), dtype=np.uint8))
+    with pytest.raises(ImageDecodeError, match="empty image"):
+        load_rgb(Image.new("RGB", (0, 0)))
+    Image.new("RGB", (64, 64)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 > 2 x limit: a "bomb"
+    with pytest.raises(ImageDecodeError, match="big.png: image too large"):
+        load_rgb(tmp_path / "big.png")
+    with pytest.raises(TypeError, match="unsupported image input int"):
+        load_rgb(42)
+    with pytest.raises(FileNotFoundError, match="empty path"):
+        load_rgb("")

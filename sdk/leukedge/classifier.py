@@ -123,6 +123,13 @@ class Classifier:
 
     def __init__(self, options: ClassifierOptions | None = None):
         self.options = options or ClassifierOptions()
+        try:
+            self.options.running_mode = RunningMode(self.options.running_mode)
+        except ValueError as exc:
+            raise ValueError(
+                f"unknown running_mode {self.options.running_mode!r}; choose "
+                f"{[m.value for m in RunningMode]}"
+            ) from exc
         mode = self.options.running_mode
         if (mode is RunningMode.LIVE_STREAM) != (self.options.result_callback is not None):
             raise ValueError("result_callback is required in LIVE_STREAM mode and only there")
@@ -141,6 +148,12 @@ class Classifier:
     def _metadata_or_defaults(self, path: Path) -> ModelMetadata:
         metadata = read_metadata(path)
         if metadata is not None:
+            if self.options.labels and list(self.options.labels) != metadata.labels:
+                warnings.warn(
+                    f"{path}: labels {self.options.labels} ignored; the model's metadata "
+                    f"says {metadata.labels}",
+                    stacklevel=3,
+                )
             return metadata
         if not self.options.labels:
             raise ValueError(
@@ -242,7 +255,9 @@ class Classifier:
         """
         self._require(RunningMode.VIDEO)
         self._check_timestamp(timestamp_ms)
-        return self._classify_rgb(load_rgb(frame), None, timestamp_ms)
+        result = self._classify_rgb(load_rgb(frame), None, timestamp_ms)
+        self._last_timestamp = timestamp_ms  # a frame that failed does not use up its time
+        return result
 
     def classify_async(self, frame: np.ndarray, timestamp_ms: int) -> bool:
         """Queue one frame for classification (``LIVE_STREAM`` mode); returns at once.
@@ -260,17 +275,21 @@ class Classifier:
         self._check_timestamp(timestamp_ms)
         if not self._busy.acquire(blocking=False):
             return False
+        self._last_timestamp = timestamp_ms
         frame = np.array(frame, copy=True)
 
         def work() -> None:
+            # The lock is held until the callback returns: one callback at a time, in
+            # timestamp order; frames arriving meanwhile are dropped (latest frame wins).
             try:
-                result = self._classify_rgb(load_rgb(frame), None, timestamp_ms)
-                error = None
-            except Exception as exc:  # noqa: BLE001 - reported to the callback
-                result, error = None, exc
+                try:
+                    result = self._classify_rgb(load_rgb(frame), None, timestamp_ms)
+                    error = None
+                except Exception as exc:  # noqa: BLE001 - reported to the callback
+                    result, error = None, exc
+                self.options.result_callback(result, frame, timestamp_ms, error)
             finally:
                 self._busy.release()
-            self.options.result_callback(result, frame, timestamp_ms, error)
 
         thread = threading.Thread(target=work, daemon=True, name="leukedge-classify")
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
@@ -278,11 +297,14 @@ class Classifier:
         return True
 
     def _check_timestamp(self, timestamp_ms: int) -> None:
+        if isinstance(timestamp_ms, bool) or not isinstance(timestamp_ms, int | np.integer):
+            raise ValueError(
+                f"timestamp_ms must be an integer (milliseconds), got {timestamp_ms!r}"
+            )
         if self._last_timestamp is not None and timestamp_ms <= self._last_timestamp:
             raise ValueError(
                 f"timestamp {timestamp_ms} ms is not after the previous {self._last_timestamp} ms"
             )
-        self._last_timestamp = timestamp_ms
 
     def close(self) -> None:
         """Wait for queued live-stream work to finish."""

@@ -104,7 +104,7 @@ def classify(
                 "probabilities": result.probabilities,
                 "score": result.score,
             }
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
             record["error"] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
             failed += 1
         if as_json:
@@ -195,10 +195,17 @@ def bench(
     from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
+    if any(n < 1 for n in threads):
+        typer.echo(f"error: --threads must be >= 1, got {threads}", err=True)
+        raise typer.Exit(2)
+    try:
+        engines = {n: TFLiteEngine(path, num_threads=n) for n in threads}
+    except (OSError, ValueError, RuntimeError) as exc:
+        typer.echo(f"error: cannot load model: {exc}", err=True)
+        raise typer.Exit(2) from exc
     rng = np.random.default_rng(0)
     results = {"path": str(path), "size_bytes": path.stat().st_size, "latency_ms": {}}
-    for n in threads:
-        engine = TFLiteEngine(path, num_threads=n)
+    for n, engine in engines.items():
         image = rng.integers(0, 256, (*engine.input_size, 3), dtype=np.uint8)
         for _ in range(5):
             engine.run(image)

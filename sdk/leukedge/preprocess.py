@@ -32,20 +32,30 @@ def load_rgb(image: ImageInput) -> np.ndarray:
         image: a path (any format Pillow reads: BMP, JPEG, PNG, TIFF, …), a ``PIL.Image``
             of any mode, or a numpy array of shape ``(H, W, 3)`` (RGB) or ``(H, W)``
             (grayscale, replicated to 3 channels), dtype ``uint8``. EXIF orientation of
-            files is applied; an alpha channel is dropped.
+            files is applied; an alpha channel is dropped; 16-bit and float images are
+            scaled to 8 bits (:func:`_pil_to_rgb`).
 
     Returns:
         Array of shape ``(H, W, 3)``, dtype ``uint8``, values 0–255, RGB channel order.
 
     Raises:
-        FileNotFoundError: the path does not exist.
-        ImageDecodeError: the file is not a readable image, or the array has the wrong
+        FileNotFoundError: the path does not exist (or is empty).
+        ImageDecodeError: the file is not a readable image, is too large to decode safely
+            (Pillow's decompression-bomb limit), is empty, or the array has the wrong
             shape or dtype. The message names the file and the problem.
+        TypeError: ``image`` is none of the accepted types.
     """
     if isinstance(image, np.ndarray):
-        return _array_to_rgb(image)
+        return _check_size(_array_to_rgb(image), "array input")
     if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        return _check_size(_pil_to_rgb(image), "PIL image")
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(
+            f"unsupported image input {type(image).__name__}: give a path, a PIL image or an "
+            "RGB uint8 numpy array"
+        )
+    if not str(image):
+        raise FileNotFoundError("empty path: no image file given")
     path = Path(image)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -54,12 +64,39 @@ def load_rgb(image: ImageInput) -> np.ndarray:
     try:
         with Image.open(path) as pil:
             pil = ImageOps.exif_transpose(pil)
-            return np.asarray(pil.convert("RGB"), dtype=np.uint8)
+            rgb = _pil_to_rgb(pil)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"{path}: not a recognised image format") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"{path}: image too large to decode safely ({exc})") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # Truncated or corrupt files surface as OSError from the decoder.
         raise ImageDecodeError(f"{path}: corrupt or truncated image ({exc})") from exc
+    return _check_size(rgb, str(path))
+
+
+def _pil_to_rgb(pil: Image.Image) -> np.ndarray:
+    """RGB uint8 from any PIL mode; 16-bit and float images are scaled, not clipped.
+
+    16-bit integer images (``I;16``, ``I``) keep their top 8 bits (value / 257, so 65535 →
+    255); float images (``F``) in [0, 1] are scaled by 255, others clipped to 0–255.
+    """
+    if pil.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(pil, dtype=np.float64)
+        gray = np.clip(np.round(array / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if pil.mode == "F":
+        array = np.asarray(pil, dtype=np.float64)
+        scale = 255.0 if array.size and np.nanmax(array) <= 1.0 else 1.0
+        gray = np.clip(np.round(np.nan_to_num(array) * scale), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    return np.asarray(pil.convert("RGB"), dtype=np.uint8)
+
+
+def _check_size(rgb: np.ndarray, source: str) -> np.ndarray:
+    if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise ImageDecodeError(f"{source}: empty image ({rgb.shape[1]}x{rgb.shape[0]} pixels)")
+    return rgb
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:

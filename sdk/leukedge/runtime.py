@@ -83,9 +83,13 @@ class TFLiteEngine:
             content, origin = model, "<model bytes>"
         else:
             path = Path(model)
+            if path.is_dir():
+                raise ModelLoadError(f"{path}: is a directory, not a .tflite model")
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: model file not found")
             content, origin = path.read_bytes(), str(path)
+        if not content:
+            raise ModelLoadError(f"{origin}: empty file, not a TFLite model")
         self.origin = origin
         interpreter_cls, self.runtime = interpreter_class()
         try:
