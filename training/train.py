@@ -204,7 +204,6 @@ def train(
         raise FileExistsError(f"{out}/model.keras exists; choose a new --out")
     if (out / "split.csv").exists() and not resume:
         raise FileExistsError(f"{out} holds an unfinished run; pass --resume or a new --out")
-    out.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy(config.mixed_precision)
@@ -219,6 +218,7 @@ def train(
         )
         check_no_subject_leak(splits)
         splits = _cap(splits, config.max_per_split, config.seed)
+        out.mkdir(parents=True, exist_ok=True)  # only once the data has loaded
         write_split(out / "split.csv", splits)
     counts = {name: class_counts(items) for name, items in splits.items()}
     weights = balanced_class_weights(splits["train"], LABELS) if config.class_weights else None

@@ -149,7 +149,7 @@ def info(
     model: Annotated[
         Path | None, typer.Argument(help="A .tflite model; default: the embedded model.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print everything as JSON.")] = False,
 ) -> None:
     """Print a model's metadata, model card, tensor details and operators."""
     from leukedge.classifier import default_model_path
@@ -175,7 +175,27 @@ def info(
         typer.echo(
             f"warning: {path} carries no leukedge metadata; pass --labels to classify", err=True
         )
-    typer.echo(json.dumps(out, indent=2))
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for tensor in ("input", "output"):
+        t = out[tensor]
+        typer.echo(
+            f"{tensor:<7} {t['name']}: {t['dtype']} {t['shape']}, scale {t['scale']:g}, "
+            f"zero point {t['zero_point']}"
+        )
+    typer.echo(f"size    {out['size_bytes'] / 1e6:.2f} MB; runtime {out['runtime']}")
+    typer.echo(f"ops     {', '.join(out['operators'])}")
+    if metadata is not None:
+        typer.echo(
+            f"model   {metadata.name} ({metadata.precision}), leukedge {metadata.version}, "
+            f"labels {metadata.labels}, input {metadata.input.kind} "
+            f"{metadata.input.height}x{metadata.input.width} RGB 0-255, "
+            f"temperature {metadata.temperature:.3f}"
+        )
+        typer.echo(
+            "card    " + json.dumps(metadata.model_card, indent=2).replace("\n", "\n        ")
+        )
 
 
 @app.command()
