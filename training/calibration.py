@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from leukedge.calibration import apply_temperature
 
-def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Rescale probabilities ``(n, k)`` as ``softmax(log p / T)``; ``T = 1`` is the identity."""
-    logits = np.log(np.clip(probs, 1e-12, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
+__all__ = ["apply_temperature", "calibrate_run", "fit_temperature", "negative_log_likelihood"]
 
 
 def negative_log_likelihood(y_true: np.ndarray, probs: np.ndarray) -> float:

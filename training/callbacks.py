@@ -46,6 +46,7 @@ class ValidationCheckpoint(keras.callbacks.Callback):
         return self.dir / "best.weights.h5"
 
     def on_epoch_end(self, epoch, logs=None):
+        from leukedge.training.calibration import negative_log_likelihood
         from leukedge.training.metrics import evaluate
         from leukedge.training.train import predict_samples
 
@@ -55,7 +56,7 @@ class ValidationCheckpoint(keras.callbacks.Callback):
         keys = sorted(self.truth)
         p = np.array([probs[k] for k in keys])
         y = np.array([LABELS.index(self.truth[k]) for k in keys])
-        logs["val_loss"] = float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1))))
+        logs["val_loss"] = negative_log_likelihood(y, p)
         logs["val_accuracy"] = m["accuracy"]
         logs["val_weighted_f1"] = m["weighted_f1"]
         improved = m["weighted_f1"] > self.best_f1

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from leukedge.calibration import apply_temperature
 from leukedge.metadata import InputSpec, ModelMetadata, read_metadata
 from leukedge.preprocess import ImageInput, load_rgb, resize_rgb
 from leukedge.runtime import TFLiteEngine
@@ -146,7 +147,7 @@ class Classifier:
         self._threads: list[threading.Thread] = []
 
     def _metadata_or_defaults(self, path: Path) -> ModelMetadata:
-        metadata = read_metadata(path)
+        metadata = read_metadata(self._engine.model_content)
         if metadata is not None:
             if self.options.labels and list(self.options.labels) != metadata.labels:
                 warnings.warn(
@@ -200,12 +201,10 @@ class Classifier:
     def _classify_rgb(
         self, rgb: np.ndarray, source: str | None, timestamp_ms: int | None
     ) -> ClassificationResult:
-        probs = self._engine.run(resize_rgb(rgb, self._engine.input_size))
-        temperature = float(self.metadata.temperature or 1.0)
-        if temperature != 1.0:
-            logits = np.log(np.clip(probs, 1e-7, 1.0)) / temperature
-            probs = np.exp(logits - logits.max())
-            probs = probs / probs.sum()
+        probs = apply_temperature(
+            self._engine.run(resize_rgb(rgb, self._engine.input_size)),
+            float(self.metadata.temperature or 1.0),
+        )
         best = int(np.argmax(probs))
         return ClassificationResult(
             label=self.metadata.labels[best],

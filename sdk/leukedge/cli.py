@@ -159,7 +159,7 @@ def info(
     path = model or default_model_path()
     try:
         engine = TFLiteEngine(path)
-        metadata = read_metadata(path)
+        metadata = read_metadata(engine.model_content)
     except (OSError, ModelLoadError, MetadataError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -63,6 +63,7 @@ class TFLiteEngine:
         num_threads: CPU threads for the interpreter (≥ 1; ``None`` = runtime default).
 
     Attributes:
+        model_content: the ``.tflite`` bytes (read once; metadata is parsed from them).
         input_size: ``(height, width)`` of the input tensor, pixels.
         input_dtype, output_dtype: numpy dtypes of the input/output tensors
             (``float32``, ``uint8``, ``int8``, ``int16``).
@@ -91,6 +92,7 @@ class TFLiteEngine:
         if not content:
             raise ModelLoadError(f"{origin}: empty file, not a TFLite model")
         self.origin = origin
+        self.model_content = content  # the file's bytes, read once (metadata comes from here)
         interpreter_cls, self.runtime = interpreter_class()
         try:
             self._interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
