@@ -1,7 +1,9 @@
-"""A model trained under another Keras backend (torch) converts under TensorFlow."""
+"""Models trained under the other Keras backends (torch, JAX) convert under TensorFlow."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +12,6 @@ import textwrap
 import numpy as np
 import pytest
 
-pytest.importorskip("torch", reason="the torch backend needs torch (pip install torch==2.13.0)")
 pytest.importorskip("tensorflow", reason="conversion needs TensorFlow")
 
 pytestmark = pytest.mark.slow
@@ -42,6 +43,7 @@ TRAIN_UNDER_TORCH = textwrap.dedent("""
 
 
 def test_torch_trained_model_converts_with_identical_outputs(taleqani, tmp_path):
+    pytest.importorskip("torch", reason="the torch backend needs torch (pip install torch==2.13.0)")
     env = dict(os.environ, KERAS_BACKEND="torch")
     proc = subprocess.run(
         [sys.executable, "-c", TRAIN_UNDER_TORCH, str(tmp_path), str(taleqani)],
@@ -65,3 +67,46 @@ def test_torch_trained_model_converts_with_identical_outputs(taleqani, tmp_path)
     # rounded pixels the engine sees.
     p_rounded = np.asarray(model(np.round(x).astype(np.float32), training=False))
     assert np.abs(p_tflite - p_rounded).max() <= 1e-4
+
+
+def test_jax_data_parallel_run_reloads_and_converts_under_tensorflow(
+    lite0_weights, taleqani, tmp_path
+):
+    """The whole ``leukedge train`` command under JAX with ``--distribute data-parallel``
+    (one CPU device = one replica), then its ``model.keras`` under TensorFlow: same
+    validation probabilities as the run wrote, and the same again from the ``.tflite``."""
+    pytest.importorskip("jax", reason="the JAX backend needs jax (in the dev extra)")
+    out = tmp_path / "jax_run"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "leukedge.cli", "train",
+            "--data", str(taleqani), "--arch", "proposed-lite", "--weights", str(lite0_weights),
+            "--image-size", "64", "--batch-size", "4", "--head-epochs", "1",
+            "--finetune-epochs", "1", "--max-per-split", "8", "--distribute", "data-parallel",
+            "--no-tensorboard", "--out", str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, KERAS_BACKEND="jax"),
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "1 replica(s)" in proc.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["keras_backend"] == "jax" and config["distribute"] == "data-parallel"
+
+    from leukedge.converters.tflite import convert_keras, load_keras_model
+    from leukedge.preprocess import load_and_resize
+    from leukedge.runtime import TFLiteEngine
+
+    with open(out / "predictions_val.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 8
+    model = load_keras_model(out / "model.keras")
+    engine = TFLiteEngine(convert_keras(model, "fp32"))
+    for row in rows:  # joined by path: the file name, never the position
+        image = load_and_resize(row["path"], (64, 64))
+        p_jax = np.array([float(row["p_ALL"]), float(row["p_HEM"])])
+        p_tf = np.asarray(model(image[None].astype(np.float32), training=False))[0]
+        assert np.abs(p_tf - p_jax).max() <= 1e-4, row["path"]
+        assert np.abs(engine.run(image) - p_jax).max() <= 1e-4, row["path"]

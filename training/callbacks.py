@@ -76,12 +76,25 @@ class ValidationCheckpoint(keras.callbacks.Callback):
 
 
 class EpochSync(keras.callbacks.Callback):
-    """Tell the training sequence which epoch starts, so its shuffle order depends only on
-    ``(seed, epoch)`` and a resumed run sees the same batches as an uninterrupted one."""
+    """Make epoch ``e`` a pure function of ``(seed, e)``, so a resumed run replays it.
 
-    def __init__(self, sequence):
+    At the start of each epoch the training sequence is told the epoch (its shuffle order
+    and augmentation depend only on ``(seed, epoch, batch)``) and the model's random layers
+    (dropout, stochastic depth) are reseeded from ``(seed, epoch)``; see
+    :mod:`leukedge.training.seeding`.
+
+    Args:
+        sequence: the training :class:`~leukedge.training.pipeline.ImageSequence`.
+        seed: the run's seed (``TrainConfig.seed``), non-negative.
+    """
+
+    def __init__(self, sequence, seed: int = 0):
         super().__init__()
         self.sequence = sequence
+        self.seed = seed
 
     def on_epoch_begin(self, epoch, logs=None):
+        from leukedge.training.seeding import reseed
+
         self.sequence.set_epoch(epoch)
+        reseed(self.model, self.seed, epoch)

@@ -71,9 +71,11 @@ def run(
     distribute: Annotated[
         str, typer.Option(help="none | mirrored | multiworker (TF) | data-parallel (JAX).")
     ] = "none",
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, help="Seeds shuffling, augmentation, dropout, initialisation.")
+    ] = 0,
     max_per_split: Annotated[
-        int | None, typer.Option(help="Cap images per split (smoke tests).")
+        int | None, typer.Option(min=1, help="Cap images per split (smoke tests).")
     ] = None,
 ) -> None:
     """Train a model; writes model.keras, config.json, split.csv, history.csv, metrics."""

@@ -10,6 +10,7 @@ batches only.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from leukedge.preprocess import load_and_resize
 from leukedge.training.data import Sample
+from leukedge.training.seeding import reseed
 
 
 @dataclass
@@ -85,7 +87,9 @@ class ImageSequence(keras.utils.PyDataset):
         batch_size: images per batch (the last batch may be smaller).
         shuffle: reshuffle every epoch (training); off keeps ``samples`` order, which
             :meth:`paths` reports, so predictions can be joined to files by name.
-        augmenter: from :func:`build_augmenter`, or ``None``.
+        augmenter: from :func:`build_augmenter`, or ``None``. Batch ``i`` of epoch ``e`` is
+            augmented with random states reset from ``(seed, e, i)``, so the transforms
+            depend on nothing but the seed, the epoch and the batch (resume replays them).
         seed: shuffling seed (epoch ``e`` uses ``seed + e``).
         with_labels: yield ``(x, y)``; otherwise ``x`` alone (prediction).
 
@@ -122,6 +126,7 @@ class ImageSequence(keras.utils.PyDataset):
         self.with_labels = with_labels
         self._order = np.arange(len(self.samples))
         self._epoch = 0
+        self._augment_lock = threading.Lock()  # the augmenter's random state is shared
         if shuffle:
             self._reshuffle()
 
@@ -150,7 +155,10 @@ class ImageSequence(keras.utils.PyDataset):
         size = (self.image_size, self.image_size)
         x = np.stack([load_and_resize(s.path, size) for s in batch]).astype(np.float32)
         if self.augmenter is not None:
-            x = keras.ops.convert_to_numpy(self.augmenter(x, training=True)).astype(np.float32)
+            with self._augment_lock:
+                reseed(self.augmenter, self.seed, self._epoch, index)
+                x = keras.ops.convert_to_numpy(self.augmenter(x, training=True))
+            x = x.astype(np.float32)
             np.clip(x, 0.0, 255.0, out=x)
         if not self.with_labels:
             return x

@@ -67,7 +67,11 @@ class TrainConfig:
         dropout: dropout after the head's Dense 256 and Dense 128 (paper: 0.5, 0.3).
         class_weights: weight the loss by inverse class frequency ("balanced").
         augment: :class:`AugmentConfig` (training split only).
-        seed: seeds Python, NumPy and the backend (``keras.utils.set_random_seed``).
+        seed: non-negative; seeds Python, NumPy and the backend
+            (``keras.utils.set_random_seed``), the shuffle order, and the random states of
+            dropout, stochastic depth and augmentation, which are reset from
+            ``(seed, epoch[, batch])`` so that a resumed run replays the uninterrupted one
+            (:mod:`leukedge.training.seeding`).
         max_per_split: cap of images per split, for smoke tests (``None`` = all).
         early_stopping_patience: stop a phase after this many epochs without a better
             validation weighted F1 (0 = off).
@@ -107,6 +111,10 @@ class TrainConfig:
     tensorboard: bool = True
     mixed_precision: str | None = None
     distribute: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (with the Keras backend and leukedge version added)."""
@@ -283,7 +291,7 @@ def train(
                 metrics=["accuracy"],
             )
         phase_callbacks = [
-            EpochSync(train_seq),
+            EpochSync(train_seq, config.seed),
             best,
             keras.callbacks.CSVLogger(str(history_csv), append=True),
             keras.callbacks.BackupAndRestore(str(out / "backup" / name)),
