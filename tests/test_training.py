@@ -178,6 +178,22 @@ def test_tiny_run_writes_every_artefact(lite0_weights, taleqani, tmp_path):
     assert getattr(model, "optimizer", None) is None
     with pytest.raises(FileExistsError):
         train(config)
+    # config.json reproduces the run: the same losses and validation probabilities.
+    from typer.testing import CliRunner
+
+    from leukedge.cli import app
+
+    again = tmp_path / "again"
+    result = CliRunner().invoke(
+        app, ["train", "--config", str(out / "config.json"), "--out", str(again)]
+    )
+    assert result.exit_code == 0, result.output
+    assert _losses(again) == pytest.approx(_losses(out), rel=1e-5)
+    assert (again / "predictions_val.csv").read_text() == (out / "predictions_val.csv").read_text()
+    result = CliRunner().invoke(
+        app, ["train", "--config", str(out / "split.csv"), "--out", str(tmp_path / "bad")]
+    )
+    assert result.exit_code == 2 and "not a leukedge config.json" in result.output
 
 
 def _tiny_config(taleqani, weights, out, **overrides):

@@ -28,6 +28,15 @@ def run(
     resume: Annotated[
         bool, typer.Option(help="Continue the interrupted run in --out with its config.json.")
     ] = False,
+    config_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            exists=True,
+            dir_okay=False,
+            help="Repeat a run: every setting from its config.json (--data may override).",
+        ),
+    ] = None,
     arch: Annotated[
         str, typer.Option(help="proposed | proposed-lite | efficientnetb0 | resnet50 | inceptionv3")
     ] = "proposed-lite",
@@ -94,8 +103,20 @@ def run(
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
         return
+    if config_file is not None:
+        try:
+            saved_settings = json.loads(config_file.read_text())
+            config = TrainConfig.from_dict(
+                saved_settings | {"out": str(out)} | ({"data": str(data)} if data else {})
+            )
+        except (OSError, ValueError, TypeError) as exc:
+            typer.echo(f"error: {config_file}: not a leukedge config.json ({exc})", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo(f"settings from {config_file} (other options ignored)")
+        _train_or_exit(config)
+        return
     if data is None:
-        typer.echo("error: --data is required (unless --resume)", err=True)
+        typer.echo("error: --data is required (unless --resume or --config)", err=True)
         raise typer.Exit(2)
     config = TrainConfig(
         data=str(data),
@@ -131,6 +152,13 @@ def run(
         mixed_precision=mixed_precision,
         distribute=distribute,
     )
+    _train_or_exit(config)
+
+
+def _train_or_exit(config) -> None:
+    """Run :func:`~leukedge.training.train.train`; known failures → message and exit 2."""
+    from leukedge.training.train import train
+
     try:
         train(config)
     except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
