@@ -193,7 +193,7 @@ def test_tiny_run_writes_every_artefact(lite0_weights, taleqani, tmp_path):
     result = CliRunner().invoke(
         app, ["train", "--config", str(out / "split.csv"), "--out", str(tmp_path / "bad")]
     )
-    assert result.exit_code == 2 and "not a leukedge config.json" in result.output
+    assert result.exit_code == 2 and "not a usable leukedge config.json" in result.output
 
 
 def _tiny_config(taleqani, weights, out, **overrides):
@@ -330,3 +330,42 @@ def test_offline_imagenet_request_names_the_file(monkeypatch, tmp_path):
         build_backbone("proposed-lite", SIZE, "imagenet")
     with pytest.raises(ValueError, match="no such file"):
         build_backbone("proposed", SIZE, str(tmp_path / "missing.h5"))
+
+
+def test_bad_settings_and_failed_starts_write_nothing(taleqani, tmp_path, monkeypatch):
+    from leukedge.training.train import TrainConfig, train
+
+    for bad, match in [
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"image_size": "big"}, "image_size must be an integer"),
+        ({"max_per_split": 0}, "max_per_split must be an integer >= 1"),
+        ({"arch": "bogus"}, "unknown architecture 'bogus'"),
+        ({"distribute": "ring"}, "unknown distribution"),
+        ({"head_epochs": 0, "finetune_epochs": 0}, "nothing to train"),
+        ({"seed": -1}, "seed must be"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(data=str(taleqani), out=str(tmp_path / "x"), **bad)
+    # The data path is stored absolute, so a run's files work from any directory.
+    monkeypatch.chdir(taleqani.parent)
+    assert TrainConfig(data="taleqani", out="x").data == str(taleqani.absolute())
+    # A start that fails on a setting only found out by trying (a missing weights file)
+    # leaves no run folder, so the same --out can be used again without --resume.
+    out = tmp_path / "run"
+    config = TrainConfig(
+        data=str(taleqani), out=str(out), weights=str(tmp_path / "missing.h5"),
+        image_size=SIZE, max_per_split=8, tensorboard=False,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="no such file"):
+        train(config)
+    assert not out.exists()
+
+
+def test_capped_splits_keep_every_class(splits):
+    from leukedge.training.train import _cap
+
+    capped = _cap(splits, 8, seed=0)
+    for name, items in capped.items():
+        assert len(items) == 8
+        assert {s.label for s in items} == {"ALL", "HEM"}, name  # HEM is ~16 %: 1 of 8
+        assert items == sorted(items, key=splits[name].index)  # order kept

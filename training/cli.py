@@ -17,7 +17,10 @@ from leukedge.cli_groups import DefaultCommandGroup
 app = typer.Typer(
     cls=DefaultCommandGroup,
     no_args_is_help=True,
-    help="Train the proposed model or a baseline; evaluate a run.",
+    help=(
+        "Train the proposed model or a baseline; evaluate a run. "
+        "'leukedge train --data …' is short for 'leukedge train run --data …'."
+    ),
 )
 
 
@@ -96,7 +99,12 @@ def run(
         if not saved.is_file():
             typer.echo(f"error: {saved} not found; nothing to resume", err=True)
             raise typer.Exit(2)
-        config = TrainConfig.from_dict(json.loads(saved.read_text()))
+        try:
+            config = TrainConfig.from_dict(json.loads(saved.read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            typer.echo(f"error: {saved}: cannot resume from it ({exc})", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo(f"settings from {saved} (other options ignored)")
         try:
             train(config, resume=True)
         except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -106,11 +114,13 @@ def run(
     if config_file is not None:
         try:
             saved_settings = json.loads(config_file.read_text())
+            if not isinstance(saved_settings, dict) or "leukedge_version" not in saved_settings:
+                raise ValueError("expected the JSON object a leukedge run writes")
             config = TrainConfig.from_dict(
                 saved_settings | {"out": str(out)} | ({"data": str(data)} if data else {})
             )
         except (OSError, ValueError, TypeError) as exc:
-            typer.echo(f"error: {config_file}: not a leukedge config.json ({exc})", err=True)
+            typer.echo(f"error: {config_file}: not a usable leukedge config.json ({exc})", err=True)
             raise typer.Exit(2) from exc
         typer.echo(f"settings from {config_file} (other options ignored)")
         _train_or_exit(config)

@@ -113,8 +113,53 @@ class TrainConfig:
     distribute: str = "none"
 
     def __post_init__(self) -> None:
-        if self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        """Check every setting before anything is written, and make ``data`` absolute.
+
+        Raises:
+            ValueError: a setting out of range or of the wrong type, naming it.
+        """
+        from leukedge.training.distribute import DISTRIBUTIONS
+        from leukedge.training.models import ARCHITECTURES
+
+        # An absolute path, so config.json and split.csv work from any directory.
+        self.data = os.path.abspath(os.fspath(self.data))
+        minimum = {
+            "image_size": 32,
+            "batch_size": 1,
+            "head_epochs": 0,
+            "finetune_epochs": 0,
+            "unfreeze_top": 0,
+            "seed": 0,
+            "folds": 3,
+            "fold": 0,
+            "early_stopping_patience": 0,
+            "lr_plateau_patience": 0,
+        }
+        for name, low in minimum.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.max_per_split is not None and (
+            not isinstance(self.max_per_split, int) or self.max_per_split < 1
+        ):
+            raise ValueError(f"max_per_split must be an integer >= 1, got {self.max_per_split!r}")
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {ARCHITECTURES}")
+        if self.distribute not in DISTRIBUTIONS:
+            raise ValueError(
+                f"unknown distribution {self.distribute!r}; choose one of {DISTRIBUTIONS}"
+            )
+        if self.mixed_precision not in (None, "mixed_float16", "mixed_bfloat16"):
+            raise ValueError(
+                f"mixed_precision must be mixed_float16 or mixed_bfloat16, "
+                f"got {self.mixed_precision!r}"
+            )
+        for name in ("head_lr", "finetune_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.head_epochs + self.finetune_epochs == 0:
+            raise ValueError("head_epochs + finetune_epochs is 0: nothing to train")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (with the Keras backend and leukedge version added)."""
@@ -163,6 +208,9 @@ def predict_samples(
 
 
 def _cap(splits: dict[str, list[Sample]], cap: int | None, seed: int) -> dict[str, list[Sample]]:
+    """At most ``cap`` samples per split, drawn per class in proportion (stratified), with
+    at least one of every class the split holds, so a capped validation split still has
+    both classes (ROC, per-class metrics). Order within a split is kept."""
     if cap is None:
         return splits
     import numpy as np
@@ -171,7 +219,20 @@ def _cap(splits: dict[str, list[Sample]], cap: int | None, seed: int) -> dict[st
     capped = {}
     for name, items in splits.items():
         if len(items) > cap:
-            keep = sorted(rng.choice(len(items), cap, replace=False))
+            by_class: dict[str, list[int]] = {}
+            for i, sample in enumerate(items):
+                by_class.setdefault(sample.label, []).append(i)
+            quota = {
+                label: max(1, round(cap * len(idx) / len(items))) for label, idx in by_class.items()
+            }
+            while sum(quota.values()) > cap:  # rounding up the rare classes overshot
+                largest = max(quota, key=quota.__getitem__)
+                quota[largest] -= 1
+            keep = sorted(
+                i
+                for label, idx in by_class.items()
+                for i in rng.choice(idx, min(quota[label], len(idx)), replace=False)
+            )
             items = [items[i] for i in keep]
         capped[name] = items
     return capped
@@ -208,8 +269,13 @@ def train(
     from leukedge.training.pipeline import ImageSequence, build_augmenter
 
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out} exists and is not a folder; choose a new --out")
     if (out / "model.keras").exists():
-        raise FileExistsError(f"{out}/model.keras exists; choose a new --out")
+        raise FileExistsError(
+            f"{out}/model.keras exists: that run has finished"
+            + ("; nothing to resume" if resume else "; choose a new --out")
+        )
     if (out / "split.csv").exists() and not resume:
         raise FileExistsError(f"{out} holds an unfinished run; pass --resume or a new --out")
     keras.utils.set_random_seed(config.seed)
@@ -226,18 +292,17 @@ def train(
         )
         check_no_subject_leak(splits)
         splits = _cap(splits, config.max_per_split, config.seed)
-        out.mkdir(parents=True, exist_ok=True)  # only once the data has loaded
-        write_split(out / "split.csv", splits)
     counts = {name: class_counts(items) for name, items in splits.items()}
     weights = balanced_class_weights(splits["train"], LABELS) if config.class_weights else None
     print(f"data {config.data}: " + "; ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"class weights: {weights}" if weights else "class weights: off (imbalance not handled)")
-    (out / "config.json").write_text(
-        json.dumps(
-            config.to_dict() | {"split_counts": counts, "class_weight_values": weights}, indent=2
-        )
-    )
+    for name, per_class in counts.items():
+        missing = [label for label in LABELS if not per_class.get(label)]
+        if missing and name != "train":
+            print(f"note: the {name} split has no {', '.join(missing)} images (no ROC there)")
 
+    # Everything that can fail on a bad setting (architecture, weights file, empty split)
+    # runs before the run directory is written, so a failed start leaves nothing behind.
     scope, replicas = distribution_scope(config.distribute)
     with scope():
         model = build_model(
@@ -255,6 +320,16 @@ def train(
         shuffle=True,
         augmenter=build_augmenter(config.augment, config.seed),
         seed=config.seed,
+    )
+    if not splits.get("val"):
+        raise ValueError("empty validation split: no samples to select the best epoch on")
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        write_split(out / "split.csv", splits)
+    (out / "config.json").write_text(
+        json.dumps(
+            config.to_dict() | {"split_counts": counts, "class_weight_values": weights}, indent=2
+        )
     )
     checkpoints = out / "checkpoints"
     best = ValidationCheckpoint(splits["val"], config.image_size, config.batch_size, checkpoints)
