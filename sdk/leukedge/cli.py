@@ -253,7 +253,19 @@ _register_heavy_groups()
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point. leukedge's own warnings print as one ``warning:`` line
+    (no source file and line number); other libraries' warnings keep Python's format."""
+    import warnings
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if "leukedge" in str(filename):
+            typer.echo(f"warning: {message}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     app()
 
 
