@@ -351,7 +351,7 @@ def train(
             model, top_n, train_batchnorm=config.weights is None
         )
         if done.is_file():
-            model.load_weights(done)
+            _load_model_weights(model, done)
             print(f"phase {name}: already finished, weights from {done}")
             epoch += epochs
             continue
@@ -390,7 +390,7 @@ def train(
     seconds = time.time() - start
 
     if best.weights_path.is_file():
-        model.load_weights(best.weights_path)
+        _load_model_weights(model, best.weights_path)
     save_model(model, config, out / "model.keras")
     val_probs = predict_samples(model, splits["val"], config.image_size, config.batch_size)
     metrics = write_evaluation(out, "val", splits["val"], val_probs)
@@ -413,6 +413,17 @@ def train(
         f"weighted F1 {metrics['weighted_f1']:.4f}; wrote {out}"
     )
     return metrics
+
+
+def _load_model_weights(model, path: Path) -> None:
+    """Load the model's weights from ``path``, without Keras' warning that the optimizer
+    state saved there (one phase's Adam) does not fit the current phase's optimizer: only
+    the model's weights are wanted here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
 
 
 def _logged_epochs(history_csv: Path) -> int:
