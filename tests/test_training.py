@@ -142,19 +142,17 @@ def test_two_training_steps_of_proposed_lite_move_the_right_weights(lite0_weight
 
 @pytest.mark.slow
 def test_tiny_run_writes_every_artefact(lite0_weights, taleqani, tmp_path):
-    from leukedge.training.train import TrainConfig, train
+    from leukedge.training.train import train
 
     out = tmp_path / "run"
-    config = TrainConfig(
-        data=str(taleqani),
-        out=str(out),
-        arch="proposed-lite",
-        weights=str(lite0_weights),
-        image_size=SIZE,
-        batch_size=8,
+    config = _tiny_config(
+        taleqani,
+        lite0_weights,
+        out,
         head_epochs=1,
         finetune_epochs=1,
-        max_per_split=16,
+        augment=AugmentConfig(),
+        tensorboard=True,
     )
     metrics = train(config)
     for name in (
@@ -194,6 +192,8 @@ def test_tiny_run_writes_every_artefact(lite0_weights, taleqani, tmp_path):
         app, ["train", "--config", str(out / "split.csv"), "--out", str(tmp_path / "bad")]
     )
     assert result.exit_code == 2 and "not a usable leukedge config.json" in result.output
+    result = CliRunner().invoke(app, ["train", "--resume", "--out", str(out)])
+    assert result.exit_code == 2 and "finished; nothing to resume" in result.output
 
 
 def _tiny_config(taleqani, weights, out, **overrides):

@@ -92,38 +92,18 @@ def run(
 ) -> None:
     """Train a model; writes model.keras, config.json, split.csv, history.csv, metrics."""
     from leukedge.training.pipeline import AugmentConfig
-    from leukedge.training.train import TrainConfig, train
+    from leukedge.training.train import TrainConfig
 
     if resume:
         saved = out / "config.json"
         if not saved.is_file():
             typer.echo(f"error: {saved} not found; nothing to resume", err=True)
             raise typer.Exit(2)
-        try:
-            config = TrainConfig.from_dict(json.loads(saved.read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            typer.echo(f"error: {saved}: cannot resume from it ({exc})", err=True)
-            raise typer.Exit(2) from exc
-        typer.echo(f"settings from {saved} (other options ignored)")
-        try:
-            train(config, resume=True)
-        except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
+        _train_or_exit(_saved_config(saved), resume=True)
         return
     if config_file is not None:
-        try:
-            saved_settings = json.loads(config_file.read_text())
-            if not isinstance(saved_settings, dict) or "leukedge_version" not in saved_settings:
-                raise ValueError("expected the JSON object a leukedge run writes")
-            config = TrainConfig.from_dict(
-                saved_settings | {"out": str(out)} | ({"data": str(data)} if data else {})
-            )
-        except (OSError, ValueError, TypeError) as exc:
-            typer.echo(f"error: {config_file}: not a usable leukedge config.json ({exc})", err=True)
-            raise typer.Exit(2) from exc
-        typer.echo(f"settings from {config_file} (other options ignored)")
-        _train_or_exit(config)
+        overrides = {"out": str(out)} | ({"data": str(data)} if data else {})
+        _train_or_exit(_saved_config(config_file, overrides))
         return
     if data is None:
         typer.echo("error: --data is required (unless --resume or --config)", err=True)
@@ -165,12 +145,29 @@ def run(
     _train_or_exit(config)
 
 
-def _train_or_exit(config) -> None:
+def _saved_config(path: Path, overrides: dict | None = None):
+    """The :class:`~leukedge.training.train.TrainConfig` a run saved as ``config.json``
+    (``overrides`` replace its keys); an unusable file → message and exit 2."""
+    from leukedge.training.train import TrainConfig
+
+    try:
+        settings = json.loads(path.read_text())
+        if not isinstance(settings, dict) or "leukedge_version" not in settings:
+            raise ValueError("expected the JSON object a leukedge run writes")
+        config = TrainConfig.from_dict(settings | (overrides or {}))
+    except (OSError, ValueError, TypeError) as exc:
+        typer.echo(f"error: {path}: not a usable leukedge config.json ({exc})", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"settings from {path} (other options ignored)")
+    return config
+
+
+def _train_or_exit(config, resume: bool = False) -> None:
     """Run :func:`~leukedge.training.train.train`; known failures → message and exit 2."""
     from leukedge.training.train import train
 
     try:
-        train(config)
+        train(config, resume=resume)
     except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

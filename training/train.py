@@ -282,7 +282,8 @@ def train(
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy(config.mixed_precision)
 
-    if resume and (out / "split.csv").exists():
+    split_on_disk = resume and (out / "split.csv").exists()
+    if split_on_disk:
         splits = read_split(out / "split.csv")
         print(f"resuming {out}: split read from split.csv")
     else:
@@ -323,7 +324,7 @@ def train(
     )
     if not splits.get("val"):
         raise ValueError("empty validation split: no samples to select the best epoch on")
-    if not resume:
+    if not split_on_disk:
         out.mkdir(parents=True, exist_ok=True)
         write_split(out / "split.csv", splits)
     (out / "config.json").write_text(
