@@ -206,8 +206,9 @@ def array_to_rgb(array: np.ndarray, pixel_format: PixelFormat | None = None) -> 
             byte order is the reverse of the name: ``"RGB888"`` is ``[B, G, R]`` in memory
             (``pixel_format="BGR"``), ``"BGR888"`` is ``[R, G, B]`` (``"RGB"``),
             ``"XRGB8888"`` is ``[B, G, R, 255]`` (``"BGRX"``) and ``"XBGR8888"`` is
-            ``[R, G, B, 255]`` (``"RGBX"``) — as its maintainers state in
-            raspberrypi/picamera2 issue #191.
+            ``[R, G, B, 255]`` (``"RGBX"``); see the Picamera2 manual's image formats and
+            raspberrypi/picamera2 issues #191 (XRGB8888 is ``[B, G, R, X]`` in numpy) and
+            #843 (ask for BGR888 to get RGB).
 
     Returns:
         ``(H, W, 3)`` ``uint8`` RGB; the input itself (no copy) when it already is that.

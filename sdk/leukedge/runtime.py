@@ -67,10 +67,9 @@ def interpreter_class() -> tuple[type, str]:
                 f"using {name}; skipped: " + "; ".join(problems), LeukedgeWarning, stacklevel=2
             )
         return module.Interpreter, name
-    advice = "install LiteRT: pip install ai-edge-litert"
     if problems:
         raise RuntimeNotFoundError("no usable TFLite interpreter: " + "; ".join(problems))
-    raise RuntimeNotFoundError(f"no TFLite interpreter installed; {advice}")
+    raise RuntimeNotFoundError("no TFLite interpreter installed: pip install ai-edge-litert")
 
 
 def _import_problem(name: str, exc: BaseException) -> str:
