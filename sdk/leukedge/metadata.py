@@ -20,6 +20,8 @@ from typing import Any
 import flatbuffers
 from flatbuffers import table
 
+from leukedge.errors import LeukedgeError
+
 METADATA_NAME = "leukedge_metadata"
 """Name of the metadata entry in ``Model.metadata``."""
 
@@ -35,8 +37,9 @@ _METADATA_BUFFER = 1
 _BUFFER_DATA = 0
 
 
-class MetadataError(ValueError):
-    """The file is not a TFLite flatbuffer, or its leukedge metadata is malformed."""
+class MetadataError(LeukedgeError, ValueError):
+    """The file is not a TFLite flatbuffer, or its leukedge metadata is malformed. Still a
+    ``ValueError`` for older code."""
 
 
 @dataclass
