@@ -40,6 +40,7 @@ from leukedge.training.data import (
     make_split,
     write_split,
 )
+from leukedge.training.models import InputNormConfig
 from leukedge.training.pipeline import AugmentConfig
 
 
@@ -65,6 +66,9 @@ class TrainConfig:
             or ``kfold`` (by subject; ``folds`` folds, fold ``fold`` is the test split).
         fractions: train/validation/test fractions.
         dropout: dropout after the head's Dense 256 and Dense 128 (paper: 0.5, 0.3).
+        input_norm: :class:`~leukedge.training.models.InputNormConfig`, fixed blur and
+            per-image standardisation in the graph (off in the paper's setting); its target
+            statistics are measured on the training split when not given.
         class_weights: weight the loss by inverse class frequency ("balanced").
         augment: :class:`AugmentConfig` (training split only).
         seed: non-negative; seeds Python, NumPy and the backend
@@ -81,6 +85,9 @@ class TrainConfig:
         mixed_precision: ``None``, ``"mixed_float16"`` or ``"mixed_bfloat16"`` (GPUs).
         distribute: ``none``, ``mirrored``, ``multiworker`` or ``data-parallel``
             (:mod:`leukedge.training.distribute`).
+        recipe: the named recipe the settings started from
+            (:mod:`leukedge.training.recipes`), recorded for the model card; the fields
+            above are what ran.
     """
 
     data: str
@@ -101,6 +108,7 @@ class TrainConfig:
     folds: int = 5
     fold: int = 0
     dropout: tuple[float, float] = (0.5, 0.3)
+    input_norm: InputNormConfig = field(default_factory=InputNormConfig)
     class_weights: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
@@ -111,6 +119,7 @@ class TrainConfig:
     tensorboard: bool = True
     mixed_precision: str | None = None
     distribute: str = "none"
+    recipe: str = "paper"
 
     def __post_init__(self) -> None:
         """Check every setting before anything is written, and make ``data`` absolute.
@@ -179,7 +188,12 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict` (unknown keys ignored)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["augment"] = AugmentConfig(**known.get("augment", {}))
+        known["augment"] = AugmentConfig.from_dict(known.get("augment", {}))
+        norm = dict(known.get("input_norm", {}))
+        for key in ("target_mean", "target_std"):
+            if norm.get(key) is not None:
+                norm[key] = tuple(norm[key])
+        known["input_norm"] = InputNormConfig(**norm)
         known["fractions"] = tuple(known.get("fractions", (0.7, 0.15, 0.15)))
         known["dropout"] = tuple(known.get("dropout", (0.5, 0.3)))
         return cls(**known)
@@ -302,6 +316,22 @@ def train(
         if missing and name != "train":
             print(f"note: the {name} split has no {', '.join(missing)} images (no ROC there)")
 
+    norm = config.input_norm
+    if norm.standardize and (norm.target_mean is None or norm.target_std is None):
+        from leukedge.preprocess import load_and_resize
+        from leukedge.training.models import channel_statistics
+
+        size = (config.image_size, config.image_size)
+        norm.target_mean, norm.target_std = channel_statistics(
+            load_and_resize(s.path, size) for s in splits["train"]
+        )
+        print(
+            "input standardisation targets (training split): mean "
+            + ", ".join(f"{v:.1f}" for v in norm.target_mean)
+            + "; std "
+            + ", ".join(f"{v:.1f}" for v in norm.target_std)
+        )
+
     # Everything that can fail on a bad setting (architecture, weights file, empty split)
     # runs before the run directory is written, so a failed start leaves nothing behind.
     scope, replicas = distribution_scope(config.distribute)
@@ -312,6 +342,7 @@ def train(
             config.image_size,
             config.weights,
             head=HeadConfig(dropout=tuple(config.dropout)),
+            input_norm=config.input_norm,
         )
     train_seq = ImageSequence(
         splits["train"],
@@ -321,6 +352,7 @@ def train(
         shuffle=True,
         augmenter=build_augmenter(config.augment, config.seed),
         seed=config.seed,
+        photometric=config.augment.photometric if config.augment.enabled else None,
     )
     if not splits.get("val"):
         raise ValueError("empty validation split: no samples to select the best epoch on")
@@ -480,6 +512,7 @@ def save_model(model, config: TrainConfig, path: Path) -> None:
         weights=None,
         head=HeadConfig(dropout=tuple(config.dropout)),
         frozen_batchnorm=config.weights is not None,
+        input_norm=config.input_norm,
     )
     fresh.set_weights(model.get_weights())
     tmp = path.with_name(path.stem + ".partial.keras")
