@@ -66,6 +66,8 @@ def load_keras_model(path: str | os.PathLike):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: Keras model file not found")
     keras = require_tensorflow_backend()
+    import leukedge.training.models  # noqa: F401 - registers leukedge's custom layers
+
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError… all mean "corrupt"
