@@ -1,4 +1,4 @@
-"""Decoding and resizing: values, shapes and the errors bad files get."""
+"""Decoding and resizing: values, shapes and the errors bad files get (no ../shared/data)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,31 @@ def test_grayscale_and_rgba_become_rgb(tmp_path):
     assert load_rgb(tmp_path / "a.png")[0, 0].tolist() == [200, 0, 0]
 
 
-def test_bmp_cell_is_read_at_full_size(cnmc):
-    rgb = load_rgb(cnmc / "all" / "UID_1_1_1_all.bmp")
+def test_bmp_cell_is_read_at_full_size(example_images):
+    rgb = load_rgb(example_images / "UID_3_4_2_all.bmp")  # a C-NMC cell
     assert rgb.shape == (450, 450, 3) and rgb.dtype == np.uint8
     # C-NMC cells are segmented onto black: most corner pixels are 0.
     assert rgb[:10, :10].max() == 0
+
+
+# EXIF Orientation (tag 0x0112) → how the stored pixels turn to stand upright: 3 = 180°,
+# 6 = 90° clockwise, 8 = 90° counter-clockwise (np.rot90 turns counter-clockwise).
+EXIF_TURNS = {1: 0, 3: 2, 6: -1, 8: 1}
+
+
+@pytest.mark.parametrize("orientation", sorted(EXIF_TURNS))
+def test_exif_orientation_is_applied(tmp_path, example_images, orientation):
+    """A camera that stores a portrait photo sideways tags it; the decoder turns it upright."""
+    stored = np.asarray(Image.open(example_images / "WBC-Benign-420.jpg").convert("RGB"))
+    stored = np.ascontiguousarray(stored[:160])  # not square, so a turn changes the shape
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"orientation{orientation}.png"  # lossless, so pixels compare exactly
+    Image.fromarray(stored).save(path, exif=exif)
+    assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), stored)
+    upright = np.rot90(stored, EXIF_TURNS[orientation])
+    assert np.array_equal(load_rgb(path), upright)
+    assert load_rgb(path).shape == ((160, 224, 3) if orientation in (1, 3) else (224, 160, 3))
 
 
 def test_resize_keeps_whole_field_and_skips_same_size():
@@ -48,12 +68,12 @@ def test_resize_keeps_whole_field_and_skips_same_size():
     assert load_and_resize(rgb, (64, 32)).shape == (64, 32, 3)
 
 
-def test_bad_inputs_name_the_file(tmp_path, taleqani):
+def test_bad_inputs_name_the_file(tmp_path, example_images):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
     with pytest.raises(ImageDecodeError, match="notes.txt.*not a recognised image"):
         load_rgb(text)
-    data = (taleqani / "Pre" / "WBC-Malignant-Pre-001.jpg").read_bytes()
+    data = (example_images / "WBC-Malignant-Pre-810.jpg").read_bytes()
     truncated = tmp_path / "cut.jpg"
     truncated.write_bytes(data[: len(data) // 3])
     with pytest.raises(ImageDecodeError, match="cut.jpg.*corrupt or truncated"):
