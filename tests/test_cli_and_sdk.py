@@ -329,6 +329,11 @@ def test_cli_labels_and_threads_for_a_model_without_metadata(
     wrong = _invoke("classify", "--model", model_without_metadata, "--labels", "A,B,C", image)
     assert wrong.exit_code == 2 and "3 labels for 2 outputs" in wrong.output
     assert _invoke("classify", "--threads", "0", image).exit_code == 2
+    # With metadata, --labels is ignored (with a warning): the model's own labels win.
+    with pytest.warns(UserWarning, match="ignored"):
+        kept = _invoke("classify", "--labels", "HEM,ALL", "--json", image)
+    expected = Classifier().classify(image).probabilities
+    assert kept.exit_code == 0 and json.loads(kept.output)["probabilities"] == expected
     interpreter_threads.clear()
     args = ("--model", model_without_metadata, "--threads", "1", "--labels", "HEM,ALL", "--json")
     result = _invoke("classify", *args, image)

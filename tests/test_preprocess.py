@@ -68,6 +68,17 @@ def test_resize_keeps_whole_field_and_skips_same_size():
     assert load_and_resize(rgb, (64, 32)).shape == (64, 32, 3)
 
 
+def test_resize_is_bilinear_over_the_whole_image():
+    """README: any image is resized whole, bilinear (Pillow's, with its antialiasing)."""
+    rgb = np.random.default_rng(1).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    out = resize_rgb(rgb, (64, 48))
+    pil = Image.fromarray(rgb)
+    bilinear = np.asarray(pil.resize((48, 64), Image.Resampling.BILINEAR))
+    assert out.shape == (64, 48, 3) and np.array_equal(out, bilinear)
+    for other in (Image.Resampling.BICUBIC, Image.Resampling.NEAREST):
+        assert not np.array_equal(out, np.asarray(pil.resize((48, 64), other)))
+
+
 def test_bad_inputs_name_the_file(tmp_path, example_images):
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
