@@ -108,11 +108,23 @@ def test_16_bit_and_float_images_are_scaled_not_clipped(tmp_path):
     assert 120 <= rgb.mean() <= 135  # a ramp stays a ramp, not a white image
     unit = Image.fromarray(np.full((3, 3), 0.5, dtype=np.float32), mode="F")
     assert (load_rgb(unit) == 128).all()
+    # Every 16-bit layout and 32-bit "I" keep the top 8 bits; float in [0, 1] is × 255,
+    # other floats are clipped to 0-255; grey becomes three equal channels.
+    for dtype in ("<u2", ">u2", "<i4"):
+        pil = Image.fromarray(np.array([[0, 257 * 100, 65535]], dtype=dtype))
+        assert load_rgb(pil).tolist() == [[[0] * 3, [100] * 3, [255] * 3]], (dtype, pil.mode)
+    floats = (([0.0, 0.6, 1.0], [0, 153, 255]), ([0, 1.5], [0, 2]), ([0, 200, 300], [0, 200, 255]))
+    for values, expected in floats:
+        rgb = load_rgb(Image.fromarray(np.array([values], dtype=np.float32), mode="F"))
+        assert rgb.shape == (1, len(values), 3) and rgb[0, :, 0].tolist() == expected
+        assert (rgb == rgb[:, :, :1]).all()
 
 
 def test_empty_huge_and_wrong_type_inputs(tmp_path, monkeypatch):
-    with pytest.raises(ImageDecodeError, match="empty image"):
-        load_rgb(np.zeros((0, 10, 3), dtype=np.uint8))
+    for shape in ((0, 10, 3), (10, 0, 3)):
+        with pytest.raises(ImageDecodeError, match="empty image"):
+            load_rgb(np.zeros(shape, dtype=np.uint8))
+    assert load_rgb(np.zeros((1, 1, 3), dtype=np.uint8)).shape == (1, 1, 3)
     with pytest.raises(ImageDecodeError, match="empty image"):
         load_rgb(Image.new("RGB", (0, 0)))
     Image.new("RGB", (64, 64)).save(tmp_path / "big.png")
