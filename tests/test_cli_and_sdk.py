@@ -217,23 +217,53 @@ def _invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.fixture(scope="module")
-def model_without_metadata(tmp_path_factory):
-    """The embedded model with its leukedge metadata entry removed (weights unchanged),
-    written with the TFLite schema of ai-edge-litert, not TensorFlow."""
+def _rewritten(edit, path):
+    """The embedded model changed by ``edit(model)`` (TFLite schema object API of
+    ai-edge-litert, no TensorFlow), written to ``path``."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(default_model_path().read_bytes()), 0)
-    model.metadata = [
-        m for m in model.metadata if m.name not in (METADATA_NAME.encode(), METADATA_NAME)
-    ]
+    edit(model, schema)
     builder = flatbuffers.Builder(0)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path = tmp_path_factory.mktemp("plain") / "plain_int8.tflite"
     path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_without_metadata(tmp_path_factory):
+    """The embedded model with its leukedge metadata entry removed (weights unchanged)."""
+
+    def strip(model, schema):
+        names = (METADATA_NAME, METADATA_NAME.encode())
+        model.metadata = [entry for entry in model.metadata if entry.name not in names]
+
+    path = _rewritten(strip, tmp_path_factory.mktemp("plain") / "plain_int8.tflite")
     assert read_metadata(path) is None
     return path
+
+
+def test_int8_io_zero_points_are_applied(tmp_path, example_images, classifier):
+    """int8 input and output tensors with zero point −128 (what ``convert --io-dtype int8``
+    writes): the embedded model with its uint8 I/O tensors retyped. Its first and last
+    QUANTIZE ops then requantize int8 → int8 with equal parameters, so a runtime that
+    applies both zero points gives the embedded model's probabilities exactly."""
+
+    def int8_io(model, schema):
+        graph = model.subgraphs[0]
+        for index in (graph.inputs[0], graph.outputs[0]):
+            graph.tensors[index].type = schema.TensorType.INT8
+            graph.tensors[index].quantization.zeroPoint = np.array([-128])
+
+    path = _rewritten(int8_io, tmp_path / "int8_io.tflite")
+    engine = TFLiteEngine(path)
+    assert (engine.input_dtype, engine.input_quantization) == (np.int8, (1.0, -128))
+    assert (engine.output_dtype, engine.output_quantization) == (np.int8, (1 / 256, -128))
+    retyped = Classifier.create_from_model_path(path)
+    for name in (BENIGN, FIELD, *CELLS):
+        image = load_rgb(example_images / name)
+        assert retyped.classify(image).probabilities == classifier.classify(image).probabilities
 
 
 @pytest.fixture
