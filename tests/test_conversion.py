@@ -122,7 +122,7 @@ def test_model_without_metadata_needs_labels(fp32_bytes, tmp_path, images):
     path = tmp_path / "plain.tflite"
     path.write_bytes(fp32_bytes)
     with pytest.raises(ValueError, match="no leukedge metadata"):
-        Classifier.from_model_path(path)
+        Classifier.create_from_model_path(path)
     with pytest.warns(UserWarning, match="no leukedge metadata"):
         clf = Classifier(ClassifierOptions(model_path=path, labels=["ALL", "HEM"]))
     result = clf.classify(images[1][0])

@@ -25,7 +25,9 @@ def test_grayscale_and_rgba_become_rgb(tmp_path):
     assert out.shape == (5, 6, 3) and (out == 77).all()
     rgba = np.zeros((5, 6, 4), dtype=np.uint8)
     rgba[..., 0] = 200
-    assert load_rgb(rgba).shape == (5, 6, 3)
+    with pytest.raises(ValueError, match="pixel_format"):  # 4 channels: order must be declared
+        load_rgb(rgba)
+    assert load_rgb(rgba, pixel_format="RGBA")[0, 0].tolist() == [200, 0, 0]
     Image.fromarray(rgba).save(tmp_path / "a.png")
     assert load_rgb(tmp_path / "a.png")[0, 0].tolist() == [200, 0, 0]
 

@@ -14,17 +14,29 @@ from leukedge.classifier import (
     ClassificationResult,
     Classifier,
     ClassifierOptions,
+    ResultCallback,
     RunningMode,
     default_model_path,
 )
-from leukedge.metadata import ModelMetadata, read_metadata
+from leukedge.errors import LeukedgeError, LeukedgeWarning
+from leukedge.metadata import MetadataError, ModelMetadata, read_metadata
+from leukedge.preprocess import ImageDecodeError, PixelFormat
+from leukedge.runtime import ModelLoadError, RuntimeNotFoundError
 
 __all__ = [
     "ClassificationResult",
     "Classifier",
     "ClassifierOptions",
+    "ImageDecodeError",
+    "LeukedgeError",
+    "LeukedgeWarning",
+    "MetadataError",
+    "ModelLoadError",
     "ModelMetadata",
+    "PixelFormat",
+    "ResultCallback",
     "RunningMode",
+    "RuntimeNotFoundError",
     "__version__",
     "default_model_path",
     "read_metadata",

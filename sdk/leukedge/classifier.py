@@ -1,18 +1,18 @@
 """``leukedge.Classifier``: ALL/HEM calls for single cells or smear fields, on the CPU.
 
 In the manner of MediaPipe Tasks' ``ImageClassifier``: an options dataclass, constructors
-``Classifier()`` (the embedded default model), ``Classifier.from_model_path(path)`` and
-``Classifier.create_from_options(options)``, and three running modes:
+``Classifier()`` (the embedded default model), ``Classifier.create_from_model_path(path)``
+and ``Classifier.create_from_options(options)``, and three running modes:
 
-- ``classify(image)``: one still image (file, PIL image or RGB array);
+- ``classify(image)``: one still image (file, PIL image or array); safe from many threads;
 - ``classify_for_video(frame, timestamp_ms)``: frames of a stream in time order, as from a
   microscope camera; results carry the timestamp;
 - ``classify_async(frame, timestamp_ms)``: non-blocking; the result goes to
   ``options.result_callback`` from a worker thread; frames arriving while one is being
   classified are dropped (latest-frame-wins), so a live preview never lags behind.
 
-Data flows one way: image → :mod:`leukedge.preprocess` → :class:`~leukedge.runtime.TFLiteEngine`
-→ probabilities → :class:`ClassificationResult`.
+Data flows one way: image → :mod:`leukedge.preprocess` (in the caller's thread) →
+:class:`~leukedge.engine_pool.EnginePool` → probabilities → :class:`ClassificationResult`.
 """
 
 from __future__ import annotations
@@ -21,18 +21,27 @@ import enum
 import os
 import threading
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
 from leukedge.calibration import apply_temperature
+from leukedge.engine_pool import EnginePool, default_pool_size
+from leukedge.errors import LeukedgeWarning
 from leukedge.metadata import InputSpec, ModelMetadata, read_metadata
-from leukedge.preprocess import ImageInput, load_rgb, resize_rgb
+from leukedge.preprocess import (
+    DEFAULT_MAX_PIXELS,
+    ImageInput,
+    PixelFormat,
+    decode_size,
+    load_rgb,
+    resize_rgb,
+    resolve_pixel_format,
+)
 from leukedge.runtime import TFLiteEngine
 
 DEFAULT_MODEL = "leukedge_default_int8.tflite"
@@ -87,24 +96,61 @@ class ClassificationResult:
         }
 
 
+class ResultCallback(Protocol):
+    """What ``LIVE_STREAM`` mode calls with each frame's outcome, on a worker thread.
+
+    Args:
+        result: the :class:`ClassificationResult`, or ``None`` if the frame failed.
+        frame: the frame as passed to :meth:`Classifier.classify_async` (a copy).
+        timestamp_ms: the frame's timestamp.
+        error: the exception that made the frame fail (e.g.
+            :class:`~leukedge.preprocess.ImageDecodeError`), else ``None``.
+
+    Callbacks run one at a time, in timestamp order; frames arriving meanwhile are dropped.
+    """
+
+    def __call__(
+        self,
+        result: ClassificationResult | None,
+        frame: np.ndarray,
+        timestamp_ms: int,
+        error: Exception | None,
+    ) -> None: ...
+
+
 @dataclass
 class ClassifierOptions:
     """Everything configurable about a :class:`Classifier`.
 
     Attributes:
-        model_path: ``.tflite`` file; ``None`` = the embedded default model.
-        num_threads: interpreter CPU threads (``None`` = runtime default; 2–4 on a Pi 4/5).
+        model_path: ``.tflite`` file; ``None`` (and no ``model_content``) = the embedded
+            default model.
+        model_content: the ``.tflite`` file's bytes instead of a path (e.g. from a
+            package resource or a database); exclusive with ``model_path``.
+        num_threads: CPU threads per interpreter (``None`` = runtime default, 1 for LiteRT).
+            One thread per interpreter gives the best throughput when several threads
+            classify; more threads lower the latency of a single caller.
+        max_interpreters: most interpreters the classifier creates for concurrent
+            ``classify`` calls (created only when all are busy); ``None`` =
+            ``max(1, cores // num_threads)``; ``1`` = one interpreter behind a lock.
+        max_pixels: refuse images larger than this many pixels (width × height), before
+            decoding them (:data:`~leukedge.preprocess.DEFAULT_MAX_PIXELS`, 50 MP; ``None``:
+            no cap). Large JPEGs are decoded at reduced scale first
+            (:func:`~leukedge.preprocess.decode_size`) and count at that size.
         running_mode: :class:`RunningMode`.
-        result_callback: ``callback(result | None, frame, timestamp_ms, error | None)`` for
-            ``LIVE_STREAM`` mode (required there, refused elsewhere).
+        result_callback: a :class:`ResultCallback`, for ``LIVE_STREAM`` mode (required
+            there, refused elsewhere).
         labels: class names for a model without leukedge metadata (required then).
         input_kind: ``"cell"`` or ``"field"`` for a model without metadata.
     """
 
     model_path: str | os.PathLike | None = None
+    model_content: bytes | None = None
     num_threads: int | None = None
+    max_interpreters: int | None = None
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
     running_mode: RunningMode = RunningMode.IMAGE
-    result_callback: Callable[..., None] | None = None
+    result_callback: ResultCallback | None = None
     labels: list[str] | None = None
     input_kind: str | None = None
 
@@ -112,14 +158,26 @@ class ClassifierOptions:
 class Classifier:
     """ALL/HEM image classifier over a leukedge ``.tflite`` model.
 
+    Threads: in ``IMAGE`` mode one classifier may be shared by any number of threads, and
+    every call returns exactly what it would return alone. Decoding and resizing run in
+    the calling thread, outside any lock, so they overlap with inference; inference runs on
+    one of up to ``options.max_interpreters`` interpreters (an
+    :class:`~leukedge.engine_pool.EnginePool`, grown only while all are busy; a call waits
+    when none is free). ``VIDEO`` and ``LIVE_STREAM`` modes expect one producer thread,
+    since their timestamps must increase; live-stream callbacks run on a worker thread, one
+    at a time.
+
     Args:
         options: :class:`ClassifierOptions`; default: embedded model, image mode.
 
     Raises:
         FileNotFoundError: the model file does not exist.
         leukedge.runtime.ModelLoadError: not a valid TFLite classifier.
-        ValueError: the model has no leukedge metadata and ``options.labels`` is not given,
-            the labels do not match the output width, or the callback does not fit the mode.
+        leukedge.runtime.RuntimeNotFoundError: no usable TFLite interpreter package.
+        leukedge.metadata.MetadataError: the model's leukedge metadata is malformed.
+        ValueError: both ``model_path`` and ``model_content``; the model has no leukedge
+            metadata and ``options.labels`` is not given, the labels do not match the
+            output width, or the callback does not fit the mode.
     """
 
     def __init__(self, options: ClassifierOptions | None = None):
@@ -134,41 +192,58 @@ class Classifier:
         mode = self.options.running_mode
         if (mode is RunningMode.LIVE_STREAM) != (self.options.result_callback is not None):
             raise ValueError("result_callback is required in LIVE_STREAM mode and only there")
-        path = Path(self.options.model_path) if self.options.model_path else default_model_path()
-        self.model_path = path
-        self._engine = TFLiteEngine(path, num_threads=self.options.num_threads)
-        self.metadata = self._metadata_or_defaults(path)
-        if len(self.metadata.labels) != self._engine.num_classes:
+        if self.options.max_interpreters is not None and self.options.max_interpreters < 1:
+            raise ValueError(f"max_interpreters must be >= 1, got {self.options.max_interpreters}")
+        if self.options.model_content is not None:
+            if self.options.model_path is not None:
+                raise ValueError("give model_path or model_content, not both")
+            self.model_path: Path | None = None
+            engine = TFLiteEngine(bytes(self.options.model_content), self.options.num_threads)
+        else:
+            path = Path(self.options.model_path or default_model_path())
+            self.model_path = path
+            engine = TFLiteEngine(path, num_threads=self.options.num_threads)
+        self._engine = engine
+        self._pool = EnginePool(
+            engine,
+            self.options.max_interpreters or default_pool_size(self.options.num_threads),
+        )
+        self.metadata = self._metadata_or_defaults(engine.origin)
+        if len(self.metadata.labels) != engine.num_classes:
             raise ValueError(
-                f"{path}: {len(self.metadata.labels)} labels for {self._engine.num_classes} outputs"
+                f"{engine.origin}: {len(self.metadata.labels)} labels for "
+                f"{engine.num_classes} outputs"
             )
+        self._decode_size = decode_size(engine.input_size)
         self._last_timestamp: int | None = None
         self._busy = threading.Lock()
         self._threads: list[threading.Thread] = []
 
-    def _metadata_or_defaults(self, path: Path) -> ModelMetadata:
+    def _metadata_or_defaults(self, origin: str) -> ModelMetadata:
         metadata = read_metadata(self._engine.model_content)
         if metadata is not None:
             if self.options.labels and list(self.options.labels) != metadata.labels:
                 warnings.warn(
-                    f"{path}: labels {self.options.labels} ignored; the model's metadata "
+                    f"{origin}: labels {self.options.labels} ignored; the model's metadata "
                     f"says {metadata.labels}",
+                    LeukedgeWarning,
                     stacklevel=3,
                 )
             return metadata
         if not self.options.labels:
             raise ValueError(
-                f"{path}: no leukedge metadata in this model; give the class names in output "
-                "order (ClassifierOptions.labels / --labels ALL,HEM) and the input kind"
+                f"{origin}: no leukedge metadata in this model; give the class names in "
+                "output order (ClassifierOptions.labels / --labels ALL,HEM) and the input kind"
             )
         warnings.warn(
-            f"{path}: no leukedge metadata; using labels {self.options.labels} and "
+            f"{origin}: no leukedge metadata; using labels {self.options.labels} and "
             "RGB 0-255 input as given by the caller",
+            LeukedgeWarning,
             stacklevel=3,
         )
         height, width = self._engine.input_size
         return ModelMetadata(
-            name=path.stem,
+            name=Path(origin).stem if self.model_path else "model",
             labels=list(self.options.labels),
             input=InputSpec(height=height, width=width, kind=self.options.input_kind or "field"),
         )
@@ -180,11 +255,10 @@ class Classifier:
         return cls(options)
 
     @classmethod
-    def from_model_path(cls, path: str | os.PathLike, **kwargs: Any) -> Classifier:
-        """Image-mode classifier for the ``.tflite`` at ``path`` (other options as keywords)."""
-        return cls(ClassifierOptions(model_path=path, **kwargs))
-
-    create_from_model_path = from_model_path
+    def create_from_model_path(cls, path: str | os.PathLike, **options: Any) -> Classifier:
+        """Image-mode classifier for the ``.tflite`` at ``path``; other
+        :class:`ClassifierOptions` fields as keywords (e.g. ``num_threads=2``)."""
+        return cls(ClassifierOptions(model_path=path, **options))
 
     # ---------------------------------------------------------------- properties
     @property
@@ -198,13 +272,20 @@ class Classifier:
         return self._engine.input_size
 
     # ---------------------------------------------------------------- running modes
-    def _classify_rgb(
+    def _load(self, image: ImageInput, pixel_format: PixelFormat | None) -> np.ndarray:
+        """Decode and resize in the calling thread (no lock)."""
+        rgb = load_rgb(
+            image,
+            pixel_format=pixel_format,
+            max_pixels=self.options.max_pixels,
+            min_size=self._decode_size,
+        )
+        return resize_rgb(rgb, self._engine.input_size)
+
+    def _classify_resized(
         self, rgb: np.ndarray, source: str | None, timestamp_ms: int | None
     ) -> ClassificationResult:
-        probs = apply_temperature(
-            self._engine.run(resize_rgb(rgb, self._engine.input_size)),
-            float(self.metadata.temperature or 1.0),
-        )
+        probs = apply_temperature(self._pool.run(rgb), float(self.metadata.temperature or 1.0))
         best = int(np.argmax(probs))
         return ClassificationResult(
             label=self.metadata.labels[best],
@@ -223,55 +304,78 @@ class Classifier:
                 f"create it with running_mode=RunningMode.{mode.name}"
             )
 
-    def classify(self, image: ImageInput) -> ClassificationResult:
-        """Classify one image (``IMAGE`` mode).
+    def classify(
+        self, image: ImageInput, *, pixel_format: PixelFormat | None = None
+    ) -> ClassificationResult:
+        """Classify one image (``IMAGE`` mode); safe to call from several threads at once.
 
         Args:
-            image: a path, a ``PIL.Image`` or an RGB ``uint8`` array ``(H, W, 3)``; any size
-                (resized to :attr:`input_size`, whole image, bilinear).
+            image: a path, a ``PIL.Image`` or a ``uint8`` array ``(H, W, 3)``, ``(H, W, 4)``
+                or ``(H, W)`` (grey); any size (resized whole to :attr:`input_size`,
+                bilinear).
+            pixel_format: channel order of an array: ``"RGB"`` (default for 3 channels),
+                ``"BGR"`` (OpenCV), ``"RGBA"``, ``"BGRA"``, ``"RGBX"``, ``"BGRX"``; required
+                for 4 channels. Picamera2: ``"RGB888"`` → ``"BGR"``, ``"BGR888"`` →
+                ``"RGB"``, ``"XRGB8888"`` → ``"BGRX"``, ``"XBGR8888"`` → ``"RGBX"`` (see
+                :func:`leukedge.preprocess.array_to_rgb`). Not for files or PIL images.
 
         Returns:
             :class:`ClassificationResult`.
 
         Raises:
-            FileNotFoundError, leukedge.preprocess.ImageDecodeError: unreadable input.
-            ValueError: wrong running mode.
+            FileNotFoundError, leukedge.preprocess.ImageDecodeError: unreadable input, or
+                larger than ``options.max_pixels``.
+            ValueError: wrong running mode; a missing, unknown or mismatched
+                ``pixel_format``.
         """
         self._require(RunningMode.IMAGE)
         source = None if isinstance(image, np.ndarray | Image.Image) else str(image)
-        return self._classify_rgb(load_rgb(image), source, None)
+        return self._classify_resized(self._load(image, pixel_format), source, None)
 
-    def classify_for_video(self, frame: np.ndarray, timestamp_ms: int) -> ClassificationResult:
+    def classify_for_video(
+        self, frame: np.ndarray, timestamp_ms: int, *, pixel_format: PixelFormat | None = None
+    ) -> ClassificationResult:
         """Classify one frame of a video stream (``VIDEO`` mode).
 
         Args:
-            frame: RGB ``uint8`` ``(H, W, 3)`` (convert OpenCV's BGR with
-                ``cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)``).
+            frame: ``uint8`` ``(H, W, 3)``, ``(H, W, 4)`` or ``(H, W)``.
             timestamp_ms: the frame's time in milliseconds; must increase monotonically.
+            pixel_format: the frame's channel order, as in :meth:`classify` (OpenCV frames:
+                ``"BGR"``).
 
         Raises:
-            ValueError: wrong mode or a timestamp not after the previous one.
+            ValueError: wrong mode, a timestamp not after the previous one, or a missing,
+                unknown or mismatched ``pixel_format``.
+            leukedge.preprocess.ImageDecodeError: not an image array.
         """
         self._require(RunningMode.VIDEO)
         self._check_timestamp(timestamp_ms)
-        result = self._classify_rgb(load_rgb(frame), None, timestamp_ms)
+        result = self._classify_resized(self._load(frame, pixel_format), None, timestamp_ms)
         self._last_timestamp = timestamp_ms  # a frame that failed does not use up its time
         return result
 
-    def classify_async(self, frame: np.ndarray, timestamp_ms: int) -> bool:
+    def classify_async(
+        self, frame: np.ndarray, timestamp_ms: int, *, pixel_format: PixelFormat | None = None
+    ) -> bool:
         """Queue one frame for classification (``LIVE_STREAM`` mode); returns at once.
 
         The result (or the error) is delivered to ``options.result_callback`` from a worker
         thread. A frame that arrives while another is being classified is dropped.
 
+        Args:
+            frame, timestamp_ms, pixel_format: as in :meth:`classify_for_video`.
+
         Returns:
             ``True`` if the frame was accepted, ``False`` if it was dropped.
 
         Raises:
-            ValueError: wrong mode or a timestamp not after the previous one.
+            ValueError: wrong mode, a timestamp not after the previous one, or a missing,
+                unknown or mismatched ``pixel_format`` (checked here, not in the callback).
         """
         self._require(RunningMode.LIVE_STREAM)
         self._check_timestamp(timestamp_ms)
+        if isinstance(frame, np.ndarray):
+            resolve_pixel_format(frame.shape, pixel_format)
         if not self._busy.acquire(blocking=False):
             return False
         self._last_timestamp = timestamp_ms
@@ -282,7 +386,8 @@ class Classifier:
             # timestamp order; frames arriving meanwhile are dropped (latest frame wins).
             try:
                 try:
-                    result = self._classify_rgb(load_rgb(frame), None, timestamp_ms)
+                    rgb = self._load(frame, pixel_format)
+                    result = self._classify_resized(rgb, None, timestamp_ms)
                     error = None
                 except Exception as exc:  # noqa: BLE001 - reported to the callback
                     result, error = None, exc

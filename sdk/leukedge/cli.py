@@ -50,15 +50,31 @@ def _main(
 
 def _load_classifier(model: Path | None, threads: int | None, labels: str | None):
     from leukedge.classifier import Classifier, ClassifierOptions
+    from leukedge.errors import LeukedgeError
 
     options = ClassifierOptions(
         model_path=model, num_threads=threads, labels=labels.split(",") if labels else None
     )
     try:
         return Classifier.create_from_options(options)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: cannot load model: {exc}", err=True)
         raise typer.Exit(2) from exc
+
+
+def _per_file_error(path: Path, exc: Exception) -> str:
+    """``"<path>: <problem>"`` for one input that failed. The problem is taken from the
+    error's attributes (``ImageDecodeError.problem``, ``OSError.strerror``), never by
+    searching its message for the path."""
+    from leukedge.preprocess import ImageDecodeError
+
+    if isinstance(exc, ImageDecodeError):
+        problem = exc.problem
+    elif isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        problem = exc.strerror
+    else:
+        problem = str(exc) or type(exc).__name__
+    return f"{path}: {problem}"
 
 
 @app.command()
@@ -105,7 +121,7 @@ def classify(
                 "score": result.score,
             }
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-            record["error"] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+            record["error"] = _per_file_error(path, exc)
             failed += 1
         if as_json:
             typer.echo(json.dumps(record))
@@ -153,14 +169,15 @@ def info(
 ) -> None:
     """Print a model's metadata, model card, tensor details and operators."""
     from leukedge.classifier import default_model_path
-    from leukedge.metadata import MetadataError, read_metadata
-    from leukedge.runtime import ModelLoadError, TFLiteEngine
+    from leukedge.errors import LeukedgeError
+    from leukedge.metadata import read_metadata
+    from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
     try:
         engine = TFLiteEngine(path)
         metadata = read_metadata(engine.model_content)
-    except (OSError, ModelLoadError, MetadataError) as exc:
+    except (OSError, LeukedgeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     from dataclasses import asdict
@@ -212,6 +229,7 @@ def bench(
     import numpy as np
 
     from leukedge.classifier import default_model_path
+    from leukedge.errors import LeukedgeError
     from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
@@ -220,7 +238,7 @@ def bench(
         raise typer.Exit(2)
     try:
         engines = {n: TFLiteEngine(path, num_threads=n) for n in threads}
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: cannot load model: {exc}", err=True)
         raise typer.Exit(2) from exc
     rng = np.random.default_rng(0)
@@ -252,20 +270,28 @@ def _register_heavy_groups() -> None:
 _register_heavy_groups()
 
 
-def main() -> None:
-    """Console-script entry point. leukedge's own warnings print as one ``warning:`` line
-    (no source file and line number); other libraries' warnings keep Python's format."""
+def _format_warnings() -> None:
+    """Print leukedge's own warnings (:class:`~leukedge.errors.LeukedgeWarning`) as one
+    ``warning: …`` line, without source file and line number; every other warning keeps
+    Python's format. Decided by the warning's category, not by where its file lives."""
     import warnings
+
+    from leukedge.errors import LeukedgeWarning
 
     default = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None):
-        if "leukedge" in str(filename):
+        if issubclass(category, LeukedgeWarning):
             typer.echo(f"warning: {message}", err=True)
         else:
             default(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+
+
+def main() -> None:
+    """Console-script entry point (warnings formatted by :func:`_format_warnings`)."""
+    _format_warnings()
     app()
 
 

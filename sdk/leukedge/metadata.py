@@ -21,6 +21,7 @@ import flatbuffers
 from flatbuffers import table
 
 from leukedge.decision import DecisionSpec
+from leukedge.errors import LeukedgeError
 from leukedge.ood import OODSpec
 from leukedge.quality import QualityThresholds
 
@@ -40,8 +41,9 @@ _METADATA_BUFFER = 1
 _BUFFER_DATA = 0
 
 
-class MetadataError(ValueError):
-    """The file is not a TFLite flatbuffer, or its leukedge metadata is malformed."""
+class MetadataError(LeukedgeError, ValueError):
+    """The file is not a TFLite flatbuffer, or its leukedge metadata is malformed. Still a
+    ``ValueError`` for older code."""
 
 
 @dataclass

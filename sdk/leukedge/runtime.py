@@ -14,11 +14,16 @@ quantized output is dequantized with ``x = (q - zero_point) · scale``.
 
 from __future__ import annotations
 
+import importlib
 import os
+import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from leukedge.errors import LeukedgeError, LeukedgeWarning
 
 INTERPRETER_MODULES = (
     "ai_edge_litert.interpreter",
@@ -27,32 +32,64 @@ INTERPRETER_MODULES = (
 )
 
 
-class RuntimeNotFoundError(ImportError):
-    """No TFLite interpreter package is installed."""
+class RuntimeNotFoundError(LeukedgeError, ImportError):
+    """No TFLite interpreter package imports; the message says what was tried and why it
+    failed. Still an ``ImportError`` for older code."""
 
 
 def interpreter_class() -> tuple[type, str]:
     """The first importable ``Interpreter`` class and the module it came from.
 
+    A package that is not installed is skipped quietly. One that is installed but fails to
+    import (``ImportError``, ``SystemError``, ``AttributeError``: typically a binary built
+    for another NumPy) is skipped with its reason, which the final error (or, if a later
+    package works, a :class:`~leukedge.errors.LeukedgeWarning`) reports. tflite-runtime's
+    last release (2.14) is built for NumPy 1.x and cannot load under the NumPy 2 leukedge
+    needs: the message says so and points to ``ai-edge-litert``.
+
     Raises:
         RuntimeNotFoundError: none of :data:`INTERPRETER_MODULES` imports.
     """
-    import importlib
-
+    problems = []
     for name in INTERPRETER_MODULES:
         try:
             module = importlib.import_module(name)
-        except ImportError:
+        except ModuleNotFoundError as exc:
+            if exc.name and name.split(".")[0] == exc.name.split(".")[0]:
+                continue  # the package itself is not installed
+            problems.append(_import_problem(name, exc))
             continue
+        except (ImportError, SystemError, AttributeError) as exc:
+            problems.append(_import_problem(name, exc))
+            continue
+        if problems:
+            warnings.warn(
+                f"using {name}; skipped: " + "; ".join(problems), LeukedgeWarning, stacklevel=2
+            )
         return module.Interpreter, name
-    raise RuntimeNotFoundError(
-        "no TFLite interpreter found: `pip install ai-edge-litert` "
-        "(or tflite-runtime on older Raspberry Pi OS)"
-    )
+    if problems:
+        raise RuntimeNotFoundError("no usable TFLite interpreter: " + "; ".join(problems))
+    raise RuntimeNotFoundError("no TFLite interpreter installed: pip install ai-edge-litert")
 
 
-class ModelLoadError(RuntimeError):
-    """The model file cannot be read or the interpreter rejects it; names the file."""
+def _import_problem(name: str, exc: BaseException) -> str:
+    """Why an installed interpreter package failed to import, and what to do about it."""
+    package = name.split(".")[0]
+    what = f"{package} is installed but failed to import ({type(exc).__name__}: {exc})"
+    numpy_major = int(np.__version__.split(".")[0])
+    if package == "tflite_runtime" and numpy_major >= 2:
+        return (
+            f"{what}. tflite-runtime (last release 2.14) is built for NumPy 1.x, and leukedge "
+            f"needs numpy>=2.4 (installed: {np.__version__}), so it cannot work here: "
+            "pip install ai-edge-litert (LiteRT, its successor; wheels for 64-bit Linux on "
+            "x86-64 and aarch64 such as 64-bit Raspberry Pi OS, macOS and Windows)"
+        )
+    return f"{what}; reinstall it or pip install ai-edge-litert"
+
+
+class ModelLoadError(LeukedgeError, RuntimeError):
+    """The model file cannot be read or the interpreter rejects it; names the file. Still a
+    ``RuntimeError`` for older code."""
 
 
 class TFLiteEngine:
@@ -60,7 +97,15 @@ class TFLiteEngine:
 
     Args:
         model: path of a ``.tflite`` file, or its bytes.
-        num_threads: CPU threads for the interpreter (≥ 1; ``None`` = runtime default).
+        num_threads: CPU threads for the interpreter (≥ 1; ``None`` = runtime default, which
+            is 1 for LiteRT 2.x).
+        origin: name for messages when ``model`` is bytes (default ``"<model bytes>"``).
+
+    Threads: :meth:`run` holds a lock around ``set_tensor`` / ``invoke`` / ``get_tensor``
+    (LiteRT's interpreter is not re-entrant: concurrent calls fail with "There is at least
+    1 reference to internal data" or read another call's output), so an engine is safe to
+    share but runs one image at a time. For parallel inference use one engine per worker
+    (:meth:`clone`, or :class:`leukedge.engine_pool.EnginePool`).
 
     Attributes:
         model_content: the ``.tflite`` bytes (read once; metadata is parsed from them).
@@ -77,11 +122,17 @@ class TFLiteEngine:
             ``(1, H, W, 3)`` input and one ``(1, n_classes)`` output.
     """
 
-    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        num_threads: int | None = None,
+        *,
+        origin: str | None = None,
+    ):
         if num_threads is not None and num_threads < 1:
             raise ValueError(f"num_threads must be >= 1, got {num_threads}")
         if isinstance(model, bytes):
-            content, origin = model, "<model bytes>"
+            content, origin = model, origin or "<model bytes>"
         else:
             path = Path(model)
             if path.is_dir():
@@ -93,6 +144,8 @@ class TFLiteEngine:
             raise ModelLoadError(f"{origin}: empty file, not a TFLite model")
         self.origin = origin
         self.model_content = content  # the file's bytes, read once (metadata comes from here)
+        self.num_threads = num_threads
+        self._lock = threading.Lock()
         interpreter_cls, self.runtime = interpreter_class()
         try:
             self._interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
@@ -149,10 +202,16 @@ class TFLiteEngine:
         """
         if rgb.shape != (*self.input_size, 3):
             raise ValueError(f"image shape {rgb.shape} != model input {(*self.input_size, 3)}")
-        self._interpreter.set_tensor(self._input["index"], self._quantize_input(rgb)[None])
-        self._interpreter.invoke()
-        raw = self._interpreter.get_tensor(self._output["index"])[0]
+        batch = self._quantize_input(rgb)[None]
+        with self._lock:  # get_tensor returns a copy, taken before the next call's set_tensor
+            self._interpreter.set_tensor(self._input["index"], batch)
+            self._interpreter.invoke()
+            raw = self._interpreter.get_tensor(self._output["index"])[0]
         return self._dequantize_output(raw)
+
+    def clone(self) -> TFLiteEngine:
+        """A new, independent interpreter over the same model bytes and thread count."""
+        return TFLiteEngine(self.model_content, self.num_threads, origin=self.origin)
 
     def details(self) -> dict[str, Any]:
         """Input/output tensor details (name, shape, dtype, scale, zero point) and operators."""
