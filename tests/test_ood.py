@@ -128,3 +128,13 @@ def test_bad_fits_and_specs(data):
     wrong = OODSpec(**{**spec.__dict__, "embedding_dim": 5})
     with pytest.raises(ValueError, match="embedding_dim 5"):
         MahalanobisScorer(wrong)
+    with pytest.raises(ValueError, match="positive"):
+        MahalanobisScorer(OODSpec(**{**spec.__dict__, "residual_variance": 0.0}))
+
+
+def test_constant_embeddings_keep_distances_finite():
+    """A broken model whose embedding is constant: no variance, yet finite distances."""
+    x = np.ones((10, 6))
+    spec = fit_mahalanobis(x, np.repeat([0, 1], 5), LABELS, rank=2)
+    d = MahalanobisScorer(spec).distances(np.vstack([x[0], x[0] + 1.0]))
+    assert d[0] == 0.0 and np.isfinite(d[1]) and d[1] > 1e6

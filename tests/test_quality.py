@@ -1,12 +1,14 @@
 """Input quality checks: each one on a real field degraded to just past its threshold, and to
-just inside it; the statistics on hand-made images; thresholds derived from statistics.
+just inside it, through the check function and through the Classifier (status and reason);
+the statistics on hand-made images; thresholds derived from statistics.
 
-No model, no TensorFlow, no ../shared/data: the real image is ``examples/images/``'s
-Taleqani benign field (224×224).
+No TensorFlow, no ../shared/data: the real image is ``examples/images/``'s Taleqani benign
+field (224×224), the model the embedded one.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -54,44 +56,45 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None].astype(np.float64)
 
 
-# reason -> (degradation(image, parameter) -> (image at model size, decoded size),
-#            parameter range (inside, past))
+# reason -> (degradation(image, parameter) -> the image as decoded, parameter range
+#            (inside, past))
 DEGRADATIONS: dict[str, tuple[Callable, tuple[float, float]]] = {
     # Downscaled: the decoded image is small; the model sees it upsampled.
-    "too_small": (
-        lambda x, s: (resize_rgb(resize_rgb(x, (round(s), round(s))), SIZE), (round(s),) * 2),
-        (200, 20),
-    ),
+    "too_small": (lambda x, s: resize_rgb(x, (round(s), round(s))), (200, 20)),
     # Contrast lowered towards the mean grey: a nearly uniform picture.
-    "blank": (lambda x, c: (_scale_around(x, x.mean(), c), None), (1.0, 0.0)),
+    "blank": (lambda x, c: _scale_around(x, x.mean(), c), (1.0, 0.0)),
     # Exposure lowered.
-    "underexposed": (lambda x, k: (_scale_around(x, 0.0, k), None), (1.0, 0.05)),
+    "underexposed": (lambda x, k: _scale_around(x, 0.0, k), (1.0, 0.05)),
     # Exposure raised until the background clips to white.
-    "saturated": (lambda x, k: (_scale_around(x, 0.0, k), None), (1.0, 3.0)),
+    "saturated": (lambda x, k: _scale_around(x, 0.0, k), (1.0, 3.0)),
     # Defocus: Gaussian blur of growing sigma (pixels at the model's input size).
-    "out_of_focus": (lambda x, s: (cv2.GaussianBlur(x, (0, 0), s), None), (0.3, 8.0)),
+    "out_of_focus": (lambda x, s: cv2.GaussianBlur(x, (0, 0), s), (0.3, 8.0)),
     # Colour removed: blended towards the image's own grey (0 = greyscale).
-    "not_stained": (lambda x, c: (_scale_around(x, _grey(x), c), None), (1.0, 0.0)),
+    "not_stained": (lambda x, c: _scale_around(x, _grey(x), c), (1.0, 0.0)),
 }
 
 
-def _fails(reason: str, image: np.ndarray, size, thresholds: QualityThresholds) -> bool:
-    stats = image_statistics(image, size)
-    return reason in [f.reason for f in check_quality(stats, thresholds)]
+def _stats(decoded: np.ndarray):
+    """As the Classifier measures: at the model's input size, with the decoded size."""
+    return image_statistics(resize_rgb(decoded, SIZE), decoded.shape[:2])
+
+
+def _fails(reason: str, image: np.ndarray, thresholds: QualityThresholds) -> bool:
+    return reason in [f.reason for f in check_quality(_stats(image), thresholds)]
 
 
 def _just_around(reason: str, field: np.ndarray, thresholds: QualityThresholds):
     """Bisect the degradation parameter to the point where the check flips: the last
     parameter still inside the threshold and the first past it."""
     degrade, (inside, past) = DEGRADATIONS[reason]
-    assert not _fails(reason, *degrade(field, inside), thresholds), "undegraded image fails"
-    assert _fails(reason, *degrade(field, past), thresholds), "fully degraded image passes"
+    assert not _fails(reason, degrade(field, inside), thresholds), "undegraded image fails"
+    assert _fails(reason, degrade(field, past), thresholds), "fully degraded image passes"
     integer = reason == "too_small"
     for _ in range(40):
         if integer and abs(past - inside) <= 1:
             break
         mid = round((inside + past) / 2) if integer else (inside + past) / 2
-        if _fails(reason, *degrade(field, mid), thresholds):
+        if _fails(reason, degrade(field, mid), thresholds):
             past = mid
         else:
             inside = mid
@@ -107,13 +110,33 @@ STAT_OF = {
 }
 
 
+@pytest.fixture(scope="module")
+def classifiers():
+    """One Classifier per reason, with only that check on (the embedded model)."""
+    from leukedge.classifier import Classifier, ClassifierOptions
+    from leukedge.errors import LeukedgeWarning
+
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LeukedgeWarning)  # no OOD output: expected here
+        for reason, (attr, value) in THRESHOLDS.items():
+            options = ClassifierOptions(quality=QualityThresholds(**{attr: value}))
+            out[reason] = Classifier(options)
+    return out
+
+
 @pytest.mark.parametrize("reason", QUALITY_REASONS)
-def test_each_check_just_past_and_just_inside_its_threshold(field, reason):
+def test_each_check_just_past_and_just_inside_its_threshold(field, classifiers, reason):
     attr, value = THRESHOLDS[reason]
     thresholds = QualityThresholds(**{attr: value})
-    (inside, inside_size), (past, past_size) = _just_around(reason, field, thresholds)
-    ok_stats = image_statistics(inside, inside_size)
-    bad_stats = image_statistics(past, past_size)
+    inside, past = _just_around(reason, field, thresholds)
+    ok_stats, bad_stats = _stats(inside), _stats(past)
+    # Through the Classifier: the status and reason a user sees.
+    rejected = classifiers[reason].classify(past)
+    assert (rejected.status, rejected.reason, rejected.label) == ("rejected", reason, None)
+    assert rejected.model_label in ("ALL", "HEM") and rejected.probabilities is None
+    accepted = classifiers[reason].classify(inside)
+    assert accepted.status == "ok" and accepted.reason is None and accepted.label is not None
     assert check_quality(ok_stats, thresholds) == []
     failures = check_quality(bad_stats, thresholds)
     assert [f.reason for f in failures] == [reason]

@@ -168,7 +168,10 @@ def fit_mahalanobis(
     cov = (1.0 - shrinkage) * cov + shrinkage * np.trace(cov) / dim * np.eye(dim)
     values, vectors = np.linalg.eigh(cov)
     order = np.argsort(values)[::-1]
-    values, vectors = values[order], vectors[:, order]
+    # Degenerate embeddings (e.g. a broken quantization that outputs constants) have no
+    # variance: a floor keeps every distance finite (and such a model fails the gate).
+    floor = max(1e-12, 1e-9 * float(np.trace(cov)) / dim)
+    values, vectors = np.maximum(values[order], floor), vectors[:, order]
     r = dim if rank is None else min(rank, dim)
     residual = float(values[r:].mean()) if r < dim else float(values[-1])
     return OODSpec(
@@ -204,6 +207,8 @@ class MahalanobisScorer:
                 f"out-of-domain spec: means {self._means.shape} and eigenvectors "
                 f"{self._vectors.shape} do not fit embedding_dim {dim}"
             )
+        if (values <= 0).any() or not spec.residual_variance > 0:
+            raise ValueError("out-of-domain spec: variances must be positive")
         self._inv_values = 1.0 / values
         self._inv_residual = 1.0 / spec.residual_variance
         self._mean_proj = self._means @ self._vectors  # (k, r)
