@@ -50,6 +50,8 @@ from leukedge.quality import check_quality, derive_thresholds, image_statistics
 from leukedge.training.data import LABELS, file_number, load_taleqani, split_by_blocks
 
 ACCEPT_QUANTILE = 0.97
+CACHE_VERSION = 2
+"""Part of the feature cache's name: bump when the features or image_statistics change."""
 IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif"}
 
 
@@ -407,33 +409,128 @@ def quality_rows(feats: dict, input_side: int, ood_scores: dict) -> tuple[list[d
 
 # ------------------------------------------------------------------------ cost
 def cost(model: Path, scorers: dict, feats: dict, size: tuple[int, int]) -> dict:
-    """Median µs of the runtime's pieces on one image: invoke (XNNPACK, 1 thread), quality
-    statistics, each OOD score on one embedding."""
+    """Median µs of the runtime's pieces on one image, one thread: the bare invoke
+    (``TFLiteEngine.run``, XNNPACK) and the whole ``Classifier.classify`` on a 224×224 array
+    (statistics, checks, invoke, temperature, OOD, decision), measured interleaved so load
+    from other jobs hits both alike; the quality statistics; each OOD score on one
+    embedding."""
+    import warnings
+
+    from leukedge.classifier import Classifier, ClassifierOptions
     from leukedge.runtime import TFLiteEngine
 
     engine = TFLiteEngine(model, num_threads=1)
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        classifier = Classifier(ClassifierOptions(model_path=model, num_threads=1))
+    image = load_rgb(Path(__file__).resolve().parents[1] / "examples/images/WBC-Benign-420.jpg")
+    image = resize_rgb(image, size)
 
-    def median_us(fn: Callable[[], object], runs: int = 50) -> float:
-        for _ in range(3):
-            fn()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return float(1e6 * np.median(times))
+    def once_us(fn: Callable[[], object]) -> float:
+        start = time.perf_counter()
+        fn()
+        return 1e6 * (time.perf_counter() - start)
 
+    for _ in range(5):
+        engine.run(image), classifier.classify(image)
+    invoke, classify = [], []
+    for _ in range(100):
+        invoke.append(once_us(lambda: engine.run(image)))
+        classify.append(once_us(lambda: classifier.classify(image)))
     out = {
-        "invoke_us": median_us(lambda: engine.run(image)),
-        "quality_statistics_us": median_us(lambda: image_statistics(image)),
+        "invoke_us": float(np.median(invoke)),
+        "classify_us": float(np.median(classify)),
+        "quality_statistics_us": float(
+            np.median([once_us(lambda: image_statistics(image)) for _ in range(200)])
+        ),
         "score_us": {},
     }
     for name, (feature, score, _) in scorers.items():
         x = feats["taleqani_val"][feature][:1]
-        out["score_us"][name] = median_us(lambda s=score, x=x: s(x), runs=200)
+        out["score_us"][name] = float(
+            np.median([once_us(lambda s=score, x=x: s(x)) for _ in range(200)])
+        )
     return out
+
+
+# ------------------------------------------------------------------------ as shipped
+def shipped(model: Path, sets: dict[str, ImageSet]) -> tuple[list[dict], dict]:
+    """The Classifier with this file's own metadata (its thresholds, band and OOD model, or
+    the built-in defaults it falls back on) on every set: statuses, first reasons, and for
+    the labelled Taleqani sets the figures of the calls it makes."""
+    import warnings
+
+    from leukedge.classifier import Classifier, ClassifierOptions
+    from leukedge.errors import LeukedgeWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LeukedgeWarning)
+        classifier = Classifier(ClassifierOptions(model_path=model, num_threads=1))
+    notes = [str(w.message) for w in caught if issubclass(w.category, LeukedgeWarning)]
+    rows, reasons = [], {}
+    for name, image_set in sets.items():
+        if name == "taleqani_train":
+            continue
+        results = [classifier.classify(image_set.load(i)) for i in range(len(image_set.ids))]
+        n = len(results)
+        count = {st: sum(r.status == st for r in results) for st in ("ok", "refer", "rejected")}
+        row: dict = {"set": name, "n": n} | {st: c / n for st, c in count.items()}
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r.reason or "ok"] = counts.get(r.reason or "ok", 0) + 1
+        reasons[name] = counts
+        if image_set.labels is not None:
+            ok = [(r, lb) for r, lb in zip(results, image_set.labels, strict=True) if r.label]
+            pos = [(r, lb) for r, lb in ok if lb == "ALL"]
+            neg = [(r, lb) for r, lb in ok if lb != "ALL"]
+            row["ok_accuracy"] = float(np.mean([r.label == lb for r, lb in ok])) if ok else None
+            row["ok_sensitivity"] = (
+                float(np.mean([r.label == "ALL" for r, _ in pos])) if pos else None
+            )
+            row["ok_specificity"] = (
+                float(np.mean([r.label != "ALL" for r, _ in neg])) if neg else None
+            )
+            every = [r.model_label == lb for r, lb in zip(results, image_set.labels, strict=True)]
+            row["model_accuracy_all_fields"] = float(np.mean(every))
+        rows.append(row)
+    return rows, {
+        "reasons": reasons,
+        "warnings": notes,
+        "threshold": classifier.decision_threshold,
+        "refer_band": classifier.refer_band,
+        "ood_threshold": classifier.ood_threshold,
+    }
+
+
+def shipped_markdown(rows: list[dict], detail: dict) -> list[str]:
+    lines = [
+        "",
+        "## As shipped: the Classifier with this file's metadata",
+        "",
+        f"Threshold {detail['threshold']}, refer band {detail['refer_band']}, OOD threshold "
+        f"{detail['ood_threshold']}." + "".join(f" Warning: {w}" for w in detail["warnings"]),
+        "",
+        "| set | n | ok % | refer % | rejected % | reasons | accuracy of ok calls | "
+        "sensitivity / specificity of ok calls | model accuracy, all fields |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+
+    def pct(v: float | None) -> str:
+        return "" if v is None else f"{100 * v:.1f}"
+
+    for r in rows:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(detail["reasons"][r["set"]].items()))
+        sens_spec = (
+            f"{pct(r['ok_sensitivity'])} / {pct(r['ok_specificity'])}"
+            if "ok_sensitivity" in r
+            else ""
+        )
+        lines.append(
+            f"| {r['set']} | {r['n']} | {pct(r['ok'])} | {pct(r['refer'])} | {pct(r['rejected'])} "
+            f"| {reasons} | {pct(r.get('ok_accuracy'))} | {sens_spec} | "
+            f"{pct(r.get('model_accuracy_all_fields'))} |"
+        )
+    return lines
 
 
 # ------------------------------------------------------------------------ report
@@ -495,7 +592,7 @@ def main(
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
     reader = FeatureReader(model)
     sets, halves = image_sets(data, eval_split, reader.input_size)
-    feats = extract(reader, sets, out / f"features_{sha[:12]}")
+    feats = extract(reader, sets, out / f"features_{sha[:12]}_v{CACHE_VERSION}")
     y_train = np.array([LABELS.index(lb) for lb in sets["taleqani_train"].labels])
     rows, scorers = evaluate(feats, halves, eval_split, y_train)
     base = "embedding_output" if "embedding_output" in feats["taleqani_train"] else "backbone_gap"
@@ -506,6 +603,7 @@ def main(
         feats, min(reader.input_size), {f"quality + {chosen}": (feature, score, thr)}
     )
     timing = cost(model, scorers, feats, reader.input_size)
+    shipped_rows, shipped_detail = shipped(model, sets)
     sizes = {"val_accepted": len(sets["taleqani_val"].ids)}
     sizes["val_other_half_accepted"] = len(halves["B"])
     for name, s in sets.items():
@@ -532,7 +630,8 @@ def main(
         "## Cost per image (median µs, one thread)",
         "",
         f"invoke (XNNPACK) {timing['invoke_us']:.0f}; quality statistics "
-        f"{timing['quality_statistics_us']:.0f}",
+        f"{timing['quality_statistics_us']:.0f}; Classifier.classify on a 224×224 array "
+        f"(statistics, checks, invoke, temperature, OOD, decision) {timing['classify_us']:.0f}",
         "",
         "| method | µs | % of invoke | stored floats |",
         "|---|---|---|---|",
@@ -541,7 +640,8 @@ def main(
         us = timing["score_us"][r["method"]]
         share = 100 * us / timing["invoke_us"]
         cost_lines.append(f"| {r['method']} | {us:.0f} | {share:.2f} | {r['stored_floats']} |")
-    (out / "ood_study.md").write_text("\n".join([table, q_table, *cost_lines]) + "\n")
+    as_shipped = shipped_markdown(shipped_rows, shipped_detail)
+    (out / "ood_study.md").write_text("\n".join([table, q_table, *as_shipped, *cost_lines]) + "\n")
     (out / "ood_study.json").write_text(
         json.dumps(
             {
@@ -553,6 +653,7 @@ def main(
                 "quality_rows": q_rows,
                 "quality": q_detail,
                 "cost": timing,
+                "as_shipped": {"rows": shipped_rows, **shipped_detail},
             },
             indent=2,
             default=str,

@@ -183,10 +183,14 @@ class TFLiteEngine:
         self.embedding_name = None if self._embedding is None else str(self._embedding["name"])
 
     def _quantize_input(self, rgb: np.ndarray) -> np.ndarray:
+        scale, zero_point = self.input_quantization
+        if self.input_dtype == np.uint8 and scale == 1.0 and zero_point == 0:
+            # leukedge's int8 models: one input step per grey level, q = x (saves ~1.5 ms
+            # of float arithmetic per image at 224x224).
+            return np.ascontiguousarray(rgb, dtype=np.uint8)
         x = rgb.astype(np.float32)
         if self.input_dtype == np.float32:
             return x
-        scale, zero_point = self.input_quantization
         if not scale:
             raise ModelLoadError(f"{self.origin}: quantized input without a scale")
         info = np.iinfo(self.input_dtype)
