@@ -62,6 +62,11 @@ def test_band_never_splits_tied_probabilities():
     band = choose_refer_band(p, truth, 0.5, coverage=0.4)
     referred = (p >= band[0]) & (p < band[1])
     assert referred[1:4].all() or not referred[1:4].any()
+    # Referring only the wrong one of two fields tied at 0.5 would look perfect (3 of 3
+    # right) but no band can do it; with 3 of 4 to be called, calling all is the best.
+    p = np.array([0.2, 0.5, 0.5, 0.9])
+    truth = np.array([False, False, True, True])
+    assert choose_refer_band(p, truth, 0.5, coverage=0.75) is None
 
 
 def test_decide_edges():
