@@ -47,6 +47,22 @@ def test_default_model_is_embedded_int8_with_metadata():
     assert "taleqani" in card["training_data"]
 
 
+def test_default_model_carries_the_checks():
+    """The embedded model has the embedding output and the fitted checks (schema 2)."""
+    from leukedge.runtime import TFLiteEngine
+
+    meta = read_metadata(default_model_path())
+    if meta.ood is None:
+        pytest.skip("the embedded model predates the checks; re-convert it (README, Statuses)")
+    engine = TFLiteEngine(default_model_path())
+    assert engine.embedding_dim == meta.ood.embedding_dim == 1280
+    assert meta.ood.fitted_on == "train" and meta.ood.validation["accepted"] >= 0.97
+    assert meta.quality is not None and meta.quality.unchecked() == []
+    op = meta.decision.validation["operating_point"]
+    assert op["sensitivity"] >= meta.decision.target_sensitivity
+    assert op["coverage"] >= meta.decision.coverage_target
+
+
 def test_default_model_on_held_out_test_block(classifier, test_block):
     """Issue 2's bar: accuracy and weighted F1 >= 0.90 on fields the model never saw."""
     from leukedge.training.metrics import evaluate
