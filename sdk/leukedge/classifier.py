@@ -565,7 +565,10 @@ class Classifier:
                 :func:`leukedge.preprocess.array_to_rgb`). Not for files or PIL images.
 
         Returns:
-            :class:`ClassificationResult`.
+            :class:`ClassificationResult` with a ``status``: ``ok`` (a ``label``),
+            ``refer`` or ``rejected`` (no ``label``; the model's opinion in
+            ``model_label``). Unreadable inputs raise instead (the CLI reports them as
+            ``error`` results via :meth:`ClassificationResult.from_error`).
 
         Raises:
             FileNotFoundError, leukedge.preprocess.ImageDecodeError: unreadable input, or
