@@ -76,12 +76,31 @@ def test_default_model_is_embedded_int8_with_metadata():
     )
 
 
+def test_default_model_carries_the_checks():
+    """The embedded model has the embedding output and the fitted checks (schema 2)."""
+    from leukedge.runtime import TFLiteEngine
+
+    meta = read_metadata(default_model_path())
+    if meta.ood is None:
+        pytest.skip("the embedded model predates the checks; re-convert it (README, Statuses)")
+    engine = TFLiteEngine(default_model_path())
+    assert engine.embedding_dim == meta.ood.embedding_dim == 1280
+    assert meta.ood.fitted_on == "train" and meta.ood.validation["accepted"] >= 0.97
+    assert meta.quality is not None and meta.quality.unchecked() == []
+    op = meta.decision.validation["operating_point"]
+    assert op["sensitivity"] >= meta.decision.target_sensitivity
+    assert op["coverage"] >= meta.decision.coverage_target
+
+
 def test_default_model_on_held_out_test_block(classifier, test_block):
     """Issue 2's bar: accuracy and weighted F1 >= 0.90 on fields the model never saw."""
     from leukedge.training.metrics import evaluate
 
+    # What the model says on every field, whatever its status (the figures below are the
+    # model's accuracy; statuses are reported separately).
     probs = {
-        str(s.path): list(classifier.classify(s.path).probabilities.values()) for s in test_block
+        str(s.path): list(classifier.classify(s.path).model_probabilities.values())
+        for s in test_block
     }
     truth = {str(s.path): s.label for s in test_block}
     m = evaluate(probs, truth, classifier.labels)
@@ -97,10 +116,10 @@ def test_inputs_agree_path_pil_array(classifier, example_images):
     a = classifier.classify(path)
     b = classifier.classify(Image.open(path))
     c = classifier.classify(load_rgb(path))
-    assert a.probabilities == b.probabilities == c.probabilities
+    assert a.model_probabilities == b.model_probabilities == c.model_probabilities
     assert a.source == str(path) and c.source is None
-    assert sum(a.probabilities.values()) == pytest.approx(1.0, abs=0.01)
-    assert a.label == max(a.probabilities, key=a.probabilities.get)
+    assert sum(a.model_probabilities.values()) == pytest.approx(1.0, abs=0.01)
+    assert a.status == b.status == c.status
 
 
 def test_cell_of_other_size_is_resized(classifier, example_images):
@@ -110,12 +129,12 @@ def test_cell_of_other_size_is_resized(classifier, example_images):
         rgb = load_rgb(example_images / name)
         assert rgb.shape == (450, 450, 3)
         result = classifier.classify(example_images / name)
-        assert result.label == "ALL", name
+        assert result.model_label == "ALL", name
         resized = classifier.classify(resize_rgb(rgb, classifier.input_size))
-        assert result.probabilities == resized.probabilities, name
+        assert result.model_probabilities == resized.model_probabilities, name
     # The whole image, not its centre: a centre crop of the last cell is another input.
     crop = rgb[113:337, 113:337]
-    assert classifier.classify(crop).probabilities != result.probabilities
+    assert classifier.classify(crop).model_probabilities != result.model_probabilities
 
 
 def test_temperature_stored_in_the_model_is_applied(tmp_path, example_images):
@@ -168,7 +187,7 @@ def test_live_stream_delivers_results_and_drops_when_busy(benign_frame, classifi
         accepted = [clf.classify_async(frame, t) for t in range(1, 6)]
         assert accepted[0] is True
     assert done.is_set() and len(got) == sum(accepted)
-    assert got[0][0].probabilities == classifier.classify(frame).probabilities
+    assert got[0][0].model_probabilities == classifier.classify(frame).model_probabilities
     assert got[0][1] == 1 and got[0][2] is None
     # A bad frame reaches the callback as an error, not as an exception in a thread.
     errors = []
@@ -302,7 +321,9 @@ def test_cli_json_lines_with_good_corrupt_and_text_inputs(tmp_path, example_imag
     assert lines[0]["error"] is None and lines[0]["label"] == expected.label
     assert lines[0]["probabilities"] == expected.probabilities
     assert lines[0]["score"] == expected.score and lines[0]["model"] == "leukedge_default"
+    assert lines[0]["status"] == expected.status and lines[0]["reason"] == expected.reason
     assert "corrupt.jpg" in lines[1]["error"] and lines[1]["label"] is None
+    assert (lines[1]["status"], lines[2]["status"]) == ("error", "error")
     assert "notes.txt" in lines[2]["error"] and "not a recognised image" in lines[2]["error"]
     assert "missing.png" in lines[3]["error"] and lines[3]["probabilities"] is None
     assert "3 of 4 inputs failed" in proc.stderr
