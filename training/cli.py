@@ -149,30 +149,34 @@ def run(
         if value is not None:
             setattr(augmentation, name, value)
     augmentation.enabled = augment
-    config = TrainConfig(
-        data=str(data),
-        out=str(out),
-        dataset_kind=dataset_kind,
-        input_kind=input_kind,
-        arch=arch,
-        weights=None if weights.lower() == "none" else weights,
-        image_size=image_size,
-        batch_size=batch_size,
-        split=split,
-        folds=folds,
-        fold=fold,
-        class_weights=class_weights,
-        augment=augmentation,
-        seed=seed,
-        max_per_split=max_per_split,
-        early_stopping_patience=early_stopping_patience,
-        lr_plateau_patience=lr_plateau_patience,
-        tensorboard=tensorboard,
-        mixed_precision=mixed_precision,
-        distribute=distribute,
-        recipe=recipe,
-        **settings,
-    )
+    try:
+        config = TrainConfig(
+            data=str(data),
+            out=str(out),
+            dataset_kind=dataset_kind,
+            input_kind=input_kind,
+            arch=arch,
+            weights=None if weights.lower() == "none" else weights,
+            image_size=image_size,
+            batch_size=batch_size,
+            split=split,
+            folds=folds,
+            fold=fold,
+            class_weights=class_weights,
+            augment=augmentation,
+            seed=seed,
+            max_per_split=max_per_split,
+            early_stopping_patience=early_stopping_patience,
+            lr_plateau_patience=lr_plateau_patience,
+            tensorboard=tensorboard,
+            mixed_precision=mixed_precision,
+            distribute=distribute,
+            recipe=recipe,
+            **settings,
+        )
+    except ValueError as exc:  # a setting out of range: a usage error, before any file
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     _train_or_exit(config)
 
 
