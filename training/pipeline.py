@@ -35,6 +35,9 @@ class AugmentConfig:
         shear: maximum shear factor (0.2).
         horizontal_flip: random left-right flips.
         vertical_flip: random up-down flips (a smear field has no up; off in the paper).
+        rot90: random rotations by 0, 90, 180 or 270 degrees (exact: no pixel is invented,
+            unlike an arbitrary angle, whose corners must be filled).
+        zoom_in_only: draw zooms in ``[1, 1 + zoom]`` only, so no border is filled.
         fill_mode: how new pixels are filled (``"nearest"``; ``"reflect"`` keeps fields
             looking like fields).
         photometric: :class:`~leukedge.training.augment.PhotometricConfig` (off in the
@@ -48,6 +51,8 @@ class AugmentConfig:
     shear: float = 0.2
     horizontal_flip: bool = True
     vertical_flip: bool = False
+    rot90: bool = False
+    zoom_in_only: bool = False
     fill_mode: str = "nearest"
     photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     enabled: bool = True
@@ -84,7 +89,9 @@ def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential | 
             )
         )
     if config.zoom:
-        stack.append(keras.layers.RandomZoom(config.zoom, fill_mode=fill, seed=seed + 2))
+        # Keras: a negative factor zooms in, a positive one out.
+        factor = (-config.zoom, 0.0) if config.zoom_in_only else config.zoom
+        stack.append(keras.layers.RandomZoom(factor, fill_mode=fill, seed=seed + 2))
     if config.shift:
         stack.append(
             keras.layers.RandomTranslation(
@@ -116,6 +123,7 @@ class ImageSequence(keras.utils.PyDataset):
         photometric: :class:`~leukedge.training.augment.PhotometricConfig` drawn per image
             after the geometric augmenter, from a generator seeded with ``(seed, e, i)``;
             ``None`` = none.
+        rot90: rotate each training image by a random multiple of 90° (same generator).
         seed: shuffling seed (epoch ``e`` uses ``seed + e``).
         with_labels: yield ``(x, y)``; otherwise ``x`` alone (prediction).
 
@@ -134,6 +142,7 @@ class ImageSequence(keras.utils.PyDataset):
         augmenter: keras.Sequential | None = None,
         seed: int = 0,
         photometric: PhotometricConfig | None = None,
+        rot90: bool = False,
         with_labels: bool = True,
         **kwargs,
     ):
@@ -150,6 +159,7 @@ class ImageSequence(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.augmenter = augmenter
         self.photometric = photometric if photometric is not None and photometric.enabled else None
+        self.rot90 = rot90
         self.seed = seed
         self.with_labels = with_labels
         self._order = np.arange(len(self.samples))
@@ -188,10 +198,13 @@ class ImageSequence(keras.utils.PyDataset):
                 x = keras.ops.convert_to_numpy(self.augmenter(x, training=True))
             x = x.astype(np.float32)
             np.clip(x, 0.0, 255.0, out=x)
-        if self.photometric is not None:
+        if self.photometric is not None or self.rot90:
             rng = np.random.default_rng((self.seed, self._epoch, index))
-            x = np.stack([photometric(image, rng, self.photometric) for image in x])
-            x = x.astype(np.float32)
+            if self.rot90:
+                x = np.stack([np.rot90(image, int(rng.integers(4))) for image in x])
+            if self.photometric is not None:
+                x = np.stack([photometric(image, rng, self.photometric) for image in x])
+            x = np.ascontiguousarray(x, dtype=np.float32)
         if not self.with_labels:
             return x
         y = np.zeros((len(batch), len(self.labels)), dtype=np.float32)
