@@ -87,7 +87,7 @@ class ImageDecodeError(LeukedgeError, ValueError):
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
 
 
-def decode_size(model_size: tuple[int, int]) -> tuple[int, int]:
+def decode_size(model_size: tuple[int, int], factor: int | None = None) -> tuple[int, int]:
     """Smallest decoded size that still feeds ``model_size`` well: the draft rule.
 
     A large JPEG is decoded at the smallest libjpeg scale (1/1, 1/2, 1/4, 1/8) that keeps it
@@ -99,12 +99,17 @@ def decode_size(model_size: tuple[int, int]) -> tuple[int, int]:
 
     Args:
         model_size: ``(height, width)`` of the model's input, pixels.
+        factor: the safety factor; ``None`` = :data:`DRAFT_SAFETY_FACTOR` (other values are
+            for measuring the rule, as ``tools/measure_draft.py`` does).
 
     Returns:
         ``(height, width)`` the decoded image must at least have, pixels.
     """
+    factor = DRAFT_SAFETY_FACTOR if factor is None else factor
+    if factor < 1:
+        raise ValueError(f"draft safety factor must be >= 1, got {factor}")
     height, width = model_size
-    return DRAFT_SAFETY_FACTOR * height, DRAFT_SAFETY_FACTOR * width
+    return factor * height, factor * width
 
 
 def load_rgb(

@@ -170,14 +170,25 @@ class TFLiteEngine:
         self.num_classes = int(self._output["shape"][-1])
 
     def _quantize_input(self, rgb: np.ndarray) -> np.ndarray:
-        x = rgb.astype(np.float32)
+        """``q = round(x / scale) + zero_point`` clipped to the input dtype (float: ``x``).
+
+        Integer shortcuts give the same values without the float round trip, which costs
+        about 0.1 ms on a 224×224 image (3–4 % of an int8 invoke on a fast CPU): ``uint8``
+        with scale 1 and zero point 0 (leukedge's int8 models) is the image itself, and
+        ``int8`` with scale 1 and zero point −128 is ``x − 128``, i.e. the top bit flipped.
+        """
         if self.input_dtype == np.float32:
-            return x
+            return rgb.astype(np.float32)
         scale, zero_point = self.input_quantization
         if not scale:
             raise ModelLoadError(f"{self.origin}: quantized input without a scale")
+        if scale == 1.0 and rgb.dtype == np.uint8:
+            if self.input_dtype == np.uint8 and zero_point == 0:
+                return rgb  # set_tensor copies, strided views included (tested)
+            if self.input_dtype == np.int8 and zero_point == -128:
+                return (rgb ^ np.uint8(0x80)).view(np.int8)
         info = np.iinfo(self.input_dtype)
-        q = np.round(x / scale) + zero_point
+        q = np.round(rgb.astype(np.float32) / scale) + zero_point
         return np.clip(q, info.min, info.max).astype(self.input_dtype)
 
     def _dequantize_output(self, raw: np.ndarray) -> np.ndarray:
