@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from leukedge.calibration import apply_temperature
+from leukedge.calibration import temperature_scaled
 from leukedge.engine_pool import EnginePool, default_pool_size
 from leukedge.errors import LeukedgeWarning
 from leukedge.metadata import InputSpec, ModelMetadata, read_metadata
@@ -215,6 +215,7 @@ class Classifier:
                 f"{engine.num_classes} outputs"
             )
         self._decode_size = decode_size(engine.input_size)
+        self._temperature = float(self.metadata.temperature or 1.0)
         self._last_timestamp: int | None = None
         self._busy = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -285,12 +286,14 @@ class Classifier:
     def _classify_resized(
         self, rgb: np.ndarray, source: str | None, timestamp_ms: int | None
     ) -> ClassificationResult:
-        probs = apply_temperature(self._pool.run(rgb), float(self.metadata.temperature or 1.0))
-        best = int(np.argmax(probs))
+        # Plain Python from here on: NumPy calls on these few numbers, right after the
+        # invoke, would cost more than everything else the SDK adds (README, Performance).
+        probs = temperature_scaled(self._pool.probabilities(rgb), self._temperature)
+        best = max(range(len(probs)), key=probs.__getitem__)
         return ClassificationResult(
             label=self.metadata.labels[best],
-            probabilities={lb: float(p) for lb, p in zip(self.metadata.labels, probs, strict=True)},
-            score=float(probs[best]),
+            probabilities=dict(zip(self.metadata.labels, probs, strict=True)),
+            score=probs[best],
             model_name=self.metadata.name,
             model_version=self.metadata.version,
             source=source,

@@ -18,6 +18,7 @@ import importlib
 import os
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,61 @@ def _import_problem(name: str, exc: BaseException) -> str:
 class ModelLoadError(LeukedgeError, RuntimeError):
     """The model file cannot be read or the interpreter rejects it; names the file. Still a
     ``RuntimeError`` for older code."""
+
+
+def input_quantizer(
+    dtype: np.dtype, quantization: tuple[float, int], origin: str = "model"
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The function that maps ``uint8`` RGB to an input tensor of ``dtype``.
+
+    ``q = round(x / scale) + zero_point``, clipped to ``dtype``; float32 inputs get ``x``.
+    Integer shortcuts give the same values without the float round trip, which costs about
+    0.1 ms on a 224×224 image (3–4 % of an int8 invoke on a fast CPU): ``uint8`` with scale 1
+    and zero point 0 (leukedge's int8 models) is the image itself (``set_tensor`` copies it,
+    strided views included), and ``int8`` with scale 1 and zero point −128 is ``x − 128``,
+    i.e. the top bit flipped.
+
+    Raises:
+        ModelLoadError: a quantized input without a scale (``origin`` names the model).
+    """
+    dtype = np.dtype(dtype)
+    if dtype == np.float32:
+        return lambda rgb: rgb.astype(np.float32)
+    scale, zero_point = quantization
+    if not scale:
+        raise ModelLoadError(f"{origin}: quantized input without a scale")
+    if scale == 1.0 and dtype == np.uint8 and zero_point == 0:
+        return lambda rgb: rgb if rgb.dtype == np.uint8 else _quantize(rgb, dtype, 1.0, 0)
+    if scale == 1.0 and dtype == np.int8 and zero_point == -128:
+        flip = np.uint8(0x80)
+
+        def flip_top_bit(rgb: np.ndarray) -> np.ndarray:
+            if rgb.dtype != np.uint8:
+                return _quantize(rgb, dtype, 1.0, -128)
+            return (rgb ^ flip).view(np.int8)
+
+        return flip_top_bit
+    return lambda rgb: _quantize(rgb, dtype, scale, zero_point)
+
+
+def _quantize(rgb: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    info = np.iinfo(dtype)
+    q = np.round(rgb.astype(np.float32) / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def output_dequantizer(
+    dtype: np.dtype, quantization: tuple[float, int]
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The function that maps the raw output to float32: ``(q − zero_point) · scale`` for a
+    quantized output, a float32 copy for a float one."""
+    if np.dtype(dtype) == np.float32:
+        return lambda raw: raw.astype(np.float32)
+    scale, zero_point = quantization
+    scale, zero_point = np.float32(scale), np.float32(zero_point)
+    if not zero_point:
+        return lambda raw: np.multiply(raw, scale, dtype=np.float32)
+    return lambda raw: (raw.astype(np.float32) - zero_point) * scale
 
 
 class TFLiteEngine:
@@ -168,34 +224,28 @@ class TFLiteEngine:
         self.input_quantization = tuple(self._input["quantization"])
         self.output_quantization = tuple(self._output["quantization"])
         self.num_classes = int(self._output["shape"][-1])
+        self._resolve_io()
+
+    def _resolve_io(self) -> None:
+        """Resolve, once, what every call needs from the tensor details: run() is on every
+        image's path, where each check costs (README, "Performance": the SDK adds at most
+        5 % to a bare invoke)."""
+        self._rgb_shape = (*self.input_size, 3)
+        self._input_index, self._output_index = self._input["index"], self._output["index"]
+        self._quantize = input_quantizer(self.input_dtype, self.input_quantization, self.origin)
+        self._dequantize = output_dequantizer(self.output_dtype, self.output_quantization)
+        scale, zero_point = self.output_quantization
+        self._output_scale = (
+            None if self.output_dtype == np.float32 else (float(np.float32(scale)), int(zero_point))
+        )
 
     def _quantize_input(self, rgb: np.ndarray) -> np.ndarray:
-        """``q = round(x / scale) + zero_point`` clipped to the input dtype (float: ``x``).
-
-        Integer shortcuts give the same values without the float round trip, which costs
-        about 0.1 ms on a 224×224 image (3–4 % of an int8 invoke on a fast CPU): ``uint8``
-        with scale 1 and zero point 0 (leukedge's int8 models) is the image itself, and
-        ``int8`` with scale 1 and zero point −128 is ``x − 128``, i.e. the top bit flipped.
-        """
-        if self.input_dtype == np.float32:
-            return rgb.astype(np.float32)
-        scale, zero_point = self.input_quantization
-        if not scale:
-            raise ModelLoadError(f"{self.origin}: quantized input without a scale")
-        if scale == 1.0 and rgb.dtype == np.uint8:
-            if self.input_dtype == np.uint8 and zero_point == 0:
-                return rgb  # set_tensor copies, strided views included (tested)
-            if self.input_dtype == np.int8 and zero_point == -128:
-                return (rgb ^ np.uint8(0x80)).view(np.int8)
-        info = np.iinfo(self.input_dtype)
-        q = np.round(rgb.astype(np.float32) / scale) + zero_point
-        return np.clip(q, info.min, info.max).astype(self.input_dtype)
+        """The input tensor for ``rgb`` (see :func:`input_quantizer`)."""
+        return input_quantizer(self.input_dtype, self.input_quantization, self.origin)(rgb)
 
     def _dequantize_output(self, raw: np.ndarray) -> np.ndarray:
-        if self.output_dtype == np.float32:
-            return raw.astype(np.float32)
-        scale, zero_point = self.output_quantization
-        return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
+        """Float32 probabilities from the raw output (see :func:`output_dequantizer`)."""
+        return output_dequantizer(self.output_dtype, self.output_quantization)(raw)
 
     def run(self, rgb: np.ndarray) -> np.ndarray:
         """Probabilities for one image.
@@ -211,14 +261,34 @@ class TFLiteEngine:
             ValueError: wrong shape.
             RuntimeError: the interpreter failed.
         """
-        if rgb.shape != (*self.input_size, 3):
-            raise ValueError(f"image shape {rgb.shape} != model input {(*self.input_size, 3)}")
-        batch = self._quantize_input(rgb)[None]
+        return self._dequantize(self._run_raw(rgb))
+
+    def probabilities(self, rgb: np.ndarray) -> list[float]:
+        """:meth:`run` as a list of Python floats, dequantized without NumPy arithmetic.
+
+        The values are :meth:`run`'s (``(q − zero_point) · scale``, here in float64 rather
+        than float32). This is the :class:`~leukedge.Classifier`'s path: right after an
+        invoke, which evicts NumPy's code from the CPU caches, each NumPy call on a 2-vector
+        costs about 20 µs, while plain Python arithmetic on two numbers costs about 1 µs
+        (README, "Performance": SDK overhead).
+        """
+        raw = self._run_raw(rgb, batch_row=False).tolist()[0]
+        if self._output_scale is None:
+            return raw
+        scale, zero_point = self._output_scale
+        return [(q - zero_point) * scale for q in raw]
+
+    def _run_raw(self, rgb: np.ndarray, batch_row: bool = True) -> np.ndarray:
+        """The raw output tensor: its first row ``(n_classes,)``, or with
+        ``batch_row=False`` the whole ``(1, n_classes)`` tensor."""
+        if rgb.shape != self._rgb_shape:
+            raise ValueError(f"image shape {rgb.shape} != model input {self._rgb_shape}")
+        batch = self._quantize(rgb)[None]
         with self._lock:  # get_tensor returns a copy, taken before the next call's set_tensor
-            self._interpreter.set_tensor(self._input["index"], batch)
+            self._interpreter.set_tensor(self._input_index, batch)
             self._interpreter.invoke()
-            raw = self._interpreter.get_tensor(self._output["index"])[0]
-        return self._dequantize_output(raw)
+            raw = self._interpreter.get_tensor(self._output_index)
+        return raw[0] if batch_row else raw
 
     def clone(self) -> TFLiteEngine:
         """A new, independent interpreter over the same model bytes and thread count."""
