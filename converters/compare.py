@@ -546,8 +546,10 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 
 def plot(report: dict[str, Any], path: Path) -> bool:
-    """``latency_vs_accuracy.png``: p50 latency at the first thread count (bar to p90) vs
-    validation accuracy, one point per engine. Returns ``False`` without matplotlib."""
+    """``latency_vs_accuracy.png``: validation accuracy against latency at the first thread
+    count, one colour per engine: filled marker at the wall-clock p50 with a bar to p90,
+    hollow marker at the CPU time per image (what it costs on an idle machine); log-scale
+    latency. Returns ``False`` without matplotlib."""
     try:
         import matplotlib
 
@@ -556,17 +558,31 @@ def plot(report: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     threads = str(report["settings"]["threads"][0])
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for row in report["engines"]:
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for i, row in enumerate(report["engines"]):
         if row["status"] != "ok" or "accuracy" not in row or threads not in row["by_threads"]:
             continue
         t, acc = row["by_threads"][threads], row["accuracy"]["accuracy"]
-        ax.errorbar(t["p50_ms"], acc, xerr=[[0], [t["p90_ms"] - t["p50_ms"]]], fmt="o", capsize=3)
-        ax.annotate(row["name"], (t["p50_ms"], acc), textcoords="offset points", xytext=(5, 4))
-    ax.set_xlabel(f"latency, p50 (bar to p90), ms, {threads} thread(s)")
+        colour = plt.cm.tab10(i % 10)
+        ax.errorbar(
+            t["p50_ms"],
+            acc,
+            xerr=[[0], [t["p90_ms"] - t["p50_ms"]]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+            label=row["name"],
+        )
+        ax.plot(t["cpu_p50_ms"], acc, "o", mfc="none", color=colour)
+    ax.set_xscale("log")
+    ax.set_xlabel(
+        f"ms per image, {threads} thread(s): p50 wall (bar to p90) filled, CPU time hollow"
+    )
     ax.set_ylabel(f"validation accuracy (n={report['n_val']})")
-    ax.set_title(report["environment"]["cpu"]["model"], fontsize=9)
-    ax.grid(alpha=0.3)
+    load = ", ".join(f"{v:.1f}" for v in report["environment"]["load_average"])
+    ax.set_title(f"{report['environment']['cpu']['model']}; load average {load}", fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

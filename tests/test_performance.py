@@ -221,6 +221,41 @@ def test_int8_float_islands_run_inside_xnnpack(tiny_proposed_lite):
 
 
 @pytest.mark.slow
+def test_convert_keeps_float_islands_by_default_and_says_so(tiny_proposed_lite, tmp_path):
+    """``leukedge convert``'s int8 has float islands unless --no-float-islands, and its model
+    card names them (a file can be told from the other)."""
+    from leukedge.converters.convert import ConvertConfig, convert_model
+    from leukedge.metadata import read_metadata
+
+    reports = {}
+    for islands in (True, False):
+        config = ConvertConfig(
+            model=str(tiny_proposed_lite / "model.keras"),
+            out=str(tmp_path / str(islands)),
+            precisions=["int8"],
+            representative_size=4,
+            float_islands=islands,
+            max_delta=100.0,
+            min_agreement=0.0,
+        )
+        reports[islands] = convert_model(config)["precisions"]["int8"]
+    assert reports[True]["float_islands"] == ["attention_mha", "attention_norm"]
+    assert reports[False]["float_islands"] == []
+    for islands, figures in reports.items():
+        content = Path(figures["path"]).read_bytes()
+        assert read_metadata(content).model_card["float_islands"] == figures["float_islands"]
+        dtypes = {d for op, d, _ in _ops(content) if op == "BATCH_MATMUL"}
+        assert dtypes == ({"float32,float32->float32"} if islands else {"int8,int8->int8"})
+
+
+def _ops(content: bytes) -> list[tuple[str, str, bool]]:
+    from leukedge.converters.op_profile import profile_ops
+
+    image = load_and_resize(BENIGN, TFLiteEngine(content).input_size)
+    return [(t.op, t.dtypes, t.xnnpack) for t in profile_ops(content, image, runs=1)]
+
+
+@pytest.mark.slow
 def test_bench_compare_writes_its_schema(tiny_proposed_lite, tmp_path, monkeypatch):
     """``leukedge bench --compare`` on four images: every engine row is ok or skipped with
     the reason, figures are in range, LiteRT float32 matches Keras, and the Markdown, PNG,
