@@ -245,8 +245,8 @@ def bench(
         typer.Option(
             "--compare",
             help="A trained .keras: compare Keras, LiteRT, ONNX Runtime and OpenVINO on it "
-            "(speed, memory and validation accuracy); needs leukedge[train], optionally "
-            "leukedge[compare].",
+            "(speed, memory and validation accuracy); needs the 'train' extra, and the "
+            "'compare' extra for ONNX Runtime and OpenVINO.",
         ),
     ] = None,
     split_file: Annotated[
