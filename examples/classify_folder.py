@@ -63,16 +63,27 @@ def classify_all(classifier: Classifier, images: list[Path]) -> list[dict[str, s
     ) as progress:
         task = progress.add_task("classifying", total=len(images))
         for path in images:
-            row = {"path": str(path), "label": "", **dict.fromkeys(prob_columns, ""), "error": ""}
+            row = {
+                "path": str(path),
+                "status": "",
+                "reason": "",
+                "label": "",
+                **dict.fromkeys(prob_columns, ""),
+                "error": "",
+            }
             try:
                 result = classifier.classify(path)
             except (OSError, ValueError, RuntimeError) as exc:
                 # Unreadable, truncated or not an image: record it and go on.
                 row["error"] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                row["status"] = "error"
                 progress.console.print(f"[red]skipped[/red] {row['error']}")
             else:
-                row["label"] = result.label
-                for label, p in result.probabilities.items():
+                # label only for status "ok"; the p_ columns are what the model said, also
+                # for referred and rejected images (never a call on their own).
+                row["status"], row["reason"] = result.status, result.reason or ""
+                row["label"] = result.label or ""
+                for label, p in result.model_probabilities.items():
                     row[f"p_{label}"] = f"{p:.6f}"
             rows.append(row)
             progress.advance(task)
@@ -148,13 +159,24 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     rows = classify_all(classifier, images)
-    fieldnames = ["path", "label", *[f"p_{label}" for label in classifier.labels], "error"]
+    fieldnames = [
+        "path",
+        "status",
+        "reason",
+        "label",
+        *[f"p_{label}" for label in classifier.labels],
+        "error",
+    ]
     write_csv_atomically(rows, fieldnames, args.out)
 
     failed = sum(1 for r in rows if r["error"])
-    calls = Counter(r["label"] for r in rows if not r["error"])
+    calls = Counter(r["label"] for r in rows if r["status"] == "ok")
+    statuses = Counter(r["status"] for r in rows)
     summary = ", ".join(f"{label} {calls[label]}" for label in classifier.labels)
-    print(f"{len(rows)} images ({summary}, failed {failed}) -> {args.out}")
+    print(
+        f"{len(rows)} images (calls: {summary}; refer {statuses['refer']}, rejected "
+        f"{statuses['rejected']}, failed {failed}) -> {args.out}"
+    )
     return 1 if failed else 0
 
 

@@ -47,18 +47,45 @@ def _main(
     """leukedge: ALL (leukemic blast) vs HEM (normal) on single cells and smear fields."""
 
 
-def _load_classifier(model: Path | None, threads: int | None, labels: str | None):
+def _parse_band(text: str | None) -> tuple[float, float] | None:
+    """``"LOW,HIGH"`` → ``(low, high)``; ``"off"`` → ``(0, 0)`` (an empty band: none);
+    ``None`` → the model's band."""
+    if text is None:
+        return None
+    if text.strip().lower() == "off":
+        return (0.0, 0.0)
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"expected LOW,HIGH (e.g. 0.2,0.6) or 'off', got {text!r}", param_hint="--refer-band"
+        ) from exc
+    return low, high
+
+
+def _load_classifier(
+    model: Path | None,
+    threads: int | None,
+    labels: str | None,
+    threshold: float | None = None,
+    refer_band: tuple[float, float] | None = None,
+):
     from leukedge.classifier import Classifier, ClassifierOptions
     from leukedge.errors import LeukedgeError
 
     options = ClassifierOptions(
-        model_path=model, num_threads=threads, labels=labels.split(",") if labels else None
+        model_path=model,
+        num_threads=threads,
+        labels=labels.split(",") if labels else None,
+        decision_threshold=threshold,
+        refer_band=refer_band,
     )
     try:
-        return Classifier.create_from_options(options)
+        classifier = Classifier.create_from_options(options)
     except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: cannot load model: {exc}", err=True)
         raise typer.Exit(2) from exc
+    return classifier
 
 
 def _per_file_error(path: Path, exc: Exception) -> str:
@@ -93,70 +120,121 @@ def classify(
         str | None,
         typer.Option(help="Comma-separated class names, for a model without leukedge metadata."),
     ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Call ALL when its probability is >= this (default: the model's operating "
+            "point; see `leukedge info`). Without --refer-band, no refer band is used.",
+        ),
+    ] = None,
+    refer_band: Annotated[
+        str | None,
+        typer.Option(
+            "--refer-band",
+            help="LOW,HIGH: p(ALL) in [LOW, HIGH) gets status 'refer' (no call); must contain "
+            "the threshold. 'off': no band. Default: the model's band.",
+        ),
+    ] = None,
 ) -> None:
-    """Classify images as ALL (leukemic blast) or HEM (normal).
+    """Classify images as ALL (leukemic blast) or HEM (normal), with a status per image.
 
-    Every input gets a row (or a JSON line with keys path, label, probabilities, score,
-    model, error); an unreadable file gets an error and the rest go on. Exit code 1 if any
-    input failed.
+    Status: ok (a call), refer (uncertain: a person should look), rejected (failed a quality
+    check or out of domain; the model's opinion is shown apart, never as the call), error
+    (could not be read). With --json, one JSON object per input per line: the result's
+    to_dict() plus path and error. Exit code 0 when every input was processed (refer and
+    rejected are answers), 1 if any input errored, 2 if the model cannot be loaded.
     """
-    classifier = _load_classifier(model, threads, labels)
+    from leukedge.classifier import ClassificationResult
+
+    classifier = _load_classifier(model, threads, labels, threshold, _parse_band(refer_band))
     failed = 0
     rows = []
     for path in paths:
-        record = {
-            "path": str(path),
-            "label": None,
-            "probabilities": None,
-            "score": None,
-            "model": classifier.metadata.name,
-            "error": None,
-        }
         try:
             result = classifier.classify(path)
-            record |= {
-                "label": result.label,
-                "probabilities": result.probabilities,
-                "score": result.score,
-            }
+            error = None
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-            record["error"] = _per_file_error(path, exc)
+            error = _per_file_error(path, exc)
+            result = ClassificationResult.from_error(
+                exc, str(path), classifier.metadata.name, classifier.metadata.version
+            )
+            result.message = error
             failed += 1
+        record = {"path": str(path), **result.to_dict(), "error": error}
         if as_json:
-            typer.echo(json.dumps(record))
+            typer.echo(json.dumps(record, ensure_ascii=False))
             sys.stdout.flush()
         else:
             rows.append(record)
     if not as_json:
-        _print_table(rows, classifier.labels, classifier.metadata)
+        _print_table(rows, classifier)
     if failed:
         typer.echo(f"{failed} of {len(paths)} inputs failed", err=True)
         raise typer.Exit(1)
 
 
-def _print_table(rows, labels, metadata) -> None:
+def _operating_point(classifier) -> str:
+    """One line: the call rule, band and out-of-domain check in force."""
+    if classifier.decision_threshold is None:
+        rule = "call: the most probable class"
+    else:
+        positive = classifier.labels[classifier._positive]
+        rule = f"call {positive} when p({positive}) >= {classifier.decision_threshold:.3f}"
+        if classifier.refer_band is not None:
+            low, high = classifier.refer_band
+            rule += f"; refer when {low:.3f} <= p < {high:.3f}"
+    ood = (
+        "out-of-domain check unavailable"
+        if classifier.ood_threshold is None
+        else f"out of domain when distance > {classifier.ood_threshold:.4g}"
+    )
+    return f"{rule}; {ood}"
+
+
+def _print_table(rows, classifier) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{metadata.name} ({metadata.precision}, leukedge {metadata.version})")
+    metadata, labels = classifier.metadata, classifier.labels
+    table = Table(
+        title=f"{metadata.name} ({metadata.precision}, leukedge {metadata.version})",
+        caption=_operating_point(classifier),
+    )
     table.add_column("image", no_wrap=True)
+    table.add_column("status")
     table.add_column("call")
     for label in labels:
         table.add_column(f"p({label})", justify="right")
-    if any(r["error"] for r in rows):
-        table.add_column("error", style="red", overflow="fold")
+    table.add_column("reason")
+    table.add_column("note", overflow="fold")
+    styles = {"ok": None, "refer": "yellow", "rejected": "magenta", "error": "red"}
     for r in rows:
-        if r["error"]:
-            table.add_row(r["path"], "-", *["-"] * len(labels), r["error"])
-        else:
+        if r["probabilities"] is not None:
             cells = [f"{r['probabilities'][lb]:.3f}" for lb in labels]
-            extra = [""] if any(x["error"] for x in rows) else []
-            table.add_row(r["path"], r["label"], *cells, *extra)
+        elif r["model_probabilities"] is not None:  # rejected: the model's, not a call
+            cells = [f"({r['model_probabilities'][lb]:.3f})" for lb in labels]
+        else:
+            cells = ["-"] * len(labels)
+        note = "" if r["status"] == "ok" else (r["error"] or r["message"] or "")
+        if r["status"] == "rejected":
+            note += f" [model said {r['model_label']}; not a call]"
+        table.add_row(
+            r["path"],
+            r["status"],
+            r["label"] or "-",
+            *cells,
+            r["reason"] or "",
+            note,
+            style=styles[r["status"]],
+        )
     # Never fold a path: widen the table to the longest one (rich assumes 80 columns when
     # output is piped).
     longest = max((len(r["path"]) for r in rows), default=0)
-    errors = max((len(r["error"] or "") for r in rows), default=0)
-    Console(width=max(80, longest + 12 * len(labels) + min(errors, 80) + 24)).print(table)
+    notes = max((len(r["message"] or "") for r in rows if r["status"] != "ok"), default=0)
+    Console(width=max(100, longest + 12 * len(labels) + min(notes, 80) + 40)).print(table)
 
 
 @app.command()
@@ -179,12 +257,10 @@ def info(
     except (OSError, LeukedgeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    from dataclasses import asdict
-
     out = {
         "path": str(path),
         "size_bytes": path.stat().st_size,
-        "metadata": asdict(metadata) if metadata else None,
+        "metadata": metadata.to_dict() if metadata else None,
         **engine.details(),
     }
     if metadata is None:
@@ -194,8 +270,10 @@ def info(
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
-    for tensor in ("input", "output"):
+    for tensor in ("input", "output", "embedding"):
         t = out[tensor]
+        if t is None:
+            continue
         typer.echo(
             f"{tensor:<7} {t['name']}: {t['dtype']} {t['shape']}, scale {t['scale']:g}, "
             f"zero point {t['zero_point']}"
@@ -209,9 +287,78 @@ def info(
             f"{metadata.input.height}x{metadata.input.width} RGB 0-255, "
             f"temperature {metadata.temperature:.3f}"
         )
+        for line in _trust_lines(metadata, engine):
+            typer.echo(line)
         typer.echo(
             "card    " + json.dumps(metadata.model_card, indent=2).replace("\n", "\n        ")
         )
+
+
+def _figures(f: dict) -> str:
+    return (
+        f"n={f['n']}: sensitivity {f['sensitivity']:.3f}, specificity {f['specificity']:.3f}, "
+        f"coverage {f['coverage']:.3f}, accuracy of calls {f['ok_accuracy']:.3f}"
+    )
+
+
+def _trust_lines(metadata, engine) -> list[str]:
+    """``leukedge info``'s lines on the operating point, refer band, out-of-domain check and
+    quality thresholds, with the validation figures behind them."""
+    from leukedge.quality import QualityThresholds
+
+    lines = []
+    d = metadata.decision
+    positive = d.positive_label if d else metadata.positive_label
+    if d is None:
+        lines.append(
+            f"call    {positive} when p({positive}) >= 0.5 (the arg-max; the model carries no "
+            "operating point); no refer band"
+        )
+    else:
+        op, argmax = d.validation.get("operating_point"), d.validation.get("argmax")
+        lines.append(
+            f"call    {positive} when p({positive}) >= {d.threshold:.4f}: operating point for "
+            f"sensitivity >= {d.target_sensitivity} on {d.source}"
+        )
+        if d.refer_band:
+            lines.append(
+                f"refer   {d.refer_band[0]:.4f} <= p({positive}) < {d.refer_band[1]:.4f}: best "
+                f"accuracy of calls at coverage >= {d.coverage_target}"
+            )
+        else:
+            lines.append("refer   no band")
+        if op:
+            lines.append(f"        validation, this operating point: {_figures(op)}")
+        if argmax:
+            lines.append(f"        validation, arg-max (0.5, no band): {_figures(argmax)}")
+    o = metadata.ood
+    if o is None or engine.embedding_dim is None:
+        why = "no embedding output" if engine.embedding_dim is None else "no out-of-domain data"
+        lines.append(f"ood     unavailable ({why}): inputs unlike the training data go undetected")
+    else:
+        accepted = o.validation.get("accepted")
+        output = o.embedding_output or "output"
+        lines.append(
+            f"ood     {o.method}, {o.embedding_dim}-d embedding ({output}), "
+            f"rank {o.rank}, shrinkage {o.shrinkage}: out of domain when distance > "
+            f"{o.threshold:.4g}; fitted on {o.fitted_on} (n={o.n_fit}), threshold on "
+            f"{o.threshold_split} (n={o.n_threshold}, "
+            + (f"{100 * accepted:.1f} % within)" if accepted is not None else "")
+        )
+    q = metadata.quality or QualityThresholds.generic(min(engine.input_size))
+    checks = [
+        ("too_small", q.min_side, "shorter side < {} px"),
+        ("blank", q.blank_std_max, "grey std < {:.3g}"),
+        ("underexposed", q.dark_mean_min, "mean grey < {:.3g}"),
+        ("saturated", q.saturated_fraction_max, "clipped fraction > {:.3g}"),
+        ("out_of_focus", q.focus_min, "Laplacian variance < {:.3g}"),
+        ("not_stained", q.stain_min, "colourfulness < {:.3g}"),
+    ]
+    text = "; ".join(f"{r}: {fmt.format(v)}" for r, v, fmt in checks if v is not None)
+    lines.append(f"quality {text} ({q.source})")
+    if q.unchecked():
+        lines.append(f"        unchecked: {', '.join(q.unchecked())}")
+    return lines
 
 
 @app.command()

@@ -70,8 +70,9 @@ class EnginePool:
     def run(self, rgb: np.ndarray) -> np.ndarray:
         """:meth:`TFLiteEngine.run <leukedge.runtime.TFLiteEngine.run>` on an idle engine.
 
-        Borrows without the context manager of :meth:`engine`: this is on every image's
-        path, and a generator-based ``with`` costs tens of microseconds there.
+        Borrows without the context manager of :meth:`engine`, as the methods below: these
+        are on every image's path, where a generator-based ``with`` costs tens of
+        microseconds.
         """
         engine = self._acquire()
         try:
@@ -79,12 +80,24 @@ class EnginePool:
         finally:
             self._release(engine)
 
-    def probabilities(self, rgb: np.ndarray) -> list[float]:
-        """:meth:`TFLiteEngine.probabilities <leukedge.runtime.TFLiteEngine.probabilities>`
-        on an idle engine (the :class:`~leukedge.Classifier`'s path)."""
+    def run_with_embedding(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`TFLiteEngine.run_with_embedding
+        <leukedge.runtime.TFLiteEngine.run_with_embedding>` on an idle engine."""
         engine = self._acquire()
         try:
-            return engine.probabilities(rgb)
+            return engine.run_with_embedding(rgb)
+        finally:
+            self._release(engine)
+
+    def probabilities_with_embedding(
+        self, rgb: np.ndarray
+    ) -> tuple[list[float], np.ndarray | None]:
+        """:meth:`TFLiteEngine.probabilities_with_embedding
+        <leukedge.runtime.TFLiteEngine.probabilities_with_embedding>` on an idle engine (the
+        :class:`~leukedge.Classifier`'s path)."""
+        engine = self._acquire()
+        try:
+            return engine.probabilities_with_embedding(rgb)
         finally:
             self._release(engine)
 

@@ -149,7 +149,12 @@ def output_dequantizer(
 
 
 class TFLiteEngine:
-    """A TFLite interpreter for an image classifier with one image input and one output.
+    """A TFLite interpreter for an image classifier: one image input, the probabilities
+    output and, optionally, an embedding output.
+
+    Outputs are told apart by width, never by their order in the file (TFLite does not
+    promise one): a model with two ``(1, n)`` outputs has its probabilities in the narrower
+    (``n_classes`` wide) and its embedding in the wider (``D``, e.g. 1,280) one.
 
     Args:
         model: path of a ``.tflite`` file, or its bytes.
@@ -166,16 +171,20 @@ class TFLiteEngine:
     Attributes:
         model_content: the ``.tflite`` bytes (read once; metadata is parsed from them).
         input_size: ``(height, width)`` of the input tensor, pixels.
-        input_dtype, output_dtype: numpy dtypes of the input/output tensors
+        input_dtype, output_dtype: numpy dtypes of the input/probabilities tensors
             (``float32``, ``uint8``, ``int8``, ``int16``).
         input_quantization, output_quantization: ``(scale, zero_point)``; ``(0.0, 0)`` for
             float tensors.
+        num_classes: width of the probabilities output.
+        embedding_dim: width of the embedding output, ``None`` when the model has none.
+        embedding_name: that output tensor's name, ``None`` when the model has none.
         runtime: module the interpreter came from.
 
     Raises:
         FileNotFoundError: no such file.
         ModelLoadError: the file is not a valid TFLite model, or it does not have one
-            ``(1, H, W, 3)`` input and one ``(1, n_classes)`` output.
+            ``(1, H, W, 3)`` input and one ``(1, n_classes)`` output, plus at most one wider
+            ``(1, D)`` embedding output.
     """
 
     def __init__(
@@ -210,11 +219,13 @@ class TFLiteEngine:
             raise ModelLoadError(f"{origin}: not a valid TFLite model ({exc})") from exc
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
+        if len(inputs) != 1 or len(outputs) not in (1, 2):
             raise ModelLoadError(
-                f"{origin}: expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
+                f"{origin}: expected 1 input and 1 output (probabilities) or 2 (probabilities "
+                f"and an embedding), got {len(inputs)} and {len(outputs)}"
             )
-        self._input, self._output = inputs[0], outputs[0]
+        self._input = inputs[0]
+        self._output, self._embedding = _split_outputs(outputs, origin)
         shape = tuple(int(d) for d in self._input["shape"])
         if len(shape) != 4 or shape[3] != 3:
             raise ModelLoadError(f"{origin}: input shape {shape} is not (1, H, W, 3)")
@@ -224,6 +235,8 @@ class TFLiteEngine:
         self.input_quantization = tuple(self._input["quantization"])
         self.output_quantization = tuple(self._output["quantization"])
         self.num_classes = int(self._output["shape"][-1])
+        self.embedding_dim = None if self._embedding is None else int(self._embedding["shape"][-1])
+        self.embedding_name = None if self._embedding is None else str(self._embedding["name"])
         self._resolve_io()
 
     def _resolve_io(self) -> None:
@@ -232,8 +245,9 @@ class TFLiteEngine:
         5 % to a bare invoke)."""
         self._rgb_shape = (*self.input_size, 3)
         self._input_index, self._output_index = self._input["index"], self._output["index"]
+        self._embedding_index = None if self._embedding is None else self._embedding["index"]
         self._quantize = input_quantizer(self.input_dtype, self.input_quantization, self.origin)
-        self._dequantize = output_dequantizer(self.output_dtype, self.output_quantization)
+        self._dequantize_output = output_dequantizer(self.output_dtype, self.output_quantization)
         scale, zero_point = self.output_quantization
         self._output_scale = (
             None if self.output_dtype == np.float32 else (float(np.float32(scale)), int(zero_point))
@@ -243,9 +257,9 @@ class TFLiteEngine:
         """The input tensor for ``rgb`` (see :func:`input_quantizer`)."""
         return input_quantizer(self.input_dtype, self.input_quantization, self.origin)(rgb)
 
-    def _dequantize_output(self, raw: np.ndarray) -> np.ndarray:
-        """Float32 probabilities from the raw output (see :func:`output_dequantizer`)."""
-        return output_dequantizer(self.output_dtype, self.output_quantization)(raw)
+    @staticmethod
+    def _dequantize(detail: dict[str, Any], raw: np.ndarray) -> np.ndarray:
+        return output_dequantizer(np.dtype(detail["dtype"]), detail["quantization"])(raw)
 
     def run(self, rgb: np.ndarray) -> np.ndarray:
         """Probabilities for one image.
@@ -261,10 +275,33 @@ class TFLiteEngine:
             ValueError: wrong shape.
             RuntimeError: the interpreter failed.
         """
-        return self._dequantize(self._run_raw(rgb))
+        return self._dequantize_output(self._invoke(rgb)[0][0])
 
-    def probabilities(self, rgb: np.ndarray) -> list[float]:
-        """:meth:`run` as a list of Python floats, dequantized without NumPy arithmetic.
+    def run_with_embedding(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and embedding of one image, from one invoke.
+
+        Args:
+            rgb: as in :meth:`run`.
+
+        Returns:
+            ``(probabilities, embedding)``: ``(n_classes,)`` and ``(embedding_dim,)`` float32
+            (dequantized), the embedding ``None`` for a model without that output.
+
+        Raises:
+            ValueError: wrong shape.
+            RuntimeError: the interpreter failed.
+        """
+        raw, raw_embedding = self._invoke(rgb)
+        probabilities = self._dequantize_output(raw[0])
+        if raw_embedding is None:
+            return probabilities, None
+        return probabilities, self._dequantize(self._embedding, raw_embedding[0])
+
+    def probabilities_with_embedding(
+        self, rgb: np.ndarray
+    ) -> tuple[list[float], np.ndarray | None]:
+        """:meth:`run_with_embedding`, the probabilities as a list of Python floats
+        dequantized without NumPy arithmetic.
 
         The values are :meth:`run`'s (``(q − zero_point) · scale``, here in float64 rather
         than float32). This is the :class:`~leukedge.Classifier`'s path: right after an
@@ -272,15 +309,21 @@ class TFLiteEngine:
         costs about 20 µs, while plain Python arithmetic on two numbers costs about 1 µs
         (README, "Performance": SDK overhead).
         """
-        raw = self._run_raw(rgb, batch_row=False).tolist()[0]
-        if self._output_scale is None:
-            return raw
-        scale, zero_point = self._output_scale
-        return [(q - zero_point) * scale for q in raw]
+        raw, raw_embedding = self._invoke(rgb)
+        values = raw.tolist()[0]
+        if self._output_scale is not None:
+            scale, zero_point = self._output_scale
+            values = [(q - zero_point) * scale for q in values]
+        if raw_embedding is None:
+            return values, None
+        return values, self._dequantize(self._embedding, raw_embedding[0])
 
-    def _run_raw(self, rgb: np.ndarray, batch_row: bool = True) -> np.ndarray:
-        """The raw output tensor: its first row ``(n_classes,)``, or with
-        ``batch_row=False`` the whole ``(1, n_classes)`` tensor."""
+    def probabilities(self, rgb: np.ndarray) -> list[float]:
+        """:meth:`probabilities_with_embedding` without the embedding."""
+        return self.probabilities_with_embedding(rgb)[0]
+
+    def _invoke(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The raw ``(1, n_classes)`` output and ``(1, D)`` embedding (or ``None``)."""
         if rgb.shape != self._rgb_shape:
             raise ValueError(f"image shape {rgb.shape} != model input {self._rgb_shape}")
         batch = self._quantize(rgb)[None]
@@ -288,7 +331,9 @@ class TFLiteEngine:
             self._interpreter.set_tensor(self._input_index, batch)
             self._interpreter.invoke()
             raw = self._interpreter.get_tensor(self._output_index)
-        return raw[0] if batch_row else raw
+            if self._embedding_index is None:
+                return raw, None
+            return raw, self._interpreter.get_tensor(self._embedding_index)
 
     def clone(self) -> TFLiteEngine:
         """A new, independent interpreter over the same model bytes and thread count."""
@@ -315,5 +360,24 @@ class TFLiteEngine:
             "runtime": self.runtime,
             "input": tensor(self._input),
             "output": tensor(self._output),
+            "embedding": None if self._embedding is None else tensor(self._embedding),
             "operators": ops,
         }
+
+
+def _split_outputs(
+    outputs: list[dict[str, Any]], origin: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(probabilities, embedding or None)`` among a model's output details, by width."""
+    shapes = [tuple(int(d) for d in o["shape"]) for o in outputs]
+    if any(len(shape) != 2 or shape[0] != 1 for shape in shapes):
+        raise ModelLoadError(f"{origin}: outputs must be (1, n), got {shapes}")
+    if len(outputs) == 1:
+        return outputs[0], None
+    narrow, wide = sorted(range(2), key=lambda i: shapes[i][1])
+    if shapes[narrow][1] == shapes[wide][1]:
+        raise ModelLoadError(
+            f"{origin}: two outputs of equal width {shapes[narrow][1]}: cannot tell the "
+            "probabilities from the embedding"
+        )
+    return outputs[narrow], outputs[wide]
