@@ -58,7 +58,8 @@ class AtomicTextFile:
         )
         self.temp_path = Path(tmp)
         try:
-            os.fchmod(fd, 0o666 & ~current_umask() if mode is None else mode)
+            if hasattr(os, "fchmod"):  # POSIX (Windows: the folder's ACL applies)
+                os.fchmod(fd, 0o666 & ~current_umask() if mode is None else mode)
             self.handle: TextIO = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
         except BaseException:
             os.close(fd)
