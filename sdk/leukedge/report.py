@@ -177,6 +177,7 @@ def print_group_table(summaries: Sequence[Any], by: str, stream: TextIO | None =
     table.add_column(f"{label} fraction [95% CI]", justify="right")
     table.add_column(f"mean p({label})", justify="right")
     table.add_column("call")
+    table.add_column("why", overflow="fold")
     for s in summaries:
         fraction = (
             "-" if s.fraction is None else f"{s.fraction:.2f} [{s.ci_low:.2f}, {s.ci_high:.2f}]"
@@ -188,7 +189,10 @@ def print_group_table(summaries: Sequence[Any], by: str, stream: TextIO | None =
             *[str(s.counts.get(status, 0)) for status in STATUSES],
             fraction,
             mean,
-            s.call if s.call != "refer" else f"refer ({s.call_reason})",
+            s.call,
+            s.call_reason,
         )
+    stream = stream or sys.stdout
     longest = max(len(s.group) for s in summaries)
-    Console(file=stream or sys.stdout, width=max(100, longest + 110)).print(table)
+    width = None if stream.isatty() else max(120, longest + 130)  # piped: never fold a row
+    Console(file=stream, width=width).print(table)
