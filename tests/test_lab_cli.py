@@ -222,12 +222,16 @@ def test_kill_leaves_previous_results_untouched(tmp_path):
 def test_classify_file_loads_no_progress_watch_or_camera_modules():
     code = (
         "import sys\n"
+        "from leukedge import Classifier\n"
+        f"Classifier().classify({str(EXAMPLES / BENIGN)!r})\n"
+        "before = set(sys.modules)\n"  # what classifying itself needs
         "from leukedge.cli import app\n"
         "try:\n"
         f"    app(['classify', '--json', {str(EXAMPLES / BENIGN)!r}])\n"
         "except SystemExit as e:\n"
         "    assert e.code in (0, None), e.code\n"
-        "print('LOADED', [m for m in ('cv2', 'watchdog', 'rich.progress') if m in sys.modules])\n"
+        "added = set(sys.modules) - before\n"
+        "print('LOADED', [m for m in ('cv2', 'watchdog', 'rich.progress') if m in added])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -351,6 +355,9 @@ def test_overlay_draws_the_call():
 
     record = {"label": "ALL", "probabilities": {"ALL": 0.97, "HEM": 0.03}, "status": "ok"}
     assert result_text(record, "ALL") == "ALL  p(ALL) 0.97  ok"
+    refer = {"label": None, "probabilities": {"ALL": 0.55, "HEM": 0.45}, "status": "refer",
+             "reason": "uncertain"}  # fmt: skip
+    assert result_text(refer, "ALL") == "refer (uncertain)  p(ALL) 0.55"
     frame = np.zeros((240, 320, 3), np.uint8)
     draw_overlay(frame, record, "ALL")
     red = frame[..., 2] > 150

@@ -108,14 +108,17 @@ def has_gui() -> bool:
 
 
 def result_text(record: dict[str, Any], positive_label: str) -> str:
-    """``"ALL  p(ALL) 0.97  ok"`` (or ``"error: …"``) for the overlay and headless lines."""
+    """``"ALL  p(ALL) 0.97  ok"``, ``"refer (uncertain)  p(ALL) 0.55"`` or ``"error: …"``,
+    for the overlay and the headless lines."""
     if record.get("error"):
         return f"error: {record['error']}"
-    probs = record.get("probabilities") or {}
-    call = record.get("label") or record.get("status") or "-"
-    p = probs.get(positive_label)
-    text = f"{call}  p({positive_label}) {p:.2f}" if p is not None else str(call)
-    return f"{text}  {record.get('status', 'ok')}"
+    status = record.get("status") or "ok"
+    p = (record.get("probabilities") or {}).get(positive_label)
+    p_text = f"  p({positive_label}) {p:.2f}" if p is not None else ""
+    if record.get("label"):
+        return f"{record['label']}{p_text}  {status}"
+    reason = f" ({record['reason']})" if record.get("reason") else ""
+    return f"{status}{reason}{p_text}"
 
 
 def draw_overlay(frame: np.ndarray, record: dict[str, Any] | None, positive_label: str) -> None:

@@ -10,7 +10,8 @@ A technician's unit is the slide (or the patient), not the field: ``leukedge cla
   inference", *J. Am. Stat. Assoc.* 22:209–212, 1927; recommended over the normal
   approximation for small n and fractions near 0 or 1 by Brown, Cai & DasGupta, *Statistical
   Science* 16:101–133, 2001);
-- the mean probability of ALL over the images the model scored (ok and refer);
+- the mean probability of ALL over the images with probabilities (ok and refer; a rejected
+  image's model opinion is left out, as it is never a call);
 - a **group call** (:class:`GroupRule`): ALL or HEM only when the interval lies wholly on
   one side of one half, so the majority of usable fields is that class with 95 %
   confidence; ``refer`` otherwise (too few usable images, too many unusable ones, or an

@@ -241,7 +241,8 @@ class Watcher:
         try:
             result = self.classifier.classify(item.path)
         except ImageDecodeError as exc:
-            if now - item.changed < self.options.give_up_s:
+            not_yet = getattr(exc, "reason", "decode_error") == "decode_error"  # not too_large
+            if not_yet and now - item.changed < self.options.give_up_s:
                 item.tried = now  # maybe still being written: wait another settle period
                 return None
             return error_record(item.path, exc, self.model)
