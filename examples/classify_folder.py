@@ -12,7 +12,8 @@ This example shows the three SDK calls it is built from: :func:`leukedge.inputs.
 :func:`leukedge.batch.classify_paths` (all cores, results in input order) and
 :class:`leukedge.outputs.AtomicTextFile` (written beside the target, renamed into place).
 
-Columns: ``path,label,p_ALL,p_HEM,error`` (one ``p_<label>`` per class of the model).
+Columns: ``path,label,p_ALL,p_HEM,error`` (one ``p_<label>`` per class of the model; the
+label is empty when the classifier makes no call, e.g. an uncertain image).
 
 Examples::
 
@@ -67,12 +68,14 @@ def main(argv: list[str] | None = None) -> int:
                 row["error"] = describe_error(outcome.path, outcome.error)
                 failed += 1
             else:
-                row["label"] = outcome.result.label
+                row["label"] = outcome.result.label or ""  # no call: refer or rejected
                 calls[outcome.result.label] += 1
-                for label, p in outcome.result.probabilities.items():
+                for label, p in (outcome.result.probabilities or {}).items():
                     row[f"p_{label}"] = f"{p:.6f}"
             writer.writerow(row)
     summary = ", ".join(f"{label} {calls[label]}" for label in classifier.labels)
+    if calls[None]:
+        summary += f", no call {calls[None]}"
     print(f"{sum(calls.values()) + failed} images ({summary}, failed {failed}) -> {args.out}")
     return 1 if failed else 0
 
