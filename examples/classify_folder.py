@@ -2,26 +2,29 @@
 """Classify every image under a folder and write one CSV: the SDK pieces behind
 ``leukedge classify FOLDER --csv FILE``, in a page you can copy into your own program.
 
-The command line does more (``--jsonl``, ``--group-by slide``, a progress bar, Ctrl+C that
-keeps what was done); use it when you only need the files::
+The command line does more (every field of the result, ``--jsonl``, ``--group-by slide``, a
+progress bar, Ctrl+C that keeps what was done); use it when you only need the files::
 
     leukedge classify /data/slides --csv slides.csv --group-by slide --group-csv per_slide.csv
 
-This example shows the three SDK calls it is built from: :func:`leukedge.inputs.walk_images`
+This example shows the SDK calls it is built from: :func:`leukedge.inputs.walk_images`
 (images under a folder, sorted; hidden and non-image files skipped),
-:func:`leukedge.batch.classify_paths` (all cores, results in input order) and
+:func:`leukedge.batch.classify_paths` (all cores, results in input order),
+:mod:`leukedge.records` (one dictionary per input, errors included) and
 :class:`leukedge.outputs.AtomicTextFile` (written beside the target, renamed into place).
 
-Columns: ``path,label,p_ALL,p_HEM,error`` (one ``p_<label>`` per class of the model; the
-label is empty when the classifier makes no call, e.g. an uncertain image).
+Columns: ``path,status,reason,label,p_ALL,p_HEM,error`` (one ``p_<label>`` per class of the
+model). ``label`` is the call and is filled only when ``status`` is ``ok``; the ``p_``
+columns are what the model said, also for referred and rejected images (never a call on
+their own); an unreadable file gets ``status`` ``error`` and its error.
 
 Examples::
 
     python3 examples/classify_folder.py examples/images
     python3 examples/classify_folder.py /data/slides --out slides.csv --threads 1
 
-Exit codes: 0 all files classified; 1 at least one file failed (its row says why);
-2 bad folder or a model that cannot be loaded.
+Exit codes: 0 all files processed (refer and rejected are answers); 1 at least one file
+failed (its row says why); 2 bad folder or a model that cannot be loaded.
 
 Decision support only: the CSV holds one model's opinion per image, not diagnoses.
 """
@@ -38,7 +41,7 @@ from leukedge import Classifier, ClassifierOptions, LeukedgeError
 from leukedge.batch import classify_paths
 from leukedge.inputs import walk_images
 from leukedge.outputs import AtomicTextFile
-from leukedge.records import describe_error
+from leukedge.records import ModelInfo, error_record, result_record
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,27 +60,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot load model: {exc}", file=sys.stderr)
         return 2
 
-    columns = ["path", "label", *[f"p_{label}" for label in classifier.labels], "error"]
-    calls, failed = Counter(), 0
+    model = ModelInfo.of(classifier)
+    p_columns = [f"p_{label}" for label in classifier.labels]
+    columns = ["path", "status", "reason", "label", *p_columns, "error"]
+    calls, statuses = Counter(), Counter()
     with AtomicTextFile(args.out) as out:  # renamed onto args.out at the end, even on Ctrl+C
         writer = csv.DictWriter(out.handle, fieldnames=columns)
         writer.writeheader()
         for outcome in classify_paths(classifier, walk_images(args.folder)):
-            row = {"path": str(outcome.path), "error": ""}
-            if outcome.error is not None:
-                row["error"] = describe_error(outcome.path, outcome.error)
-                failed += 1
+            if outcome.error is None:
+                record = result_record(outcome.path, outcome.result, model)
             else:
-                row["label"] = outcome.result.label or ""  # no call: refer or rejected
-                calls[outcome.result.label] += 1
-                for label, p in (outcome.result.probabilities or {}).items():
-                    row[f"p_{label}"] = f"{p:.6f}"
-            writer.writerow(row)
+                record = error_record(outcome.path, outcome.error, model)
+            said = record["model_probabilities"] or {}
+            writer.writerow(
+                {
+                    "path": record["path"],
+                    "status": record["status"],
+                    "reason": record["reason"] or "",
+                    "label": record["label"] or "",
+                    **{f"p_{label}": f"{p:.6f}" for label, p in said.items()},
+                    "error": record["error"] or "",
+                }
+            )
+            statuses[record["status"]] += 1
+            if record["status"] == "ok":
+                calls[record["label"]] += 1
     summary = ", ".join(f"{label} {calls[label]}" for label in classifier.labels)
-    if calls[None]:
-        summary += f", no call {calls[None]}"
-    print(f"{sum(calls.values()) + failed} images ({summary}, failed {failed}) -> {args.out}")
-    return 1 if failed else 0
+    print(
+        f"{sum(statuses.values())} images (calls: {summary}; refer {statuses['refer']}, "
+        f"rejected {statuses['rejected']}, failed {statuses['error']}) -> {args.out}"
+    )
+    return 1 if statuses["error"] else 0
 
 
 if __name__ == "__main__":

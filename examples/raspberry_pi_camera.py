@@ -159,8 +159,10 @@ class LatestResult:
 
 
 def describe(result: ClassificationResult) -> str:
-    """``"ALL 0.87  (ALL 0.87, HEM 0.13)"``."""
-    probs = ", ".join(f"{k} {v:.2f}" for k, v in result.probabilities.items())
+    """``"ALL 0.87  (ALL 0.87, HEM 0.13)"``, or ``"rejected: out_of_focus  (model: …)"``."""
+    probs = ", ".join(f"{k} {v:.2f}" for k, v in result.model_probabilities.items())
+    if result.status != "ok":
+        return f"{result.status}: {result.reason}  (model, not a call: {probs})"
     return f"{result.label} {result.score:.2f}  ({probs})"
 
 
@@ -187,6 +189,8 @@ def draw_overlay(
         text, colour = f"error: {error}"[:60], (0, 0, 255)
     elif result is None:
         text, colour = "waiting for the first result...", (200, 200, 200)
+    elif result.status != "ok":  # refer or rejected: no call, say why
+        text, colour = f"{result.status}: {result.reason}", (0, 200, 255)
     else:
         text = f"{result.label}  p={result.score:.2f}"
         colour = (0, 0, 255) if result.label == "ALL" else (0, 200, 0)

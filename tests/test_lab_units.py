@@ -203,13 +203,29 @@ def _model(labels=("ALL", "HEM")) -> ModelInfo:
 
 
 def test_csv_rows_hold_every_record_in_columns(tmp_path):
+    quality = {
+        "height": 224,
+        "width": 224,
+        "grey_mean": 150.5,
+        "grey_std": 30.25,
+        "saturated_fraction": 0.0,
+        "laplacian_variance": 80.0,
+        "colourfulness": 40.0,
+    }
     records = [
-        {"path": "a.jpg", "label": "ALL", "probabilities": {"ALL": 0.75, "HEM": 0.25},
-         "score": 0.75, "status": "ok", "reason": None, "model": "m", "model_version": "1.0",
-         "model_sha256": "ab" * 32, "error": None, "source": "a.jpg"},
+        {"path": "a.jpg", "status": "ok", "reason": None, "message": "ALL: p(ALL) 0.750",
+         "label": "ALL", "probabilities": {"ALL": 0.75, "HEM": 0.25}, "score": 0.75,
+         "model_label": "ALL", "model_probabilities": {"ALL": 0.75, "HEM": 0.25},
+         "ood_distance": 12.5, "quality": quality, "failed_checks": [], "model": "m",
+         "model_version": "1.0", "model_sha256": "ab" * 32, "error": None, "source": "a.jpg"},
+        {"path": "r.jpg", "status": "rejected", "reason": "out_of_focus", "message": "blurred",
+         "label": None, "probabilities": None, "score": None, "model_label": "HEM",
+         "model_probabilities": {"ALL": 0.1, "HEM": 0.9}, "ood_distance": None,
+         "quality": quality, "failed_checks": ["out_of_focus", "out_of_domain"], "model": "m",
+         "model_version": "1.0", "model_sha256": "ab" * 32, "error": None},
         {"path": "b, with comma.jpg", "label": None, "probabilities": None, "score": None,
          "status": "error", "reason": "decode_error", "model": "m", "model_version": "1.0",
-         "model_sha256": "ab" * 32, "error": "b.jpg: truncated"},
+         "model_sha256": "ab" * 32, "error": "b.jpg: truncated", "quality": None},
     ]  # fmt: skip
     target = tmp_path / "out" / "calls.csv"
     writer = CsvWriter(target, _model())
@@ -218,13 +234,25 @@ def test_csv_rows_hold_every_record_in_columns(tmp_path):
     writer.close()
     with open(target, newline="") as handle:
         rows = list(csv.DictReader(handle))
+    stats = ["height", "width", "grey_mean", "grey_std", "saturated_fraction",
+             "laplacian_variance", "colourfulness"]  # fmt: skip
     assert list(rows[0]) == csv_columns(["ALL", "HEM"]) == [
-        "path", "status", "label", "reason", "p_ALL", "p_HEM", "score", "error", "model",
-        "model_version", "model_sha256",
+        "path", "status", "label", "reason", "p_ALL", "p_HEM", "score", "message",
+        "model_label", "model_p_ALL", "model_p_HEM", "ood_distance",
+        *[f"quality_{k}" for k in stats], "failed_checks", "error", "model", "model_version",
+        "model_sha256",
     ]  # fmt: skip
-    assert rows[0]["p_ALL"] == "0.75" and rows[0]["label"] == "ALL" and rows[0]["error"] == ""
-    assert rows[1]["path"] == "b, with comma.jpg" and rows[1]["p_ALL"] == ""
-    assert (rows[1]["status"], rows[1]["reason"]) == ("error", "decode_error")
+    ok, rejected, bad = rows
+    assert ok["p_ALL"] == "0.75" and ok["label"] == "ALL" and ok["error"] == ""
+    assert (ok["ood_distance"], ok["quality_grey_std"], ok["failed_checks"]) == (
+        "12.5",
+        "30.25",
+        "",
+    )
+    assert (rejected["label"], rejected["p_ALL"], rejected["model_p_HEM"]) == ("", "", "0.9")
+    assert rejected["failed_checks"] == "out_of_focus;out_of_domain"
+    assert bad["path"] == "b, with comma.jpg" and bad["p_ALL"] == "" and bad["quality_width"] == ""
+    assert (bad["status"], bad["reason"]) == ("error", "decode_error")
     assert not list(target.parent.glob(".*.partial"))
 
 

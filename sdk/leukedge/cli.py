@@ -57,18 +57,45 @@ def _main(
     """leukedge: ALL (leukemic blast) vs HEM (normal) on single cells and smear fields."""
 
 
-def _load_classifier(model: Path | None, threads: int | None, labels: str | None):
+def _parse_band(text: str | None) -> tuple[float, float] | None:
+    """``"LOW,HIGH"`` → ``(low, high)``; ``"off"`` → ``(0, 0)`` (an empty band: none);
+    ``None`` → the model's band."""
+    if text is None:
+        return None
+    if text.strip().lower() == "off":
+        return (0.0, 0.0)
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"expected LOW,HIGH (e.g. 0.2,0.6) or 'off', got {text!r}", param_hint="--refer-band"
+        ) from exc
+    return low, high
+
+
+def _load_classifier(
+    model: Path | None,
+    threads: int | None,
+    labels: str | None,
+    threshold: float | None = None,
+    refer_band: tuple[float, float] | None = None,
+):
     from leukedge.classifier import Classifier, ClassifierOptions
     from leukedge.errors import LeukedgeError
 
     options = ClassifierOptions(
-        model_path=model, num_threads=threads, labels=labels.split(",") if labels else None
+        model_path=model,
+        num_threads=threads,
+        labels=labels.split(",") if labels else None,
+        decision_threshold=threshold,
+        refer_band=refer_band,
     )
     try:
-        return Classifier.create_from_options(options)
+        classifier = Classifier.create_from_options(options)
     except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: cannot load model: {exc}", err=True)
         raise typer.Exit(2) from exc
+    return classifier
 
 
 @app.command()
@@ -147,14 +174,34 @@ def classify(
         str | None,
         typer.Option(help="Comma-separated class names, for a model without leukedge metadata."),
     ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Call ALL when its probability is >= this (default: the model's operating "
+            "point; see `leukedge info`). Without --refer-band, no refer band is used.",
+        ),
+    ] = None,
+    refer_band: Annotated[
+        str | None,
+        typer.Option(
+            "--refer-band",
+            help="LOW,HIGH: p(ALL) in [LOW, HIGH) gets status 'refer' (no call); must contain "
+            "the threshold. 'off': no band. Default: the model's band.",
+        ),
+    ] = None,
 ) -> None:
-    """Classify images as ALL (leukemic blast) or HEM (normal).
+    """Classify images as ALL (leukemic blast) or HEM (normal), with a status per image.
 
-    Every input gets a record (path, label, probabilities, score, status, reason, model,
-    model_version, model_sha256, error), in input order: a table, JSON Lines on stdout
-    (--json), and/or files (--csv, --jsonl). An unreadable file gets an error and the rest
-    go on. Ctrl+C keeps what was done. Exit code 0: every input classified; 1: some input
-    failed; 2: bad usage or a model that cannot be loaded; 130/143: stopped by Ctrl+C/SIGTERM.
+    Status: ok (a call), refer (uncertain: a person should look), rejected (failed a quality
+    check or out of domain; the model's opinion is shown apart, never as the call), error
+    (could not be read). Every input gets a record (the result's to_dict() plus path,
+    model_sha256 and error), in input order: a table, JSON Lines on stdout (--json), and/or
+    files (--csv, --jsonl). Ctrl+C keeps what was done. Exit code 0: every input processed
+    (refer and rejected are answers); 1: some input errored; 2: bad usage or a model that
+    cannot be loaded; 130/143: stopped by Ctrl+C/SIGTERM.
     """
     from leukedge.inputs import collect_inputs
 
@@ -167,6 +214,7 @@ def classify(
         _usage_error("--group-csv needs --group-by")
     if not paths and files_from is None:
         _usage_error("give image files or folders, or --files-from LIST")
+    band = _parse_band(refer_band)
     try:
         inputs = collect_inputs(paths or [], files_from)
     except OSError as exc:
@@ -177,7 +225,7 @@ def classify(
     if not inputs.paths:
         skipped = inputs.skipped.describe()
         _usage_error("no images to classify" + (f" (skipped {skipped})" if skipped else ""))
-    classifier = _load_classifier(model, threads, labels)
+    classifier = _load_classifier(model, threads, labels, threshold, band)
     _run_classify(
         classifier,
         inputs,
@@ -250,11 +298,8 @@ def _run_classify(
     except KeyboardInterrupt:  # a second Ctrl+C: files were closed on the way out
         typer.echo("stopped", err=True)
         raise typer.Exit(130) from None
-    meta = classifier.metadata
     if job.keep_records:
-        print_results_table(
-            job.records, info.labels, f"{meta.name} ({meta.precision}, leukedge {meta.version})"
-        )
+        print_results_table(job.records, classifier)
     if groups is not None:
         summaries = groups.summaries()
         print_group_table(summaries, by, sys.stderr if as_json else sys.stdout)
@@ -265,7 +310,8 @@ def _run_classify(
             write_rows_atomically(
                 group_csv, summary_columns(info.positive_label), [s.as_row() for s in summaries]
             )
-    typer.echo(summary_line(totals, info.labels, inputs.skipped.describe()), err=True)
+    if totals.planned > 1 or inputs.skipped.describe():  # one named file: its row says it all
+        typer.echo(summary_line(totals, info.labels, inputs.skipped.describe()), err=True)
     if totals.stopped_by is not None:
         raise typer.Exit(128 + totals.stopped_by)
     if totals.failed:
@@ -317,6 +363,16 @@ def watch(
         str | None,
         typer.Option(help="Comma-separated class names, for a model without leukedge metadata."),
     ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold", min=0.0, max=1.0, help="As for classify: call ALL when p(ALL) >= this."
+        ),
+    ] = None,
+    refer_band: Annotated[
+        str | None,
+        typer.Option("--refer-band", help="As for classify: LOW,HIGH or 'off'."),
+    ] = None,
 ) -> None:
     """Classify each new image saved into FOLDER; append one record per image to --jsonl.
 
@@ -330,7 +386,7 @@ def watch(
     from leukedge.stopping import StopRequest
     from leukedge.watch import Watcher
 
-    classifier = _load_classifier(model, threads, labels)
+    classifier = _load_classifier(model, threads, labels, threshold, _parse_band(refer_band))
     positive = ModelInfo.of(classifier).positive_label
     options = WatchOptions(
         folder=folder,
@@ -446,12 +502,10 @@ def info(
     except (OSError, LeukedgeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    from dataclasses import asdict
-
     out = {
         "path": str(path),
         "size_bytes": path.stat().st_size,
-        "metadata": asdict(metadata) if metadata else None,
+        "metadata": metadata.to_dict() if metadata else None,
         **engine.details(),
     }
     if metadata is None:
@@ -461,8 +515,10 @@ def info(
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
-    for tensor in ("input", "output"):
+    for tensor in ("input", "output", "embedding"):
         t = out[tensor]
+        if t is None:
+            continue
         typer.echo(
             f"{tensor:<7} {t['name']}: {t['dtype']} {t['shape']}, scale {t['scale']:g}, "
             f"zero point {t['zero_point']}"
@@ -476,9 +532,78 @@ def info(
             f"{metadata.input.height}x{metadata.input.width} RGB 0-255, "
             f"temperature {metadata.temperature:.3f}"
         )
+        for line in _trust_lines(metadata, engine):
+            typer.echo(line)
         typer.echo(
             "card    " + json.dumps(metadata.model_card, indent=2).replace("\n", "\n        ")
         )
+
+
+def _figures(f: dict) -> str:
+    return (
+        f"n={f['n']}: sensitivity {f['sensitivity']:.3f}, specificity {f['specificity']:.3f}, "
+        f"coverage {f['coverage']:.3f}, accuracy of calls {f['ok_accuracy']:.3f}"
+    )
+
+
+def _trust_lines(metadata, engine) -> list[str]:
+    """``leukedge info``'s lines on the operating point, refer band, out-of-domain check and
+    quality thresholds, with the validation figures behind them."""
+    from leukedge.quality import QualityThresholds
+
+    lines = []
+    d = metadata.decision
+    positive = d.positive_label if d else metadata.positive_label
+    if d is None:
+        lines.append(
+            f"call    {positive} when p({positive}) >= 0.5 (the arg-max; the model carries no "
+            "operating point); no refer band"
+        )
+    else:
+        op, argmax = d.validation.get("operating_point"), d.validation.get("argmax")
+        lines.append(
+            f"call    {positive} when p({positive}) >= {d.threshold:.4f}: operating point for "
+            f"sensitivity >= {d.target_sensitivity} on {d.source}"
+        )
+        if d.refer_band:
+            lines.append(
+                f"refer   {d.refer_band[0]:.4f} <= p({positive}) < {d.refer_band[1]:.4f}: best "
+                f"accuracy of calls at coverage >= {d.coverage_target}"
+            )
+        else:
+            lines.append("refer   no band")
+        if op:
+            lines.append(f"        validation, this operating point: {_figures(op)}")
+        if argmax:
+            lines.append(f"        validation, arg-max (0.5, no band): {_figures(argmax)}")
+    o = metadata.ood
+    if o is None or engine.embedding_dim is None:
+        why = "no embedding output" if engine.embedding_dim is None else "no out-of-domain data"
+        lines.append(f"ood     unavailable ({why}): inputs unlike the training data go undetected")
+    else:
+        accepted = o.validation.get("accepted")
+        output = o.embedding_output or "output"
+        lines.append(
+            f"ood     {o.method}, {o.embedding_dim}-d embedding ({output}), "
+            f"rank {o.rank}, shrinkage {o.shrinkage}: out of domain when distance > "
+            f"{o.threshold:.4g}; fitted on {o.fitted_on} (n={o.n_fit}), threshold on "
+            f"{o.threshold_split} (n={o.n_threshold}, "
+            + (f"{100 * accepted:.1f} % within)" if accepted is not None else "")
+        )
+    q = metadata.quality or QualityThresholds.generic(min(engine.input_size))
+    checks = [
+        ("too_small", q.min_side, "shorter side < {} px"),
+        ("blank", q.blank_std_max, "grey std < {:.3g}"),
+        ("underexposed", q.dark_mean_min, "mean grey < {:.3g}"),
+        ("saturated", q.saturated_fraction_max, "clipped fraction > {:.3g}"),
+        ("out_of_focus", q.focus_min, "Laplacian variance < {:.3g}"),
+        ("not_stained", q.stain_min, "colourfulness < {:.3g}"),
+    ]
+    text = "; ".join(f"{r}: {fmt.format(v)}" for r, v, fmt in checks if v is not None)
+    lines.append(f"quality {text} ({q.source})")
+    if q.unchecked():
+        lines.append(f"        unchecked: {', '.join(q.unchecked())}")
+    return lines
 
 
 @app.command()

@@ -10,8 +10,10 @@ or the previous run's) plus the ``.partial`` file. The file gets the mode a plai
 would give it (``0o666`` minus the user's umask), not :func:`tempfile.mkstemp`'s ``0o600``.
 
 CSV columns (:func:`csv_columns`): ``path, status, label, reason``, one ``p_<label>`` per
-class, ``score, error, model, model_version, model_sha256``. JSON Lines hold each record
-whole (:mod:`leukedge.records`).
+class, ``score, message, model_label``, one ``model_p_<label>`` per class,
+``ood_distance``, one ``quality_<statistic>`` per quality statistic, ``failed_checks,
+error, model, model_version, model_sha256``. JSON Lines hold each record whole
+(:mod:`leukedge.records`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import json
 import os
 import tempfile
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from leukedge.quality import QualityStatistics
 from leukedge.records import ModelInfo
 
 
@@ -162,8 +166,12 @@ class JsonLinesStream:
         """Nothing to undo on a stream."""
 
 
-PER_LABEL_COLUMNS = {"probabilities": "p_"}
+PER_LABEL_COLUMNS = {"probabilities": "p_", "model_probabilities": "model_p_"}
 """Record fields holding ``{label: value}``, spread over one CSV column per label."""
+
+QUALITY_KEYS = tuple(f.name for f in fields(QualityStatistics))
+PER_KEY_COLUMNS = {"quality": ("quality_", QUALITY_KEYS)}
+"""Record fields holding a dictionary with fixed keys, one CSV column per key."""
 
 CSV_FIELDS = (
     "path",
@@ -172,22 +180,36 @@ CSV_FIELDS = (
     "reason",
     "probabilities",
     "score",
+    "message",
+    "model_label",
+    "model_probabilities",
+    "ood_distance",
+    "quality",
+    "failed_checks",
     "error",
     "model",
     "model_version",
     "model_sha256",
 )
-"""Record fields in CSV column order (per-label fields expand in place)."""
+"""Record fields in CSV column order (per-label and per-key fields expand in place; lists
+are joined with ``;``)."""
+
+
+def _expand(name: str, labels: Sequence[str]) -> list[tuple[str, str | None]]:
+    """``[(column, key in the field's dictionary or None)]`` for one record field."""
+    if name in PER_LABEL_COLUMNS:
+        return [(f"{PER_LABEL_COLUMNS[name]}{label}", label) for label in labels]
+    if name in PER_KEY_COLUMNS:
+        prefix, keys = PER_KEY_COLUMNS[name]
+        return [(f"{prefix}{key}", key) for key in keys]
+    return [(name, None)]
 
 
 def csv_columns(labels: Sequence[str]) -> list[str]:
     """CSV header for a model with ``labels``: :data:`CSV_FIELDS` with each per-label field
-    expanded to ``<prefix><label>`` columns (``p_ALL, p_HEM``)."""
-    columns = []
-    for name in CSV_FIELDS:
-        prefix = PER_LABEL_COLUMNS.get(name)
-        columns += [f"{prefix}{label}" for label in labels] if prefix else [name]
-    return columns
+    expanded to ``<prefix><label>`` columns (``p_ALL, p_HEM``) and ``quality`` to
+    ``quality_<statistic>`` columns."""
+    return [column for name in CSV_FIELDS for column, _ in _expand(name, labels)]
 
 
 def csv_row(record: dict[str, Any], labels: Sequence[str]) -> dict[str, Any]:
@@ -195,12 +217,11 @@ def csv_row(record: dict[str, Any], labels: Sequence[str]) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for name in CSV_FIELDS:
         value = record.get(name)
-        prefix = PER_LABEL_COLUMNS.get(name)
-        if prefix:
-            for label in labels:
-                row[f"{prefix}{label}"] = "" if value is None else value.get(label, "")
-        else:
-            row[name] = "" if value is None else value
+        for column, key in _expand(name, labels):
+            cell = value if key is None else (value or {}).get(key)
+            if isinstance(cell, list | tuple):
+                cell = ";".join(map(str, cell))
+            row[column] = "" if cell is None else cell
     return row
 
 

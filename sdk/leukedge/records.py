@@ -2,17 +2,21 @@
 ``--csv`` and ``leukedge watch`` files.
 
 A record is the result's own dictionary (:meth:`ClassificationResult.to_dict
-<leukedge.classifier.ClassificationResult.to_dict>`) with the input's ``path`` in front and
+<leukedge.classifier.ClassificationResult.to_dict>`: status, reason, message, label,
+probabilities, model_label, ood_distance, quality, …) with the input's ``path`` in front and
 ``model_sha256`` and ``error`` behind, so every line names the exact model file it came
 from::
 
-    {"path": "slide_12/f001.jpg", "label": "ALL", "probabilities": {"ALL": 0.97, "HEM": 0.03},
-     "score": 0.97, "model": "leukedge_default", "model_version": "0.1.0", ...,
-     "status": "ok", "reason": null, "model_sha256": "9f2c…", "error": null}
+    {"path": "slide_12/f001.jpg", "status": "ok", "reason": null, "message": null,
+     "label": "ALL", "probabilities": {"ALL": 0.97, "HEM": 0.03}, "score": 0.97, ...,
+     "model": "leukedge_default", "model_version": "0.1.0", "model_sha256": "9f2c…",
+     "error": null}
 
-An input that could not be classified gets ``status`` ``"error"``, a machine-readable
-``reason`` (:data:`ERROR_REASONS`), ``error`` = ``"<path>: <problem>"`` and no label or
-probabilities. Readers take ``status`` and ``reason`` with ``.get()``: :func:`status_of`.
+An input that could not be classified gets the result of
+:meth:`ClassificationResult.from_error
+<leukedge.classifier.ClassificationResult.from_error>` (``status`` ``"error"``, a
+``reason`` from :data:`~leukedge.classifier.ERROR_REASONS`) and ``error`` =
+``"<path>: <problem>"``. Readers take ``status`` with :func:`status_of`.
 """
 
 from __future__ import annotations
@@ -21,18 +25,20 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from leukedge.classifier import ERROR_REASONS, STATUSES, ClassificationResult
+
 if TYPE_CHECKING:
-    from leukedge.classifier import ClassificationResult, Classifier
+    from leukedge.classifier import Classifier
 
-STATUSES = ("ok", "refer", "rejected", "error")
-"""Every ``status`` a record can have, in the order summaries list them: ``ok`` (a call),
-``refer`` (the model is unsure: a person decides), ``rejected`` (not a usable image: quality
-or out of domain), ``error`` (the input could not be classified at all)."""
-
-ERROR_REASONS = ("not_found", "read_error", "decode_error", "internal_error")
-"""``reason`` of an ``error`` record: no such file; the file could not be read (permission,
-a folder, I/O); not a decodable image, or too large (the message says which); anything else
-(a bug: please report it)."""
+__all__ = [
+    "ERROR_REASONS",
+    "STATUSES",
+    "ModelInfo",
+    "describe_error",
+    "error_record",
+    "result_record",
+    "status_of",
+]
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,8 @@ class ModelInfo:
         name, version: from the model's metadata.
         sha256: hex digest of the ``.tflite`` bytes.
         labels: class names in output order.
-        positive_label: the class whose fraction groups report (``"ALL"`` when the model
-            has it, else the first label).
+        positive_label: the class whose fraction groups report: the model's decision
+            spec's positive label (``"ALL"``), else the metadata's, else the first label.
     """
 
     name: str
@@ -56,61 +62,37 @@ class ModelInfo:
     @classmethod
     def of(cls, classifier: Classifier) -> ModelInfo:
         """The :class:`ModelInfo` of ``classifier``'s model."""
+        meta = classifier.metadata
         labels = tuple(classifier.labels)
+        positive = meta.decision.positive_label if meta.decision else meta.positive_label
         return cls(
-            name=classifier.metadata.name,
-            version=classifier.metadata.version,
+            name=meta.name,
+            version=meta.version,
             sha256=classifier.model_sha256,
             labels=labels,
-            positive_label="ALL" if "ALL" in labels else labels[0],
+            positive_label=positive if positive in labels else labels[0],
         )
 
 
 def result_record(
-    path: str | os.PathLike | None, result: ClassificationResult, model: ModelInfo
+    path: str | os.PathLike | None,
+    result: ClassificationResult,
+    model: ModelInfo,
+    error: str | None = None,
 ) -> dict[str, Any]:
-    """The record of a classified input: ``{"path", **result.to_dict(), "model_sha256",
-    "error": None}``; ``status`` ``"ok"`` and ``reason`` ``None`` unless the result says
-    otherwise."""
+    """``{"path", **result.to_dict(), "model_sha256", "error"}``."""
     record = {"path": None if path is None else str(path), **result.to_dict()}
     record["model_sha256"] = model.sha256
-    record["error"] = None
-    record.setdefault("status", "ok")
-    record.setdefault("reason", None)
+    record["error"] = error
     return record
 
 
 def error_record(path: str | os.PathLike, exc: Exception, model: ModelInfo) -> dict[str, Any]:
     """The record of an input that could not be classified (``status`` ``"error"``)."""
-    return {
-        "path": str(path),
-        "label": None,
-        "probabilities": None,
-        "score": None,
-        "status": "error",
-        "reason": error_reason(exc),
-        "model": model.name,
-        "model_version": model.version,
-        "model_sha256": model.sha256,
-        "error": describe_error(path, exc),
-    }
-
-
-def error_reason(exc: BaseException) -> str:
-    """The :data:`ERROR_REASONS` entry for ``exc`` (an error's own ``reason`` attribute
-    wins, when it has one)."""
-    from leukedge.preprocess import ImageDecodeError
-
-    own = getattr(exc, "reason", None)
-    if isinstance(own, str):
-        return own
-    if isinstance(exc, FileNotFoundError):
-        return "not_found"
-    if isinstance(exc, ImageDecodeError):
-        return "decode_error"
-    if isinstance(exc, OSError):
-        return "read_error"
-    return "internal_error"
+    message = describe_error(path, exc)
+    result = ClassificationResult.from_error(exc, str(path), model.name, model.version)
+    result.message = message
+    return result_record(path, result, model, error=message)
 
 
 def describe_error(path: str | os.PathLike, exc: BaseException) -> str:

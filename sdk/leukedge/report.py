@@ -133,32 +133,76 @@ def progress_bar(total: int, enabled: bool, stream: TextIO | None = None) -> Ite
         yield _Bar()
 
 
-def print_results_table(rows: Sequence[dict[str, Any]], labels: Sequence[str], title: str) -> None:
-    """One row per record: image, call, p(label) per class, and the error if any."""
+def operating_point(classifier: Any) -> str:
+    """One line: the call rule, refer band and out-of-domain check in force."""
+    threshold = getattr(classifier, "decision_threshold", None)
+    if threshold is None:
+        rule = "call: the most probable class"
+    else:
+        labels = classifier.labels
+        meta = classifier.metadata
+        positive = meta.decision.positive_label if meta.decision else meta.positive_label
+        positive = positive if positive in labels else labels[0]
+        rule = f"call {positive} when p({positive}) >= {threshold:.3f}"
+        if classifier.refer_band is not None:
+            low, high = classifier.refer_band
+            rule += f"; refer when {low:.3f} <= p < {high:.3f}"
+    ood = (
+        "out-of-domain check unavailable"
+        if getattr(classifier, "ood_threshold", None) is None
+        else f"out of domain when distance > {classifier.ood_threshold:.4g}"
+    )
+    return f"{rule}; {ood}"
+
+
+STATUS_STYLES = {"ok": None, "refer": "yellow", "rejected": "magenta", "error": "red"}
+"""Row colour per status in the results table."""
+
+
+def print_results_table(rows: Sequence[dict[str, Any]], classifier: Any) -> None:
+    """One row per record: image, status, call, p(label) per class (the model's own, in
+    brackets, for a rejected image: never a call), reason and a note; the operating point
+    as the caption."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    metadata, labels = classifier.metadata, classifier.labels
+    table = Table(
+        title=f"{metadata.name} ({metadata.precision}, leukedge {metadata.version})",
+        caption=operating_point(classifier),
+    )
     table.add_column("image", no_wrap=True)
+    table.add_column("status")
     table.add_column("call")
     for label in labels:
         table.add_column(f"p({label})", justify="right")
-    any_error = any(r.get("error") for r in rows)
-    if any_error:
-        table.add_column("error", style="red", overflow="fold")
+    table.add_column("reason")
+    table.add_column("note", overflow="fold")
     for r in rows:
-        if r.get("error"):
-            table.add_row(r["path"], "-", *["-"] * len(labels), r["error"])
+        status = status_of(r)
+        if r.get("probabilities") is not None:
+            cells = [f"{r['probabilities'][lb]:.3f}" for lb in labels]
+        elif r.get("model_probabilities") is not None:  # rejected: the model's, not a call
+            cells = [f"({r['model_probabilities'][lb]:.3f})" for lb in labels]
         else:
-            probs = r.get("probabilities") or {}
-            cells = [f"{probs[lb]:.3f}" if lb in probs else "-" for lb in labels]
-            call = r.get("label") or status_of(r)
-            table.add_row(r["path"], call, *cells, *([""] if any_error else []))
+            cells = ["-"] * len(labels)
+        note = "" if status == "ok" else (r.get("error") or r.get("message") or "")
+        if status == "rejected":
+            note += f" [model said {r.get('model_label')}; not a call]"
+        table.add_row(
+            r["path"],
+            status,
+            r.get("label") or "-",
+            *cells,
+            r.get("reason") or "",
+            note,
+            style=STATUS_STYLES.get(status),
+        )
     # Never fold a path: widen the table to the longest one (rich assumes 80 columns when
     # output is piped).
     longest = max((len(r["path"]) for r in rows), default=0)
-    errors = max((len(r.get("error") or "") for r in rows), default=0)
-    Console(width=max(80, longest + 12 * len(labels) + min(errors, 80) + 24)).print(table)
+    notes = max((len(r.get("message") or "") for r in rows if status_of(r) != "ok"), default=0)
+    Console(width=max(100, longest + 12 * len(labels) + min(notes, 80) + 40)).print(table)
 
 
 def print_group_table(summaries: Sequence[Any], by: str, stream: TextIO | None = None) -> None:
