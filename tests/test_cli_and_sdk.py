@@ -339,7 +339,14 @@ def test_cli_table_and_exit_zero(classifier, example_images):
         cells = [cell.strip() for cell in row.split("│")[1:-1]]
         expected = classifier.classify(path)
         p = expected.probabilities
-        assert cells == [str(path), expected.label, f"{p['ALL']:.3f}", f"{p['HEM']:.3f}"]
+        assert cells[:5] == [
+            str(path),
+            expected.status,
+            expected.label,
+            f"{p['ALL']:.3f}",
+            f"{p['HEM']:.3f}",
+        ]
+        assert cells[5] == (expected.reason or "")
     # The two example fields get different calls, so a constant answer cannot pass.
     assert {classifier.classify(p).label for p in paths} == {"ALL", "HEM"}
 
@@ -431,8 +438,9 @@ def test_cli_info_text(tmp_path, model_without_metadata):
         f"model   leukedge_default (int8), leukedge {meta.version}, labels ['ALL', 'HEM'], "
         "input field 224x224 RGB 0-255, temperature 0.792"
     )
-    card = "\n".join(lines[5:])
-    assert card.startswith("card    ")
+    assert lines[5].startswith("call    ALL when p(ALL) >= ")
+    start = next(i for i, line in enumerate(lines) if line.startswith("card    "))
+    card = "\n".join(lines[start:])
     assert json.loads(card[len("card    ") :]) == meta.model_card
     plain = _invoke("info", model_without_metadata)
     assert plain.exit_code == 0 and "carries no leukedge metadata" in plain.output
@@ -471,6 +479,8 @@ meta = read_metadata(content)
 meta.name, meta.temperature = "renamed", 2.5
 meta.model_card["note"] = "ünïcode ✓"
 written = write_metadata(content, meta)
+from leukedge.metadata import SCHEMA_VERSION
+meta.schema_version = SCHEMA_VERSION  # the writer writes the current layout
 assert read_metadata(written) == meta
 again = write_metadata(written, meta)
 assert list(read_metadata_entries(again)).count("leukedge_metadata") == 1
