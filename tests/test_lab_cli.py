@@ -362,3 +362,48 @@ def test_overlay_draws_the_call():
     draw_overlay(frame, record, "ALL")
     red = frame[..., 2] > 150
     assert red.any() and not frame[..., 1][red].max() > 100  # ALL is drawn in red
+
+
+def test_statuses_flow_into_files_groups_and_table(tmp_path, classifier):
+    slide = tmp_path / "s1"
+    slide.mkdir()
+    for name in (FIELD, BENIGN):
+        shutil.copy(EXAMPLES / name, slide / name)
+    from PIL import Image
+
+    Image.open(EXAMPLES / FIELD).crop((0, 0, 60, 60)).save(slide / "tiny.png")  # too small
+    band = ("--threshold", "0.5", "--refer-band", "0.3,0.7")  # p(ALL) 0.43 of BENIGN: refer
+    proc = _cli(
+        "classify", slide, *band, "--csv", tmp_path / "c.csv", "--group-by", "slide",
+        "--group-csv", tmp_path / "g.csv",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr  # refer and rejected are answers, not failures
+    with open(tmp_path / "c.csv", newline="") as handle:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
+    benign, field, tiny = rows[BENIGN], rows[FIELD], rows["tiny.png"]
+    assert (benign["status"], benign["reason"], benign["label"]) == ("refer", "uncertain", "")
+    assert float(benign["p_ALL"]) == pytest.approx(0.4311, abs=1e-3)
+    assert (field["status"], field["label"]) == ("ok", "ALL")
+    assert (tiny["status"], tiny["reason"], tiny["label"], tiny["p_ALL"]) == (
+        "rejected", "too_small", "", "",
+    )  # fmt: skip
+    assert tiny["model_label"] and float(tiny["model_p_ALL"]) > 0  # the model's opinion, apart
+    assert (tiny["quality_height"], tiny["quality_width"]) == ("60", "60")
+    with open(tmp_path / "g.csv", newline="") as handle:
+        (group,) = list(csv.DictReader(handle))
+    assert (group["n"], group["n_ok"], group["n_refer"], group["n_rejected"]) == (
+        "3",
+        "1",
+        "1",
+        "1",
+    )
+    assert (group["n_ALL"], float(group["ci_low"])) == ("1", pytest.approx(0.206549, abs=2e-6))
+    p_all = [float(benign["p_ALL"]), float(field["p_ALL"])]  # ok and refer; not rejected
+    assert float(group["mean_p_ALL"]) == pytest.approx(sum(p_all) / 2, abs=1e-5)
+    assert (group["call"], group["call_reason"]) == ("refer", "2 of 3 images not ok (> 0.5)")
+    assert "ok 1, refer 1, rejected 1" in proc.stderr
+    table = _cli("classify", slide, *band)
+    lines = {name: next(line for line in table.stdout.splitlines() if name in line)
+             for name in (BENIGN, "tiny.png")}  # fmt: skip
+    assert "│ refer " in lines[BENIGN] and "│ uncertain " in lines[BENIGN]
+    assert "│ rejected " in lines["tiny.png"] and "│ too_small " in lines["tiny.png"]

@@ -197,7 +197,7 @@ def summarise(
         if status == "ok" and record.get("label") == positive_label:
             summary.positive += 1
         probs = record.get("probabilities")
-        if status in ("ok", "refer") and probs and positive_label in probs:
+        if probs and positive_label in probs:  # ok and refer only: rejected have none
             probabilities.append(float(probs[positive_label]))
     ok = summary.counts["ok"]
     if ok:
