@@ -49,7 +49,8 @@ def converted(tiny_run, tmp_path_factory):
     precisions = [arg for p in (*WRITTEN, "int16x8") for arg in ("-p", p)]
     result = _cli(
         "convert", run / "model.keras", *precisions, "--io-dtype", "int8", "--name", "tiny",
-        "--out", out, "--max-delta", 100, "--min-agreement", 0,
+        "--out", out, "--max-delta", 100, "--min-agreement", 0, "--max-mean-dp", 1,
+        "--max-ece-increase", 1,
     )  # fmt: skip
     return out, result
 
@@ -64,7 +65,7 @@ def images(tiny_run, example_images):
 
 def _sdk_probabilities(model_path, images) -> np.ndarray:
     classifier = Classifier.create_from_model_path(model_path)
-    return np.stack([list(classifier.classify(p).probabilities.values()) for p in images])
+    return np.stack([list(classifier.classify(p).model_probabilities.values()) for p in images])
 
 
 def test_every_precision_is_written_with_metadata_but_int16x8_is_refused(converted, tiny_run):

@@ -24,6 +24,8 @@ fails, so a rejected result still shows what it would have said.
 from __future__ import annotations
 
 import enum
+import functools
+import hashlib
 import os
 import threading
 import warnings
@@ -453,6 +455,17 @@ class Classifier:
     def input_size(self) -> tuple[int, int]:
         """``(height, width)`` the model takes, pixels."""
         return self._engine.input_size
+
+    @property
+    def max_interpreters(self) -> int:
+        """Most interpreters this classifier runs at once (its pool size)."""
+        return self._pool.size
+
+    @functools.cached_property
+    def model_sha256(self) -> str:
+        """SHA-256 of the ``.tflite`` bytes (hex), so a result can be traced to the exact
+        model file (``sha256sum model.tflite`` prints the same)."""
+        return hashlib.sha256(self._engine.model_content).hexdigest()
 
     # ---------------------------------------------------------------- running modes
     def _load(
