@@ -36,8 +36,7 @@ def test_input_quantization_shortcuts_give_the_formula(dtype, scale, zero_point)
     top bit flipped) and the general path all equal round(x / scale) + zero_point, clipped."""
     engine = TFLiteEngine(default_model_path())
     engine.input_dtype = np.dtype(dtype)
-    engine.input_quantization = (scale, zero_point)
-    engine._resolve_io()
+    engine.input_quantization = (scale, zero_point)  # re-resolves the quantizer
     rgb = np.arange(256, dtype=np.uint8).repeat(3).reshape(16, 16, 3)
     got = engine._quantize(rgb)
     np.testing.assert_array_equal(got, engine._quantize_input(rgb))
@@ -57,8 +56,7 @@ def test_classify_gives_run_with_temperature(temperature):
     engine = classifier._engine
     rgb = load_and_resize(BENIGN, engine.input_size)
     for quantization in [engine.output_quantization, (0.004, 3), (0.5, -7)]:
-        engine.output_quantization = quantization
-        engine._resolve_io()
+        engine.output_quantization = quantization  # re-resolves the dequantizer
         expected = apply_temperature(engine.run(rgb), temperature)
         got = classifier.classify(rgb).probabilities
         np.testing.assert_allclose(list(got.values()), expected, rtol=0, atol=1e-6)

@@ -148,6 +148,23 @@ def output_dequantizer(
     return lambda raw: (raw.astype(np.float32) - zero_point) * scale
 
 
+def _io_attribute(name: str, doc: str) -> property:
+    """A public attribute of :class:`TFLiteEngine` that run() reads through functions
+    resolved once (:meth:`TFLiteEngine._resolve_io`): setting it re-resolves them, so it
+    keeps meaning what it says (tests set a wrong zero point this way)."""
+    private = "_" + name
+
+    def get(self):
+        return getattr(self, private)
+
+    def set_(self, value) -> None:
+        setattr(self, private, value)
+        if getattr(self, "_io_ready", False):
+            self._resolve_io()
+
+    return property(get, set_, doc=doc)
+
+
 class TFLiteEngine:
     """A TFLite interpreter for an image classifier: one image input, the probabilities
     output and, optionally, an embedding output.
@@ -186,6 +203,15 @@ class TFLiteEngine:
             ``(1, H, W, 3)`` input and one ``(1, n_classes)`` output, plus at most one wider
             ``(1, D)`` embedding output.
     """
+
+    input_dtype = _io_attribute("input_dtype", "NumPy dtype of the input tensor.")
+    output_dtype = _io_attribute("output_dtype", "NumPy dtype of the probabilities tensor.")
+    input_quantization = _io_attribute(
+        "input_quantization", "``(scale, zero_point)`` of the input; ``(0.0, 0)`` if float."
+    )
+    output_quantization = _io_attribute(
+        "output_quantization", "``(scale, zero_point)`` of the probabilities; ``(0.0, 0)``."
+    )
 
     def __init__(
         self,
@@ -237,6 +263,7 @@ class TFLiteEngine:
         self.num_classes = int(self._output["shape"][-1])
         self.embedding_dim = None if self._embedding is None else int(self._embedding["shape"][-1])
         self.embedding_name = None if self._embedding is None else str(self._embedding["name"])
+        self._io_ready = True
         self._resolve_io()
 
     def _resolve_io(self) -> None:
