@@ -231,6 +231,10 @@ def test_keep_float_and_auto_keep_float_from_the_cli(tiny_run, tmp_path, monkeyp
         100,
         "--min-agreement",
         0,
+        "--max-mean-dp",
+        1,
+        "--max-ece-increase",
+        1,
     )
     auto = _cli(*convert, "--auto-keep-float", "--out", tmp_path / "auto")
     assert auto.exit_code == 0, auto.output
