@@ -63,14 +63,24 @@ def test_classify_folder_writes_one_row_per_image(example_images, classifier, tm
     assert list(rows[0]) == ["path", "status", "reason", "label", "p_ALL", "p_HEM", "error"]
     images = sorted([folder / "cut.jpg", *(folder / "nested").glob("*.[jb][pm][gp]")])
     assert [r["path"] for r in rows] == [str(p) for p in images] and len(rows) == 5
-    assert rows[0]["label"] == "" and "cut.jpg" in rows[0]["error"]
+    assert (rows[0]["status"], rows[0]["reason"], rows[0]["label"]) == ("error", "decode_error", "")
+    assert rows[0]["error"].startswith(rows[0]["path"] + ": ")
+    statuses = {"ok": 0, "refer": 0, "rejected": 0}
+    calls = {"ALL": 0, "HEM": 0}
     for row in rows[1:]:
         expected = classifier.classify(row["path"])
-        assert row["label"] == (expected.label or "") and row["error"] == ""
         assert (row["status"], row["reason"]) == (expected.status, expected.reason or "")
-        assert row["p_ALL"] == f"{expected.probabilities['ALL']:.6f}"
-        assert row["p_HEM"] == f"{expected.probabilities['HEM']:.6f}"
-    assert "5 images (calls: ALL 3, HEM 1; refer 0, rejected 0, failed 1)" in proc.stdout
+        assert row["label"] == (expected.label or "") and row["error"] == ""
+        # the p_ columns are what the model said, also when it makes no call
+        assert row["p_ALL"] == f"{expected.model_probabilities['ALL']:.6f}"
+        assert row["p_HEM"] == f"{expected.model_probabilities['HEM']:.6f}"
+        statuses[expected.status] += 1
+        if expected.status == "ok":
+            calls[expected.label] += 1
+    assert (
+        f"5 images (calls: ALL {calls['ALL']}, HEM {calls['HEM']}; refer {statuses['refer']}, "
+        f"rejected {statuses['rejected']}, failed 1)"
+    ) in proc.stdout
     assert not list(tmp_path.glob(".predictions.csv.*"))  # no temporary file left
     missing = _run(example_images, "classify_folder.py", tmp_path / "nowhere")
     assert missing.returncode == 2 and "not a folder" in missing.stderr

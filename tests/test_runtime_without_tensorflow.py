@@ -12,8 +12,15 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-RUNTIME_TESTS = ("test_cli_and_sdk.py", "test_preprocess.py", "test_examples.py")
-"""Test files of the runtime (SDK, classify/info/bench, metadata, examples)."""
+RUNTIME_TESTS = (
+    "test_cli_and_sdk.py",
+    "test_preprocess.py",
+    "test_examples.py",
+    "test_lab_units.py",
+    "test_lab_cli.py",
+)
+"""Test files of the runtime (SDK, classify/info/bench, metadata, examples, the lab
+workflow: folders, files, groups, watch, camera)."""
 
 
 @pytest.mark.slow

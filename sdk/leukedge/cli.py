@@ -1,25 +1,33 @@
 """The ``leukedge`` command line.
 
-``leukedge classify``, ``info`` and ``bench`` use the light runtime only. ``leukedge train …``
-and ``leukedge convert …`` live in :mod:`leukedge.training.cli` and
+``leukedge classify``, ``watch``, ``camera``, ``info`` and ``bench`` use the light runtime
+only; their work lives in modules with one job each (:mod:`leukedge.inputs`,
+:mod:`leukedge.batch`, :mod:`leukedge.records`, :mod:`leukedge.outputs`,
+:mod:`leukedge.groups`, :mod:`leukedge.pipeline`, :mod:`leukedge.report`,
+:mod:`leukedge.watch`, :mod:`leukedge.camera`); this module only wires options to them.
+``rich``'s progress bar, ``watchdog`` and OpenCV are imported by the commands that use them.
+``leukedge train …`` and ``leukedge convert …`` live in :mod:`leukedge.training.cli` and
 :mod:`leukedge.converters.cli`, which import Keras/TensorFlow inside their command functions,
 so ``leukedge classify`` never loads them.
 
 Exit codes: 0 success; 1 at least one input failed (the others are still reported) or a
-check failed; 2 bad usage, or a model that cannot be loaded.
+check failed; 2 bad usage, or a model that cannot be loaded; 128 + signal (130 Ctrl+C, 143
+SIGTERM) when ``classify`` was stopped before the end (what was done is kept).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from leukedge import __version__
+from leukedge.camera import CameraOptions
+from leukedge.groups import GroupBy
+from leukedge.watch import WatchOptions
 
 app = typer.Typer(
     name="leukedge",
@@ -89,33 +97,77 @@ def _load_classifier(
     return classifier
 
 
-def _per_file_error(path: Path, exc: Exception) -> str:
-    """``"<path>: <problem>"`` for one input that failed. The problem is taken from the
-    error's attributes (``ImageDecodeError.problem``, ``OSError.strerror``), never by
-    searching its message for the path."""
-    from leukedge.preprocess import ImageDecodeError
-
-    if isinstance(exc, ImageDecodeError):
-        problem = exc.problem
-    elif isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        problem = exc.strerror
-    else:
-        problem = str(exc) or type(exc).__name__
-    return f"{path}: {problem}"
-
-
 @app.command()
 def classify(
-    paths: Annotated[list[Path], typer.Argument(help="Image files (BMP, JPEG, PNG, TIFF…).")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Image files (BMP, JPEG, PNG, TIFF…) and folders (walked recursively).",
+            show_default=False,
+        ),
+    ] = None,
+    files_from: Annotated[
+        str | None,
+        typer.Option(
+            "--files-from",
+            metavar="LIST",
+            help="Read more paths from LIST, one per line ('-' = standard input).",
+        ),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per input per line (JSON Lines).")
+        bool, typer.Option("--json", help="Stream one JSON object per input to stdout.")
     ] = False,
+    csv_out: Annotated[
+        Path | None,
+        typer.Option("--csv", metavar="FILE", help="Write every record to a CSV (atomically)."),
+    ] = None,
+    jsonl_out: Annotated[
+        Path | None,
+        typer.Option("--jsonl", metavar="FILE", help="Write every record as JSON Lines."),
+    ] = None,
+    group_by: Annotated[
+        GroupBy | None,
+        typer.Option(
+            "--group-by",
+            help="Summarise per slide (image folder name, or --group-map), subject (C-NMC "
+            "file name) or folder (folder path).",
+        ),
+    ] = None,
+    group_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--group-map",
+            metavar="CSV",
+            exists=True,
+            dir_okay=False,
+            help="CSV with columns path,group naming each image's slide (implies "
+            "--group-by slide).",
+        ),
+    ] = None,
+    group_csv: Annotated[
+        Path | None,
+        typer.Option("--group-csv", metavar="FILE", help="Write the per-group summary CSV."),
+    ] = None,
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="Interpreter CPU threads.")
+        int | None, typer.Option("--threads", min=1, help="CPU threads per interpreter.")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="Images classified at once; default: interpreters + 1."
+        ),
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bar on stderr; default: on a terminal, for more than a few images.",
+            show_default=False,
+        ),
     ] = None,
     labels: Annotated[
         str | None,
@@ -144,98 +196,289 @@ def classify(
 
     Status: ok (a call), refer (uncertain: a person should look), rejected (failed a quality
     check or out of domain; the model's opinion is shown apart, never as the call), error
-    (could not be read). With --json, one JSON object per input per line: the result's
-    to_dict() plus path and error. Exit code 0 when every input was processed (refer and
-    rejected are answers), 1 if any input errored, 2 if the model cannot be loaded.
+    (could not be read). Every input gets a record (the result's to_dict() plus path,
+    model_sha256 and error), in input order: a table, JSON Lines on stdout (--json), and/or
+    files (--csv, --jsonl). Ctrl+C keeps what was done. Exit code 0: every input processed
+    (refer and rejected are answers); 1: some input errored; 2: bad usage or a model that
+    cannot be loaded; 130/143: stopped by Ctrl+C/SIGTERM.
     """
-    from leukedge.classifier import ClassificationResult
+    from leukedge.inputs import collect_inputs
 
-    classifier = _load_classifier(model, threads, labels, threshold, _parse_band(refer_band))
-    failed = 0
-    rows = []
-    for path in paths:
+    by = group_by.value if group_by is not None else None
+    if group_map is not None:
+        if by not in (None, "slide"):
+            _usage_error(f"--group-map names slides; it does not go with --group-by {by}")
+        by = "slide"
+    if group_csv is not None and by is None:
+        _usage_error("--group-csv needs --group-by")
+    if not paths and files_from is None:
+        _usage_error("give image files or folders, or --files-from LIST")
+    band = _parse_band(refer_band)
+    try:
+        inputs = collect_inputs(paths or [], files_from)
+    except OSError as exc:
+        _usage_error(f"cannot read --files-from {files_from}: {exc.strerror or exc}")
+    if inputs.skipped.unreadable:
+        for problem in inputs.skipped.unreadable:
+            typer.echo(f"warning: cannot list {problem}", err=True)
+    if not inputs.paths:
+        skipped = inputs.skipped.describe()
+        _usage_error("no images to classify" + (f" (skipped {skipped})" if skipped else ""))
+    classifier = _load_classifier(model, threads, labels, threshold, band)
+    _run_classify(
+        classifier,
+        inputs,
+        as_json,
+        csv_out,
+        jsonl_out,
+        by,
+        group_map,
+        group_csv,
+        workers,
+        progress,
+    )
+
+
+def _usage_error(message: str) -> None:
+    """Print ``error: message`` and exit with code 2 (raises :class:`typer.Exit`)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _run_classify(
+    classifier, inputs, as_json, csv_out, jsonl_out, by, group_map, group_csv, workers, progress
+) -> None:
+    from leukedge.groups import GroupCollector, GroupMap
+    from leukedge.outputs import CsvWriter, JsonLinesStream, JsonLinesWriter
+    from leukedge.pipeline import ClassifyJob, run_classify
+    from leukedge.records import ModelInfo
+    from leukedge.report import (
+        PROGRESS_MIN_IMAGES,
+        print_group_table,
+        print_results_table,
+        summary_line,
+    )
+    from leukedge.stopping import StopRequest
+
+    info = ModelInfo.of(classifier)
+    groups = None
+    if by is not None:
         try:
-            result = classifier.classify(path)
-            error = None
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-            error = _per_file_error(path, exc)
-            result = ClassificationResult.from_error(
-                exc, str(path), classifier.metadata.name, classifier.metadata.version
-            )
-            result.message = error
-            failed += 1
-        record = {"path": str(path), **result.to_dict(), "error": error}
+            mapping = GroupMap(group_map) if group_map is not None else None
+        except (OSError, ValueError) as exc:
+            _usage_error(str(exc))
+        groups = GroupCollector(by, info.labels, info.positive_label, mapping)
+    writers = []
+    try:
         if as_json:
-            typer.echo(json.dumps(record, ensure_ascii=False))
-            sys.stdout.flush()
-        else:
-            rows.append(record)
-    if not as_json:
-        _print_table(rows, classifier)
-    if failed:
-        typer.echo(f"{failed} of {len(paths)} inputs failed", err=True)
+            writers.append(JsonLinesStream(sys.stdout))
+        if jsonl_out is not None:
+            writers.append(JsonLinesWriter(jsonl_out))
+        if csv_out is not None:
+            writers.append(CsvWriter(csv_out, info))
+    except OSError as exc:
+        for writer in writers:
+            writer.discard()  # the targets stay as they were
+        _usage_error(f"cannot write {exc.filename}: {exc.strerror or exc}")
+    if progress is None:
+        progress = sys.stderr.isatty() and len(inputs.paths) > PROGRESS_MIN_IMAGES
+    job = ClassifyJob(
+        inputs.paths,
+        writers,
+        workers=workers,
+        progress=bool(progress) and not as_json,
+        groups=groups,
+        keep_records=not (as_json or csv_out or jsonl_out),
+    )
+    stop = StopRequest()
+    try:
+        with stop.installed():
+            totals = run_classify(classifier, job, stop)
+    except KeyboardInterrupt:  # a second Ctrl+C: files were closed on the way out
+        typer.echo("stopped", err=True)
+        raise typer.Exit(130) from None
+    if job.keep_records:
+        print_results_table(job.records, classifier)
+    if groups is not None:
+        summaries = groups.summaries()
+        print_group_table(summaries, by, sys.stderr if as_json else sys.stdout)
+        if group_csv is not None:
+            from leukedge.groups import summary_columns
+            from leukedge.outputs import write_rows_atomically
+
+            write_rows_atomically(
+                group_csv, summary_columns(info.positive_label), [s.as_row() for s in summaries]
+            )
+    if totals.planned > 1 or inputs.skipped.describe():  # one named file: its row says it all
+        typer.echo(summary_line(totals, info.labels, inputs.skipped.describe()), err=True)
+    if totals.stopped_by is not None:
+        raise typer.Exit(128 + totals.stopped_by)
+    if totals.failed:
+        typer.echo(f"{totals.failed} of {totals.done} inputs failed", err=True)
         raise typer.Exit(1)
 
 
-def _operating_point(classifier) -> str:
-    """One line: the call rule, band and out-of-domain check in force."""
-    if classifier.decision_threshold is None:
-        rule = "call: the most probable class"
-    else:
-        positive = classifier.labels[classifier._positive]
-        rule = f"call {positive} when p({positive}) >= {classifier.decision_threshold:.3f}"
-        if classifier.refer_band is not None:
-            low, high = classifier.refer_band
-            rule += f"; refer when {low:.3f} <= p < {high:.3f}"
-    ood = (
-        "out-of-domain check unavailable"
-        if classifier.ood_threshold is None
-        else f"out of domain when distance > {classifier.ood_threshold:.4g}"
+@app.command()
+def watch(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, file_okay=False, help="Folder a camera program saves images into."
+        ),
+    ],
+    jsonl: Annotated[
+        Path,
+        typer.Option(
+            "--jsonl", metavar="FILE", help="JSON Lines file to append one record per image to."
+        ),
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
+    ] = None,
+    settle_ms: Annotated[
+        int,
+        typer.Option(
+            min=0, help="A file is read once its size and time are unchanged this long (ms)."
+        ),
+    ] = WatchOptions.settle_ms,
+    give_up_s: Annotated[
+        float,
+        typer.Option(
+            min=0, help="A file unchanged this long that still does not decode is an error (s)."
+        ),
+    ] = WatchOptions.give_up_s,
+    recursive: Annotated[
+        bool, typer.Option("--recursive/--no-recursive", help="Also watch sub-folders.")
+    ] = WatchOptions.recursive,
+    poll: Annotated[
+        bool,
+        typer.Option("--poll", help="Scan instead of file events (network shares: SMB, NFS)."),
+    ] = WatchOptions.poll,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="Interpreter CPU threads.")
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated class names, for a model without leukedge metadata."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold", min=0.0, max=1.0, help="As for classify: call ALL when p(ALL) >= this."
+        ),
+    ] = None,
+    refer_band: Annotated[
+        str | None,
+        typer.Option("--refer-band", help="As for classify: LOW,HIGH or 'off'."),
+    ] = None,
+) -> None:
+    """Classify each new image saved into FOLDER; append one record per image to --jsonl.
+
+    Waits until a file is completely written (size and time stable, and it decodes).
+    Images already in FOLDER and not yet in the JSONL are classified first, so a restart
+    leaves neither duplicates nor gaps. A bad file gets an error record; watching goes on.
+    Ctrl+C or SIGTERM stops cleanly (exit 0).
+    """
+    from leukedge.records import ModelInfo
+    from leukedge.report import record_line
+    from leukedge.stopping import StopRequest
+    from leukedge.watch import Watcher
+
+    classifier = _load_classifier(model, threads, labels, threshold, _parse_band(refer_band))
+    positive = ModelInfo.of(classifier).positive_label
+    options = WatchOptions(
+        folder=folder,
+        jsonl=jsonl,
+        settle_ms=settle_ms,
+        give_up_s=give_up_s,
+        recursive=recursive,
+        poll=poll,
     )
-    return f"{rule}; {ood}"
 
+    def show(record: dict) -> None:
+        typer.echo(record_line(record, positive))
 
-def _print_table(rows, classifier) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    metadata, labels = classifier.metadata, classifier.labels
-    table = Table(
-        title=f"{metadata.name} ({metadata.precision}, leukedge {metadata.version})",
-        caption=_operating_point(classifier),
+    try:
+        watcher = Watcher(classifier, options, on_record=show)
+    except OSError as exc:
+        _usage_error(f"cannot use {exc.filename or jsonl}: {exc.strerror or exc}")
+    typer.echo(
+        f"watching {folder} -> {jsonl} ({len(watcher.recorded)} images already recorded); "
+        "Ctrl+C to stop",
+        err=True,
     )
-    table.add_column("image", no_wrap=True)
-    table.add_column("status")
-    table.add_column("call")
-    for label in labels:
-        table.add_column(f"p({label})", justify="right")
-    table.add_column("reason")
-    table.add_column("note", overflow="fold")
-    styles = {"ok": None, "refer": "yellow", "rejected": "magenta", "error": "red"}
-    for r in rows:
-        if r["probabilities"] is not None:
-            cells = [f"{r['probabilities'][lb]:.3f}" for lb in labels]
-        elif r["model_probabilities"] is not None:  # rejected: the model's, not a call
-            cells = [f"({r['model_probabilities'][lb]:.3f})" for lb in labels]
-        else:
-            cells = ["-"] * len(labels)
-        note = "" if r["status"] == "ok" else (r["error"] or r["message"] or "")
-        if r["status"] == "rejected":
-            note += f" [model said {r['model_label']}; not a call]"
-        table.add_row(
-            r["path"],
-            r["status"],
-            r["label"] or "-",
-            *cells,
-            r["reason"] or "",
-            note,
-            style=styles[r["status"]],
-        )
-    # Never fold a path: widen the table to the longest one (rich assumes 80 columns when
-    # output is piped).
-    longest = max((len(r["path"]) for r in rows), default=0)
-    notes = max((len(r["message"] or "") for r in rows if r["status"] != "ok"), default=0)
-    Console(width=max(100, longest + 12 * len(labels) + min(notes, 80) + 40)).print(table)
+    stop = StopRequest()
+    with stop.installed():
+        count = watcher.run(stop)
+    typer.echo(f"stopped; {count} images recorded in this run", err=True)
+
+
+@app.command()
+def camera(
+    device: Annotated[
+        int, typer.Option("--device", min=0, help="OpenCV camera index (/dev/videoN).")
+    ] = CameraOptions.device,
+    video: Annotated[
+        Path | None,
+        typer.Option(
+            "--video", exists=True, dir_okay=False, help="Play a video file instead of a camera."
+        ),
+    ] = None,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="Print results instead of a preview window.")
+    ] = CameraOptions.headless,
+    snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--snapshot", metavar="DIR", help="Save each classified frame (PNG + JSON) here."
+        ),
+    ] = None,
+    frames: Annotated[
+        int | None, typer.Option("--frames", min=1, help="Stop after N captured frames.")
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="Interpreter CPU threads.")
+    ] = None,
+) -> None:
+    """Live calls from a camera (or a video file, at its frame rate) with OpenCV.
+
+    Frames arriving while the previous one is classified are dropped, so the preview never
+    lags. q or Esc in the preview, Ctrl+C or SIGTERM stop. Exit code 1 if the camera or
+    video cannot be opened, 2 if the model cannot be loaded.
+    """
+    from leukedge.camera import CameraError, run_camera
+    from leukedge.classifier import ClassifierOptions
+    from leukedge.errors import LeukedgeError
+    from leukedge.stopping import StopRequest
+
+    options = CameraOptions(
+        device=device, video=video, headless=headless, snapshot=snapshot, frames=frames
+    )
+    stop = StopRequest()
+    try:
+        with stop.installed():
+            stats = run_camera(
+                options,
+                ClassifierOptions(model_path=model, num_threads=threads),
+                stop,
+                emit=lambda line: typer.echo(line),
+            )
+    except CameraError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
+        typer.echo(f"error: cannot load model: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"{stats.captured} frames captured, {stats.classified} classified, "
+        f"{stats.dropped} dropped while busy, {stats.errors} failed",
+        err=True,
+    )
 
 
 @app.command()
@@ -371,8 +614,71 @@ def bench(
         list[int], typer.Option("--threads", help="Thread counts to measure (repeatable).")
     ] = [1, 2],  # noqa: B006
     runs: Annotated[int, typer.Option(min=1, help="Timed runs per setting.")] = 50,
+    sdk: Annotated[
+        bool,
+        typer.Option(
+            "--sdk",
+            help="Also measure the SDK at 1 thread: classify() on a 224x224 array and on a "
+            "2592x1944 camera JPEG against a bare invoke, peak RSS, and the cold start of "
+            "`leukedge classify one.jpg`.",
+        ),
+    ] = False,
+    profile_ops: Annotated[
+        bool,
+        typer.Option(
+            "--profile-ops",
+            help="Per-operator latency of MODEL, with and without XNNPACK, and which "
+            "operators XNNPACK leaves to LiteRT's builtin kernels.",
+        ),
+    ] = False,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare",
+            help="A trained .keras: compare Keras, LiteRT, ONNX Runtime and OpenVINO on it "
+            "(speed, memory and validation accuracy); needs the 'train' extra, and the "
+            "'compare' extra for ONNX Runtime and OpenVINO.",
+        ),
+    ] = None,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(help="--compare: the run's split.csv (default: beside the .keras)."),
+    ] = None,
+    engine: Annotated[
+        list[str] | None,
+        typer.Option("--engine", help="--compare: engines to run (repeatable; default all)."),
+    ] = None,
+    max_val: Annotated[
+        int | None, typer.Option(min=1, help="--compare: at most this many validation images.")
+    ] = None,
+    calibration_size: Annotated[
+        int, typer.Option(min=1, help="--compare: int8 calibration images (train split).")
+    ] = 200,
+    reuse_models: Annotated[
+        bool,
+        typer.Option(help="--compare: reuse model files of an earlier run of the same .keras."),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the results here: a JSON file, or with --compare a folder "
+            "(default bench-compare/)."
+        ),
+    ] = None,
 ) -> None:
-    """Single-image latency (median and p90, ms) per thread count: a benchmark, not a test."""
+    """Latency of a .tflite per thread count (median and p90, ms): a benchmark, not a test.
+
+    --sdk adds the SDK's own costs, --profile-ops a per-operator profile, and
+    --compare RUN/model.keras the side-by-side comparison of engines.
+    """
+    if any(n < 1 for n in threads):
+        typer.echo(f"error: --threads must be >= 1, got {threads}", err=True)
+        raise typer.Exit(2)
+    if compare is not None:
+        _bench_compare(
+            compare, split_file, engine, threads, runs, max_val, calibration_size, reuse_models, out
+        )
+        return
     import numpy as np
 
     from leukedge.classifier import default_model_path
@@ -380,30 +686,97 @@ def bench(
     from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
-    if any(n < 1 for n in threads):
-        typer.echo(f"error: --threads must be >= 1, got {threads}", err=True)
-        raise typer.Exit(2)
     try:
         engines = {n: TFLiteEngine(path, num_threads=n) for n in threads}
     except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: cannot load model: {exc}", err=True)
         raise typer.Exit(2) from exc
     rng = np.random.default_rng(0)
+    if profile_ops:
+        _bench_profile_ops(engines[min(threads)], rng, out)
+        return
+    from leukedge.bench import environment, time_calls
+
     results = {"path": str(path), "size_bytes": path.stat().st_size, "latency_ms": {}}
     for n, engine in engines.items():
         image = rng.integers(0, 256, (*engine.input_size, 3), dtype=np.uint8)
-        for _ in range(5):
-            engine.run(image)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            engine.run(image)
-            times.append(1000 * (time.perf_counter() - start))
+        stats = time_calls(lambda engine=engine, image=image: engine.run(image), runs)
         results["latency_ms"][n] = {
-            "median": float(np.median(times)),
-            "p90": float(np.percentile(times, 90)),
+            "median": stats["p50_ms"],
+            "p90": stats["p90_ms"],
+            "cpu_median": stats["cpu_p50_ms"],
         }
-    typer.echo(json.dumps(results, indent=2))
+    if sdk:
+        from leukedge.bench import example_image, sdk_measurements
+
+        with example_image() as image:
+            results["sdk"] = sdk_measurements(model, image)
+    results["environment"] = environment()
+    text = json.dumps(results, indent=2)
+    if out is not None:
+        out.write_text(text)
+    typer.echo(text)
+
+
+def _bench_profile_ops(engine, rng, out: Path | None) -> None:
+    import numpy as np
+
+    from leukedge.converters.op_profile import as_dicts, profile_ops, summarize
+
+    image = rng.integers(0, 256, (*engine.input_size, 3), dtype=np.uint8)
+    timings = profile_ops(engine.model_content, image, threads=engine.num_threads or 1)
+    typer.echo(
+        f"{'operator':<20}{'dtypes':<34}{'XNNPACK':<9}{'count':>6}{'ms':>9}{'builtin ms':>12}"
+    )
+    for r in summarize(timings):
+        typer.echo(
+            f"{r['op']:<20}{r['dtypes']:<34}{'yes' if r['xnnpack'] else 'NO':<9}"
+            f"{r['count']:>6}{r['ms_default']:>9.3f}{r['ms_builtin']:>12.3f}"
+        )
+    outside = [t for t in timings if not t.xnnpack]
+    typer.echo(
+        f"sum of {len(timings)} operators alone: {sum(t.ms_default for t in timings):.2f} ms; "
+        f"outside XNNPACK: {len(outside)} operators, "
+        f"{sum(t.ms_default for t in outside):.2f} ms"
+    )
+    if out is not None:
+        out.write_text(json.dumps({"operators": as_dicts(timings)}, indent=1))
+
+
+def _bench_compare(
+    keras_model, split_file, engines, threads, runs, max_val, calibration_size, reuse, out
+) -> None:
+    try:
+        from leukedge.converters.compare import CompareConfig, run_compare
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    config = CompareConfig(
+        model=str(keras_model),
+        out=str(out or "bench-compare"),
+        split_file=str(split_file) if split_file else None,
+        engines=engines or None,
+        threads=threads,
+        runs=runs,
+        max_val=max_val,
+        calibration_size=calibration_size,
+        reuse_models=reuse,
+    )
+    try:
+        run_compare(config)
+    except ModuleNotFoundError as exc:
+        if exc.name in ("tensorflow", "keras", "sklearn", "matplotlib"):
+            typer.echo(
+                f"error: leukedge bench --compare needs the 'train' extra ({exc.name} is not "
+                'installed): pip install "leukedge[train]"',
+                err=True,
+            )
+            raise typer.Exit(2) from exc
+        raise
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {config.out}/compare.md, compare.json, latency_vs_accuracy.png")
 
 
 def _register_heavy_groups() -> None:
