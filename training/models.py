@@ -67,6 +67,10 @@ class InputNormConfig:
         return bool(self.blur_sigma) or self.standardize
 
 
+INPUT_NORM_LAYERS = ("input_blur", "input_standardize")
+"""Names of the input-normalisation layers (the converter keeps them in float in int8)."""
+
+
 @keras.saving.register_keras_serializable(package="leukedge")
 class PerImageStandardization(layers.Layer):
     """``(x - mean) / max(std, min_std) · target_std + target_mean``, per image and channel.
@@ -119,7 +123,7 @@ def gaussian_blur_layer(sigma: float, channels: int = 3) -> layers.DepthwiseConv
         use_bias=False,
         trainable=False,
         depthwise_initializer=keras.initializers.Constant(kernel.astype("float32")),
-        name="input_blur",
+        name=INPUT_NORM_LAYERS[0],
     )
 
 
@@ -142,7 +146,7 @@ def input_norm_layers(config: InputNormConfig | None) -> list[layers.Layer]:
             )
         stack.append(
             PerImageStandardization(
-                config.target_mean, config.target_std, config.min_std, name="input_standardize"
+                config.target_mean, config.target_std, config.min_std, name=INPUT_NORM_LAYERS[1]
             )
         )
     return stack
