@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers
 
 ARCHITECTURES = ("proposed", "proposed-lite", "efficientnetb0", "resnet50", "inceptionv3")
@@ -115,8 +116,6 @@ class PerImageStandardization(layers.Layer):
 
 def gaussian_kernel(sigma: float) -> np.ndarray:
     """A normalised 1-D Gaussian of ``sigma`` pixels spanning ±ceil(3 sigma) (odd length)."""
-    import numpy as np
-
     radius = max(1, int(np.ceil(3.0 * sigma)))
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     g = np.exp(-(x**2) / (2.0 * sigma**2))
@@ -138,7 +137,6 @@ class GaussianBlur(layers.Layer):
         self.radius = (len(gaussian_kernel(self.sigma)) - 1) // 2
 
     def call(self, x):
-        import numpy as np
         from keras import ops
 
         g = gaussian_kernel(self.sigma)
@@ -190,8 +188,6 @@ def channel_statistics(images) -> tuple[tuple[float, ...], tuple[float, ...]]:
     Raises:
         ValueError: no images.
     """
-    import numpy as np
-
     means, stds = [], []
     for image in images:
         x = np.asarray(image, dtype=np.float64)
