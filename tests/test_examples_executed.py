@@ -1,6 +1,6 @@
 """The example programs run, with the commands their READMEs show: a video file instead of a
 camera, the example images instead of a slide. Runtime only (no TensorFlow, no
-../shared/data); about 15 s, most of it the videos played at their frame rate.
+../shared/data); about 30 s, most of it the videos played at their frame rate.
 
 ``classify_folder.py`` is tested with the lab CLI's work, not here."""
 
@@ -116,6 +116,7 @@ def _check_api(argv, proc, classifier):
         )
 
 
+@pytest.mark.slow  # about 10 s each: the videos play at their frame rate
 @pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(REPO)))
 def test_readme_commands_run(readme, tmp_path, classifier, camera_example):
     """Each README's commands, run in its order from a folder where ``examples`` is the
