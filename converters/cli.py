@@ -28,7 +28,8 @@ def run(
         typer.Option(
             "--precision",
             "-p",
-            help="fp32 | fp16 | dynamic | int8 | int16x8 (repeatable). Default: fp32 and int8.",
+            help="fp32 | fp16 | dynamic | int8 | int16x8 (repeatable). Default: fp32 and int8. "
+            "int16x8 is refused for models with LayerNormalization (LiteRT cannot run them).",
         ),
     ] = None,
     int8: Annotated[bool, typer.Option("--int8", help="Shorthand for -p fp32 -p int8.")] = False,
@@ -61,7 +62,39 @@ def run(
     min_agreement: Annotated[
         float, typer.Option(help="Smallest allowed label agreement with the float model, fraction.")
     ] = 0.98,
+    max_mean_dp: Annotated[
+        float,
+        typer.Option(help="Largest allowed mean |probability difference| to the float model."),
+    ] = 0.05,
+    max_ece_increase: Annotated[
+        float,
+        typer.Option(help="Largest allowed increase of the calibration error (ECE) over float."),
+    ] = 0.02,
     check: Annotated[bool, typer.Option(help="Run the accuracy-delta gate.")] = True,
+    embedding: Annotated[
+        bool,
+        typer.Option(help="Export the embedding output (for the out-of-domain check)."),
+    ] = True,
+    trust: Annotated[
+        bool,
+        typer.Option(
+            help="Fit quality thresholds (train images), the out-of-domain model (train "
+            "embeddings, threshold on val) and the operating point and refer band (val)."
+        ),
+    ] = True,
+    target_sensitivity: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="Val sensitivity for ALL of the operating point."),
+    ] = 0.98,
+    coverage: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Fraction of val images that must still get a call (band)."
+        ),
+    ] = 0.95,
+    ood_rank: Annotated[
+        int, typer.Option(min=1, help="Covariance eigenpairs stored for the OOD check.")
+    ] = 64,
     auto_keep_float: Annotated[
         bool,
         typer.Option(
@@ -73,6 +106,7 @@ def run(
     """Convert MODEL.keras to .tflite files with metadata; exit 1 if the gate fails."""
     from leukedge.converters.convert import ConvertConfig, convert_model
     from leukedge.converters.gate import GateFailedError
+    from leukedge.converters.trust import TrustConfig
 
     precisions = list(precision or [])
     if int8 or not precisions:
@@ -90,7 +124,14 @@ def run(
         keep_float=keep_float or (),
         max_delta=max_delta,
         min_agreement=min_agreement,
+        max_mean_abs_prob_diff=max_mean_dp,
+        max_ece_increase=max_ece_increase,
         check=check,
+        embedding=embedding,
+        trust=trust,
+        trust_config=TrustConfig(
+            target_sensitivity=target_sensitivity, coverage=coverage, ood_rank=ood_rank
+        ),
         input_kind=input_kind,
         auto_keep_float=auto_keep_float,
     )

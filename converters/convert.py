@@ -7,8 +7,13 @@ Steps (one way, no step repeated):
    dataset comes from its **train** split (stratified by class, 200 images by default), the
    gate's held-out images from its **val** split; the test split is not read;
 3. run the float Keras model once on the held-out images;
-4. per precision: convert, run the ``.tflite`` through the SDK runtime on the same images,
-   compare (:mod:`leukedge.converters.gate`), embed the metadata and model card
+4. per precision: convert (with the embedding as a second output,
+   :func:`~leukedge.converters.tflite.with_embedding_output`), check that the SDK runtime
+   loads and runs the file, run it on the same images and compare
+   (:mod:`leukedge.converters.gate`); fit the checks it will stand behind on its own
+   outputs (:mod:`leukedge.converters.trust`: quality thresholds from the train images,
+   the out-of-domain model on train embeddings with its threshold on val, the operating
+   point and refer band on val); embed them with the metadata and model card
    (:mod:`leukedge.metadata`) and write ``<name>_<precision>.tflite`` atomically;
 5. write ``conversion.json`` and raise :class:`~leukedge.converters.gate.GateFailedError` if any
    precision failed the gate (the CLI exits 1).
@@ -22,13 +27,14 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from leukedge import __version__
+from leukedge.converters.trust import TrustConfig
 from leukedge.metadata import InputSpec, ModelMetadata, write_metadata
 from leukedge.preprocess import load_and_resize
 from leukedge.training.metrics import headline
@@ -54,8 +60,13 @@ class ConvertConfig:
             (selective int8 quantization).
         auto_keep_float: when int8 fails the gate, keep the worst 1, 2, 4… tensors (by the
             debugger's RMSE/scale) in float until it passes, up to ``max_keep_float``.
-        max_delta, min_agreement: the gate (:class:`~leukedge.converters.gate.GateConfig`).
+        max_delta, min_agreement, max_mean_abs_prob_diff, max_ece_increase: the gate
+            (:class:`~leukedge.converters.gate.GateConfig`).
         check: run the gate (``--no-check`` skips it and says so in the model card).
+        embedding: export the embedding output (needed for the out-of-domain check).
+        trust: fit the quality thresholds, out-of-domain model and operating point
+            (:mod:`leukedge.converters.trust`); needs the run's train and val splits.
+        trust_config: their settings (:class:`~leukedge.converters.trust.TrustConfig`).
         input_kind: ``"field"`` or ``"cell"`` when the run's config does not say.
         seed: sampling seed for the representative dataset.
     """
@@ -72,7 +83,12 @@ class ConvertConfig:
     keep_float: Sequence[str] = ()
     max_delta: float = 1.0
     min_agreement: float = 0.98
+    max_mean_abs_prob_diff: float = 0.05
+    max_ece_increase: float = 0.02
     check: bool = True
+    embedding: bool = True
+    trust: bool = True
+    trust_config: TrustConfig = field(default_factory=TrustConfig)
     auto_keep_float: bool = False
     max_keep_float: int = 16
     input_kind: str | None = None
@@ -142,20 +158,23 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
         leukedge.converters.gate.GateFailedError: a precision failed the gate (files and report
             are written first).
     """
+    from leukedge.converters import trust
     from leukedge.converters.gate import (
         GateConfig,
         GateFailedError,
         check,
         compare,
         format_table,
-        predict_tflite,
+        infer_tflite,
     )
     from leukedge.converters.tflite import (
         PRECISIONS,
         ConversionError,
         convert_keras,
         load_keras_model,
+        with_embedding_output,
     )
+    from leukedge.runtime import TFLiteEngine
     from leukedge.training.data import LABELS
     from leukedge.training.train import predict_samples
 
@@ -174,6 +193,12 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
     split_file = config.split_file or (
         str(run_dir / "split.csv") if (run_dir / "split.csv").is_file() else None
     )
+    temperature = float(_read_json(run_dir / "calibration.json").get("temperature", 1.0))
+    export_model, embedding_dim = (model, None)
+    if config.embedding:
+        export_model, embedding_dim = with_embedding_output(model)
+    if config.embedding and embedding_dim is None:
+        print("note: no attention_tokens or head_gap layer: no embedding output exported")
 
     representative = None
     if any(p in ("int8", "int16x8") for p in config.precisions):
@@ -201,12 +226,35 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
         eval_samples = _samples_from(source, "val")
         truth = {str(s.path): s.label for s in eval_samples}
         reference = predict_samples(model, eval_samples, height)
-        from leukedge.training.metrics import evaluate
+        from leukedge.training.metrics import evaluate, expected_calibration_error, join_by_name
 
         ref_metrics = evaluate(reference, truth, labels)
+        _, y_ref, p_ref = join_by_name(reference, truth, labels)
         print(f"held-out images for the gate: {len(eval_samples)} from {source}")
 
-    gate = GateConfig(config.max_delta, config.min_agreement)
+    trust_train, trust_val, quality = [], [], None
+    if config.trust:
+        train_source = split_file or config.representative_data
+        val_source = config.eval_data or split_file
+        if train_source is None or val_source is None:
+            print("note: no train/val split: quality, out-of-domain, operating point skipped")
+        else:
+            trust_train = _samples_from(train_source, "train")
+            trust_val = eval_samples or _samples_from(val_source, "val")
+            cap = config.trust_config.max_train_images
+            if cap is not None:
+                trust_train = stratified_subset(trust_train, cap, config.seed)
+            quality = trust.derive_quality(
+                [str(s.path) for s in trust_train], (height, width), config.trust_config
+            )
+            print(f"quality thresholds from {len(trust_train)} train images")
+
+    gate = GateConfig(
+        config.max_delta,
+        config.min_agreement,
+        config.max_mean_abs_prob_diff,
+        config.max_ece_increase,
+    )
     source_sha = sha256_file(model_path)
     report: dict[str, Any] = {
         "model": str(model_path),
@@ -217,24 +265,40 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
         "gate": {
             "max_delta_pp": gate.max_delta,
             "min_agreement": gate.min_agreement,
+            "max_mean_abs_prob_diff": gate.max_mean_abs_prob_diff,
+            "max_ece_increase": gate.max_ece_increase,
             "checked": config.check,
         },
+        "trust": asdict(config.trust_config) | {"fitted": bool(trust_train)},
         "precisions": {},
     }
     if config.check:
+        from leukedge.calibration import apply_temperature
+
         report["keras"] = {
             "accuracy": ref_metrics["accuracy"],
             "weighted_f1": ref_metrics["weighted_f1"],
+            "ece": expected_calibration_error(y_ref, apply_temperature(p_ref, temperature)),
             "n": ref_metrics["n"],
         }
     failures = {}
 
     def convert_and_gate(precision: str, keep_float: Sequence[str]):
-        content = convert_keras(model, precision, representative, config.io_dtype, keep_float)
-        figures: dict[str, Any] = {"size_bytes": len(content), "keep_float": list(keep_float)}
+        content = convert_keras(
+            export_model, precision, representative, config.io_dtype, keep_float
+        )
+        # The file must load and run in the SDK's runtime, or it is not written at all
+        # (RuntimeError / ValueError are reported per precision below).
+        engine = TFLiteEngine(content)
+        engine.run(np.zeros((height, width, 3), dtype=np.uint8))
+        figures: dict[str, Any] = {
+            "size_bytes": len(content),
+            "keep_float": list(keep_float),
+            "embedding_dim": engine.embedding_dim,
+        }
         if config.check:
-            candidate = predict_tflite(content, list(truth))
-            figures |= compare(reference, candidate, truth, labels)
+            candidate, _ = infer_tflite(content, list(truth))
+            figures |= compare(reference, candidate, truth, labels, temperature)
             figures["gate_failures"] = check(figures, gate)
         return content, figures
 
@@ -253,10 +317,17 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
             continue
         if precision == "int8" and figures.get("gate_failures"):
             content, figures = _diagnose_int8(
-                model, representative, figures, content, config, convert_and_gate
+                export_model, representative, figures, content, config, convert_and_gate
             )
         if figures.get("gate_failures"):
             failures[precision] = figures["gate_failures"]
+        ood = decision = None
+        if trust_train:
+            ood, decision = _fit_trust(
+                content, trust_train, trust_val, labels, temperature, precision, config
+            )
+            figures["trust"] = trust.summary(ood, decision)
+            print(f"{precision}: {json.dumps(figures['trust'])}")
         card = _model_card(
             run_dir, run_config, config, precision, figures, report.get("keras"), len(eval_samples)
         )
@@ -271,9 +342,12 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
                 kind=config.input_kind or run_config.get("input_kind", "field"),
             ),
             precision=precision,
-            temperature=float(_read_json(run_dir / "calibration.json").get("temperature", 1.0)),
+            temperature=temperature,
             source_sha256=source_sha,
             model_card=card,
+            quality=quality,
+            ood=ood,
+            decision=decision,
         )
         target = out / f"{name}_{precision}.tflite"
         tmp = target.with_name(target.name + ".partial")
@@ -293,6 +367,40 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
     return report
 
 
+def _fit_trust(content, train, val, labels, temperature, precision, config):
+    """Out-of-domain model and operating point of one converted file, on its own outputs
+    (:mod:`leukedge.converters.trust`)."""
+    from leukedge.converters import trust
+    from leukedge.converters.gate import infer_tflite
+    from leukedge.runtime import TFLiteEngine
+
+    val_paths = [str(s.path) for s in val]
+    val_probs, val_embeddings = infer_tflite(content, val_paths)
+    decision = trust.fit_operating_point(
+        np.array([val_probs[p] for p in val_paths]),
+        [s.label for s in val],
+        labels,
+        "ALL",
+        temperature,
+        precision,
+        config.trust_config,
+    )
+    if val_embeddings is None:
+        return None, decision
+    train_paths = [str(s.path) for s in train]
+    print(f"{precision}: embedding {len(train_paths)} train images ...", flush=True)
+    _, train_embeddings = infer_tflite(content, train_paths)
+    ood = trust.fit_ood(
+        np.stack([train_embeddings[p] for p in train_paths]),
+        [s.label for s in train],
+        np.stack([val_embeddings[p] for p in val_paths]),
+        labels,
+        TFLiteEngine(content).embedding_name,
+        config.trust_config,
+    )
+    return ood, decision
+
+
 def _diagnose_int8(model, representative, figures, content, config, convert_and_gate):
     """int8 failed the gate: rank layers with the quantization debugger; optionally keep the
     worst in float, 1, 2, 4… of them, until the gate passes (selective quantization)."""
@@ -307,7 +415,7 @@ def _diagnose_int8(model, representative, figures, content, config, convert_and_
         for e in errors[:10]
     ]
     if not config.auto_keep_float:
-        print("retry with --keep-float TENSOR… , --auto-keep-float, or -p int16x8")
+        print("retry with --keep-float TENSOR… or --auto-keep-float")
         return content, figures
     k = 1
     while k <= min(config.max_keep_float, len(errors)):
@@ -363,6 +471,9 @@ def _model_card(
             "weighted_f1": figures["weighted_f1"],
             "delta_pp": figures["delta_pp"],
             "agreement": figures["agreement"],
+            "mean_abs_prob_diff": figures["mean_abs_prob_diff"],
+            "ece": figures["ece"],
+            "float_ece": figures["reference_ece"],
             "passed": not figures["gate_failures"],
         }
     card |= config.extra_card

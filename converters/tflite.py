@@ -9,8 +9,14 @@ dynamic    dynamic-range: int8 weights, float activations quantized on the fly
 int8       full-integer post-training quantization: int8 weights (per channel) and
            activations, calibrated on a representative dataset; ``uint8`` (default) or
            ``int8`` input and output tensors
-int16x8    int16 activations, int8 weights (TFLite's experimental 16x8 mode); float I/O
+int16x8    int16 activations, int8 weights (TFLite's experimental 16x8 mode); float I/O.
+           Refused for models with LayerNormalization (the proposed models): LiteRT has
+           no int16 kernel for its SQUARED_DIFFERENCE, so such a file cannot run
 =========  ==========================================================================
+
+Every converted file can carry a second output, the **embedding** the out-of-domain check
+scores (:func:`with_embedding_output`): one file, probabilities and embedding from one
+invoke. The runtime tells the outputs apart by width.
 
 For ``int8`` the input tensor's scale and zero point come from the calibration range of
 the RGB 0–255 representative images (typically scale 1.0, zero point 0 for ``uint8``); the
@@ -32,6 +38,9 @@ import numpy as np
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 IO_DTYPES = ("uint8", "int8")
+
+EMBEDDING_LAYER = "embedding"
+"""Name of the layer whose output is the exported embedding."""
 
 
 class ConversionError(RuntimeError):
@@ -72,6 +81,51 @@ def load_keras_model(path: str | os.PathLike):
         raise ValueError(
             f"{path}: not a loadable .keras model ({type(exc).__name__}: {exc})"
         ) from exc
+
+
+def with_embedding_output(model):
+    """The model with a second output, the embedding for out-of-domain detection.
+
+    The embedding is the **global-average-pooled backbone feature map** (Lee et al. 2018
+    score Mahalanobis distances on such pooled features; measured here, it separates
+    out-of-domain inputs far better than the head's 128-d layer: tools/ood_study.py):
+
+    - proposed models: a ``GlobalAveragePooling2D`` named ``embedding`` on the input of the
+      ``attention_tokens`` layer (the backbone's last feature map, 1,280-d for Lite0/B0);
+    - baselines: the existing ``head_gap`` pooling (its output, under an ``Identity``
+      named ``embedding``).
+
+    Args:
+        model: a Keras classifier from :func:`leukedge.training.models.build_model` (or any
+            with one of those layers).
+
+    Returns:
+        ``(model, D)``: a functional model ``image → [probabilities, embedding (batch, D)]``
+        sharing the original's layers and weights, and ``D``; or ``(model, None)``
+        unchanged when it has neither layer (no embedding exported).
+    """
+    keras = require_tensorflow_backend()
+    names = {layer.name for layer in model.layers}
+    if "attention_tokens" in names:
+        feature_map = model.get_layer("attention_tokens").input
+        embedding = keras.layers.GlobalAveragePooling2D(name=EMBEDDING_LAYER)(feature_map)
+    elif "head_gap" in names:
+        embedding = keras.layers.Identity(name=EMBEDDING_LAYER)(model.get_layer("head_gap").output)
+    else:
+        return model, None
+    outputs = [model.output, embedding]
+    return keras.Model(model.input, outputs, name=model.name), int(embedding.shape[-1])
+
+
+def has_layer_normalization(model) -> bool:
+    """``True`` when any layer (nested models included) is a ``LayerNormalization``."""
+    keras = require_tensorflow_backend()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.LayerNormalization):
+            return True
+        if isinstance(layer, keras.Model) and has_layer_normalization(layer):
+            return True
+    return False
 
 
 def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.ndarray]]]:
@@ -176,10 +230,16 @@ def convert_keras(
 
     Raises:
         ValueError: unknown precision / io dtype, or int8 without calibration images.
-        ConversionError: both conversion routes failed.
+        ConversionError: both conversion routes failed, or ``int16x8`` for a model with
+            LayerNormalization (LiteRT cannot run it: no int16 SQUARED_DIFFERENCE).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if precision == "int16x8" and has_layer_normalization(model):
+        raise ConversionError(
+            "int16x8 refused: the model has LayerNormalization, and LiteRT has no int16 "
+            "kernel for its SQUARED_DIFFERENCE, so the file could not run; use int8"
+        )
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"unknown io dtype {io_dtype!r}; choose one of {IO_DTYPES}")
     if keep_float:

@@ -1,19 +1,30 @@
 #!/usr/bin/env python3
-"""Classify every image under a folder (recursively) and write one CSV.
+"""Classify every image under a folder and write one CSV: the SDK pieces behind
+``leukedge classify FOLDER --csv FILE``, in a page you can copy into your own program.
 
-Columns: ``path,label,p_ALL,p_HEM,error`` (one ``p_<label>`` column per class of the model,
-in the model's output order). A file that cannot be read gets a row with an empty label and
-the error; the others go on. The CSV is written to a temporary file next to the target and
-moved into place with ``os.replace``, so a crash or Ctrl+C never leaves a half-written CSV.
+The command line does more (every field of the result, ``--jsonl``, ``--group-by slide``, a
+progress bar, Ctrl+C that keeps what was done); use it when you only need the files::
+
+    leukedge classify /data/slides --csv slides.csv --group-by slide --group-csv per_slide.csv
+
+This example shows the SDK calls it is built from: :func:`leukedge.inputs.walk_images`
+(images under a folder, sorted; hidden and non-image files skipped),
+:func:`leukedge.batch.classify_paths` (all cores, results in input order),
+:mod:`leukedge.records` (one dictionary per input, errors included) and
+:class:`leukedge.outputs.AtomicTextFile` (written beside the target, renamed into place).
+
+Columns: ``path,status,reason,label,p_ALL,p_HEM,error`` (one ``p_<label>`` per class of the
+model). ``label`` is the call and is filled only when ``status`` is ``ok``; the ``p_``
+columns are what the model said, also for referred and rejected images (never a call on
+their own); an unreadable file gets ``status`` ``error`` and its error.
 
 Examples::
 
     python3 examples/classify_folder.py examples/images
-    python3 examples/classify_folder.py /data/slides --out slides.csv --threads 4
-    python3 examples/classify_folder.py /data/cells --model my_cell_model_int8.tflite
+    python3 examples/classify_folder.py /data/slides --out slides.csv --threads 1
 
-Exit codes: 0 all files classified; 1 at least one file failed (its row says why);
-2 bad folder or a model that cannot be loaded.
+Exit codes: 0 all files processed (refer and rejected are answers); 1 at least one file
+failed (its row says why); 2 bad folder or a model that cannot be loaded.
 
 Decision support only: the CSV holds one model's opinion per image, not diagnoses.
 """
@@ -22,140 +33,65 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
-from leukedge.classifier import Classifier, ClassifierOptions
-
-IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff"}
-"""File types picked up (case-insensitive); other files are skipped silently."""
-
-
-def find_images(folder: Path) -> list[Path]:
-    """Image files under ``folder``, recursively, sorted by path."""
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    )
-
-
-def classify_all(classifier: Classifier, images: list[Path]) -> list[dict[str, str]]:
-    """One CSV row per image; failures become rows with ``error`` set."""
-    prob_columns = [f"p_{label}" for label in classifier.labels]
-    rows = []
-    with Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    ) as progress:
-        task = progress.add_task("classifying", total=len(images))
-        for path in images:
-            row = {"path": str(path), "label": "", **dict.fromkeys(prob_columns, ""), "error": ""}
-            try:
-                result = classifier.classify(path)
-            except (OSError, ValueError, RuntimeError) as exc:
-                # Unreadable, truncated or not an image: record it and go on.
-                row["error"] = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-                progress.console.print(f"[red]skipped[/red] {row['error']}")
-            else:
-                row["label"] = result.label
-                for label, p in result.probabilities.items():
-                    row[f"p_{label}"] = f"{p:.6f}"
-            rows.append(row)
-            progress.advance(task)
-    return rows
-
-
-def write_csv_atomically(rows: list[dict[str, str]], fieldnames: list[str], out: Path) -> None:
-    """Write ``rows`` to a temporary file in ``out``'s folder, then ``os.replace`` it."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w",
-        newline="",
-        encoding="utf-8",
-        dir=out.parent,
-        prefix=f".{out.name}.",
-        suffix=".partial",
-        delete=False,
-    ) as tmp:
-        try:
-            writer = csv.DictWriter(tmp, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        except BaseException:
-            tmp.close()
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, out)
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Classify every image under a folder as ALL or HEM; write a CSV."
-    )
-    parser.add_argument("folder", type=Path, help="folder to search recursively")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path("leukedge_predictions.csv"),
-        help="CSV to write (default: leukedge_predictions.csv)",
-    )
-    parser.add_argument(
-        "--model", default=None, help="a leukedge .tflite model (default: the embedded model)"
-    )
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="interpreter CPU threads (default: the runtime's choice)",
-    )
-    args = parser.parse_args(argv)
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be >= 1")
-    return args
+from leukedge import Classifier, ClassifierOptions, LeukedgeError
+from leukedge.batch import classify_paths
+from leukedge.inputs import walk_images
+from leukedge.outputs import AtomicTextFile
+from leukedge.records import ModelInfo, error_record, result_record
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    parser = argparse.ArgumentParser(description="Classify every image under a folder; CSV.")
+    parser.add_argument("folder", type=Path, help="folder to search recursively")
+    parser.add_argument("--out", type=Path, default=Path("leukedge_predictions.csv"))
+    parser.add_argument("--model", default=None, help="a .tflite model (default: embedded)")
+    parser.add_argument("--threads", type=int, default=None, help="threads per interpreter")
+    args = parser.parse_args(argv)
     if not args.folder.is_dir():
         print(f"error: {args.folder}: not a folder", file=sys.stderr)
         return 2
     try:
         classifier = Classifier(ClassifierOptions(model_path=args.model, num_threads=args.threads))
-    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+    except (LeukedgeError, OSError, ValueError) as exc:
         print(f"error: cannot load model: {exc}", file=sys.stderr)
         return 2
 
-    images = find_images(args.folder)
-    if not images:
-        print(
-            f"warning: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {args.folder}",
-            file=sys.stderr,
-        )
-    rows = classify_all(classifier, images)
-    fieldnames = ["path", "label", *[f"p_{label}" for label in classifier.labels], "error"]
-    write_csv_atomically(rows, fieldnames, args.out)
-
-    failed = sum(1 for r in rows if r["error"])
-    calls = Counter(r["label"] for r in rows if not r["error"])
+    model = ModelInfo.of(classifier)
+    p_columns = [f"p_{label}" for label in classifier.labels]
+    columns = ["path", "status", "reason", "label", *p_columns, "error"]
+    calls, statuses = Counter(), Counter()
+    with AtomicTextFile(args.out) as out:  # renamed onto args.out at the end, even on Ctrl+C
+        writer = csv.DictWriter(out.handle, fieldnames=columns)
+        writer.writeheader()
+        for outcome in classify_paths(classifier, walk_images(args.folder)):
+            if outcome.error is None:
+                record = result_record(outcome.path, outcome.result, model)
+            else:
+                record = error_record(outcome.path, outcome.error, model)
+            said = record["model_probabilities"] or {}
+            writer.writerow(
+                {
+                    "path": record["path"],
+                    "status": record["status"],
+                    "reason": record["reason"] or "",
+                    "label": record["label"] or "",
+                    **{f"p_{label}": f"{p:.6f}" for label, p in said.items()},
+                    "error": record["error"] or "",
+                }
+            )
+            statuses[record["status"]] += 1
+            if record["status"] == "ok":
+                calls[record["label"]] += 1
     summary = ", ".join(f"{label} {calls[label]}" for label in classifier.labels)
-    print(f"{len(rows)} images ({summary}, failed {failed}) -> {args.out}")
-    return 1 if failed else 0
+    print(
+        f"{sum(statuses.values())} images (calls: {summary}; refer {statuses['refer']}, "
+        f"rejected {statuses['rejected']}, failed {statuses['error']}) -> {args.out}"
+    )
+    return 1 if statuses["error"] else 0
 
 
 if __name__ == "__main__":

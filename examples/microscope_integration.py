@@ -9,9 +9,11 @@ sits behind such a callback:
    SDK's pixel format!);
 2. it classifies the frame with a leukedge ``Classifier`` in ``VIDEO`` mode, passing the
    frame's timestamp in milliseconds (strictly increasing; duplicates are skipped);
-3. it keeps the last N per-frame labels and reports a **majority vote**, so one blurred or
-   half-focused frame does not flip the displayed call. No call is made until
-   ``min_frames`` frames are in and a strict majority exists.
+3. it keeps the last N per-frame results and reports a **majority vote** of the frames that
+   got a call (status ``ok``), so one blurred or half-focused frame does not flip the
+   displayed call; frames the classifier refers or rejects (out of focus, out of domain…)
+   count as "no call". No call is made until ``min_frames`` frames are in and one label has
+   a strict majority of all frames in the window.
 
 This file simulates the SDK with the example images in ``examples/images`` (a few
 jittered, noisy "frames" of each), so it runs anywhere::
@@ -53,10 +55,12 @@ class SmoothedCall:
 
     Attributes:
         label: the majority label, or ``None`` while there are fewer than ``min_frames``
-            frames or no label has a strict majority ("no consensus").
-        votes: ``{label: frames}`` in the window.
+            frames or no label has a strict majority of them ("no consensus").
+        votes: ``{label: frames}`` in the window; frames without a call (``refer``,
+            ``rejected``) vote ``"no call"``.
         frames: frames in the window.
-        mean_probabilities: ``{label: mean probability}`` over the window.
+        mean_probabilities: ``{label: mean probability}`` over the window's frames that the
+            model ran on (every status), as the model said them.
         latest: the newest frame's own result.
     """
 
@@ -69,9 +73,14 @@ class SmoothedCall:
     def __str__(self) -> str:
         votes = ", ".join(f"{k} {v}" for k, v in self.votes.items())
         call = self.label or "no call"
+        latest = self.latest
+        frame = (
+            f"{latest.label} {latest.score:.2f}"
+            if latest.status == "ok"
+            else f"{latest.status} ({latest.reason})"
+        )
         return (
-            f"t={self.latest.timestamp_ms:>6} ms  frame {self.latest.label} "
-            f"{self.latest.score:.2f} | last {self.frames}: {votes} -> {call}"
+            f"t={latest.timestamp_ms:>6} ms  frame {frame} | last {self.frames}: {votes} -> {call}"
         )
 
 
@@ -157,15 +166,19 @@ class SmoothedClassifier:
 
     def _smoothed(self, latest: ClassificationResult) -> SmoothedCall:
         labels = self._classifier.labels
-        votes = Counter(r.label for r in self._recent)
+        votes = Counter(r.label or "no call" for r in self._recent)
         n = len(self._recent)
         label, count = votes.most_common(1)[0]
-        if n < self._min_frames or 2 * count <= n:
+        if n < self._min_frames or 2 * count <= n or label == "no call":
             label = None
-        mean = {lb: float(np.mean([r.probabilities[lb] for r in self._recent])) for lb in labels}
+        ran = [r for r in self._recent if r.model_probabilities is not None]
+        mean = {
+            lb: float(np.mean([r.model_probabilities[lb] for r in ran])) if ran else 0.0
+            for lb in labels
+        }
         return SmoothedCall(
             label=label,
-            votes={lb: votes.get(lb, 0) for lb in labels},
+            votes={lb: votes.get(lb, 0) for lb in [*labels, "no call"]},
             frames=n,
             mean_probabilities=mean,
             latest=latest,

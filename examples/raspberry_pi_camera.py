@@ -227,31 +227,21 @@ class LatestResult:
 
 
 def describe(result: ClassificationResult) -> str:
-    """``"ALL 0.87  (ALL 0.87, HEM 0.13)"``; a result with a status other than ``"ok"``
-    (and so perhaps no label) reads ``"no call (STATUS: reason)  (...)"``."""
-    probs = ", ".join(f"{k} {v:.2f}" for k, v in (result.probabilities or {}).items())
-    status = getattr(result, "status", "ok")
-    if status != "ok" or result.label is None:
-        reason = getattr(result, "reason", None)
-        return f"no call ({status}{': ' + reason if reason else ''})  ({probs})"
+    """``"ALL 0.87  (ALL 0.87, HEM 0.13)"``, or ``"rejected: out_of_focus  (model: …)"``."""
+    probs = ", ".join(f"{k} {v:.2f}" for k, v in result.model_probabilities.items())
+    if result.status != "ok":
+        return f"{result.status}: {result.reason}  (model, not a call: {probs})"
     return f"{result.label} {result.score:.2f}  ({probs})"
 
 
 def as_json(result: ClassificationResult | None, timestamp_ms: int, error: Exception | None) -> str:
-    """One JSON line per result: ``timestamp_ms``, ``label``, ``probabilities``, ``status``,
-    ``error`` (the keys of ``leukedge classify --json`` that apply to a frame)."""
+    """One JSON line per result: ``result.to_dict()`` (the shape ``leukedge classify --json``
+    prints) with the frame's ``timestamp_ms`` and ``error``."""
     if error is not None or result is None:
-        return json.dumps({"timestamp_ms": timestamp_ms, "label": None, "error": str(error)})
-    return json.dumps(
-        {
-            "timestamp_ms": timestamp_ms,
-            "label": result.label,
-            "probabilities": result.probabilities,
-            "score": result.score,
-            "status": getattr(result, "status", "ok"),
-            "error": None,
-        }
-    )
+        return json.dumps(
+            {"timestamp_ms": timestamp_ms, "status": "error", "label": None, "error": str(error)}
+        )
+    return json.dumps({**result.to_dict(), "timestamp_ms": timestamp_ms, "error": None})
 
 
 # --------------------------------------------------------------------------- drawing
@@ -277,8 +267,8 @@ def draw_overlay(
         text, colour = f"error: {error}"[:60], (0, 0, 255)
     elif result is None:
         text, colour = "waiting for the first result...", (200, 200, 200)
-    elif getattr(result, "status", "ok") != "ok" or result.label is None:
-        text, colour = f"no call ({getattr(result, 'status', 'no label')})", (0, 200, 255)
+    elif result.status != "ok":  # refer or rejected: no call, say why
+        text, colour = f"{result.status}: {result.reason}", (0, 200, 255)
     else:
         text = f"{result.label}  p={result.score:.2f}"
         colour = (0, 0, 255) if result.label == "ALL" else (0, 200, 0)

@@ -1,4 +1,8 @@
-"""The embedded default model through the SDK and the CLI, as a user would run them."""
+"""The embedded default model through the SDK and the CLI, as a user would run them.
+
+Everything here but the held-out test block runs on the embedded model and
+``examples/images/``, without TensorFlow and without ``../shared/data``.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +14,24 @@ import threading
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from leukedge import __version__
+from leukedge.calibration import apply_temperature
 from leukedge.classifier import (
     Classifier,
     ClassifierOptions,
     RunningMode,
     default_model_path,
 )
-from leukedge.metadata import read_metadata
-from leukedge.preprocess import ImageDecodeError, load_rgb
-from leukedge.training.data import load_taleqani, split_by_blocks
+from leukedge.cli import app
+from leukedge.metadata import METADATA_NAME, read_metadata, write_metadata
+from leukedge.preprocess import ImageDecodeError, load_and_resize, load_rgb, resize_rgb
+from leukedge.runtime import ModelLoadError, TFLiteEngine
 
-EXAMPLE_FIELD = "WBC-Malignant-Pre-810.jpg"
+FIELD = "WBC-Malignant-Pre-810.jpg"
+BENIGN = "WBC-Benign-420.jpg"
+CELLS = ("UID_3_4_2_all.bmp", "UID_H10_47_2_hem.bmp")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +42,18 @@ def classifier() -> Classifier:
 @pytest.fixture(scope="module")
 def test_block(taleqani):
     """The Taleqani test block (last 15 % of each class's file numbers), never trained on."""
+    from leukedge.training.data import load_taleqani, split_by_blocks
+
     return split_by_blocks(load_taleqani(taleqani))["test"]
+
+
+@pytest.fixture(scope="module")
+def benign_frame(example_images):
+    return load_rgb(example_images / BENIGN)
+
+
+def _probabilities(result) -> np.ndarray:
+    return np.array(list(result.probabilities.values()))
 
 
 def test_default_model_is_embedded_int8_with_metadata():
@@ -45,6 +66,30 @@ def test_default_model_is_embedded_int8_with_metadata():
     assert card["split"]["strategy"] in ("auto", "blocks")
     assert card["gate"]["passed"] is True
     assert "taleqani" in card["training_data"]
+    # The README's model card is read from this file: its figures must be the file's.
+    assert round(meta.temperature, 2) == 0.79
+    test = card["test_metrics"]
+    assert (round(test["accuracy"], 3), round(test["weighted_f1"], 3)) == (0.937, 0.932)
+    assert test["confusion_matrix"] == [[342, 4], [22, 42]] and test["n"] == 410
+    assert (
+        round(card["gate"]["delta_pp"], 2) == 0.49 and round(card["gate"]["agreement"], 3) == 0.995
+    )
+
+
+def test_default_model_carries_the_checks():
+    """The embedded model has the embedding output and the fitted checks (schema 2)."""
+    from leukedge.runtime import TFLiteEngine
+
+    meta = read_metadata(default_model_path())
+    if meta.ood is None:
+        pytest.skip("the embedded model predates the checks; re-convert it (README, Statuses)")
+    engine = TFLiteEngine(default_model_path())
+    assert engine.embedding_dim == meta.ood.embedding_dim == 1280
+    assert meta.ood.fitted_on == "train" and meta.ood.validation["accepted"] >= 0.97
+    assert meta.quality is not None and meta.quality.unchecked() == []
+    op = meta.decision.validation["operating_point"]
+    assert op["sensitivity"] >= meta.decision.target_sensitivity
+    assert op["coverage"] >= meta.decision.coverage_target
 
 
 def test_default_model_on_held_out_test_block(classifier, test_block):
@@ -52,8 +97,11 @@ def test_default_model_on_held_out_test_block(classifier, test_block):
     pytest.importorskip("sklearn", reason="the metrics need scikit-learn (the train extra)")
     from leukedge.training.metrics import evaluate
 
+    # What the model says on every field, whatever its status (the figures below are the
+    # model's accuracy; statuses are reported separately).
     probs = {
-        str(s.path): list(classifier.classify(s.path).probabilities.values()) for s in test_block
+        str(s.path): list(classifier.classify(s.path).model_probabilities.values())
+        for s in test_block
     }
     truth = {str(s.path): s.label for s in test_block}
     m = evaluate(probs, truth, classifier.labels)
@@ -64,35 +112,68 @@ def test_default_model_on_held_out_test_block(classifier, test_block):
     assert m["per_class"]["HEM"]["recall"] >= 0.6 and m["per_class"]["ALL"]["recall"] >= 0.9
 
 
-def test_inputs_agree_path_pil_array(classifier, taleqani):
-    path = taleqani / "Pre" / "WBC-Malignant-Pre-810.jpg"
+def test_inputs_agree_path_pil_array(classifier, example_images):
+    path = example_images / FIELD
     a = classifier.classify(path)
     b = classifier.classify(Image.open(path))
     c = classifier.classify(load_rgb(path))
-    assert a.probabilities == b.probabilities == c.probabilities
+    assert a.model_probabilities == b.model_probabilities == c.model_probabilities
     assert a.source == str(path) and c.source is None
-    assert sum(a.probabilities.values()) == pytest.approx(1.0, abs=0.01)
-    assert a.label == max(a.probabilities, key=a.probabilities.get)
+    assert sum(a.model_probabilities.values()) == pytest.approx(1.0, abs=0.01)
+    assert a.status == b.status == c.status
 
 
-def test_cell_of_other_size_is_resized(classifier, cnmc):
-    result = classifier.classify(cnmc / "all" / "UID_1_1_1_all.bmp")
-    assert result.label in ("ALL", "HEM")
+def test_cell_of_other_size_is_resized(classifier, example_images):
+    """README: any size is resized whole (bilinear) to the model's input; the default model
+    calls both C-NMC example cells (450×450, out of its domain) ALL."""
+    for name in CELLS:
+        rgb = load_rgb(example_images / name)
+        assert rgb.shape == (450, 450, 3)
+        result = classifier.classify(example_images / name)
+        assert result.model_label == "ALL", name
+        resized = classifier.classify(resize_rgb(rgb, classifier.input_size))
+        assert result.model_probabilities == resized.model_probabilities, name
+    # The whole image, not its centre: a centre crop of the last cell is another input.
+    crop = rgb[113:337, 113:337]
+    assert classifier.classify(crop).model_probabilities != result.model_probabilities
 
 
-def test_video_mode_requires_increasing_timestamps(taleqani):
+def test_temperature_stored_in_the_model_is_applied(tmp_path, example_images):
+    """Probabilities are softmax(log p / T) with the T in the model's metadata (Guo et al.)."""
+    content = default_model_path().read_bytes()
+    meta = read_metadata(content)
+    embedded_t = meta.temperature
+    images = [load_rgb(example_images / name) for name in (BENIGN, FIELD)]
+
+    def outputs(clf):
+        return np.stack([_probabilities(clf.classify(image)) for image in images])
+
+    by_t = {}
+    for temperature in (1.0, 3.0):
+        meta.temperature = temperature
+        path = tmp_path / f"t{temperature}.tflite"
+        path.write_bytes(write_metadata(content, meta))
+        by_t[temperature] = outputs(Classifier.create_from_model_path(path))
+    raw = by_t[1.0]
+    assert by_t[3.0] == pytest.approx(apply_temperature(raw, 3.0), abs=1e-9)
+    assert np.abs(by_t[3.0] - raw).max() > 0.1
+    default = outputs(Classifier())
+    assert default == pytest.approx(apply_temperature(raw, embedded_t), abs=1e-9)
+    assert np.abs(default - raw).max() > 0.01
+
+
+def test_video_mode_requires_increasing_timestamps(benign_frame):
     clf = Classifier(ClassifierOptions(running_mode=RunningMode.VIDEO))
-    frame = load_rgb(taleqani / "Benign" / "WBC-Benign-420.jpg")
-    first = clf.classify_for_video(frame, 10)
+    first = clf.classify_for_video(benign_frame, 10)
     assert first.timestamp_ms == 10
     with pytest.raises(ValueError, match="not after"):
-        clf.classify_for_video(frame, 10)
+        clf.classify_for_video(benign_frame, 10)
     with pytest.raises(ValueError, match="VIDEO mode"):
-        clf.classify(frame)
+        clf.classify(benign_frame)
 
 
-def test_live_stream_delivers_results_and_drops_when_busy(taleqani):
-    frame = load_rgb(taleqani / "Benign" / "WBC-Benign-420.jpg")
+def test_live_stream_delivers_results_and_drops_when_busy(benign_frame, classifier):
+    frame = benign_frame
     got, done = [], threading.Event()
 
     def callback(result, image, timestamp_ms, error):
@@ -107,7 +188,8 @@ def test_live_stream_delivers_results_and_drops_when_busy(taleqani):
         accepted = [clf.classify_async(frame, t) for t in range(1, 6)]
         assert accepted[0] is True
     assert done.is_set() and len(got) == sum(accepted)
-    assert got[0][0].label in ("ALL", "HEM") and got[0][2] is None
+    assert got[0][0].model_probabilities == classifier.classify(frame).model_probabilities
+    assert got[0][1] == 1 and got[0][2] is None
     # A bad frame reaches the callback as an error, not as an exception in a thread.
     errors = []
     with Classifier(
@@ -120,10 +202,10 @@ def test_live_stream_delivers_results_and_drops_when_busy(taleqani):
     assert isinstance(errors[0], ImageDecodeError)
 
 
-def test_live_stream_callbacks_run_one_at_a_time_in_order(taleqani):
+def test_live_stream_callbacks_run_one_at_a_time_in_order(benign_frame):
     import time
 
-    frame = load_rgb(taleqani / "Benign" / "WBC-Benign-420.jpg")
+    frame = benign_frame
     seen, active, peak = [], [0], [0]
 
     def slow_callback(result, image, timestamp_ms, error):
@@ -144,41 +226,188 @@ def test_live_stream_callbacks_run_one_at_a_time_in_order(taleqani):
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    """``python -m leukedge.cli ARGS`` in a fresh process (the console script's ``main``)."""
     return subprocess.run(
         [sys.executable, "-m", "leukedge.cli", *args], capture_output=True, text=True, timeout=120
     )
 
 
-def test_cli_json_lines_with_good_corrupt_and_text_inputs(tmp_path, taleqani):
-    good = taleqani / "Pre" / EXAMPLE_FIELD
+def _invoke(*args: str):
+    """The CLI in this process (Typer's test runner); output holds stdout and stderr."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _rewritten(edit, path):
+    """The embedded model changed by ``edit(model)`` (TFLite schema object API of
+    ai-edge-litert, no TensorFlow), written to ``path``."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(default_model_path().read_bytes()), 0)
+    edit(model, schema)
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_without_metadata(tmp_path_factory):
+    """The embedded model with its leukedge metadata entry removed (weights unchanged)."""
+
+    def strip(model, schema):
+        names = (METADATA_NAME, METADATA_NAME.encode())
+        model.metadata = [entry for entry in model.metadata if entry.name not in names]
+
+    path = _rewritten(strip, tmp_path_factory.mktemp("plain") / "plain_int8.tflite")
+    assert read_metadata(path) is None
+    return path
+
+
+def test_int8_io_zero_points_are_applied(tmp_path, example_images, classifier):
+    """int8 input and output tensors with zero point −128 (what ``convert --io-dtype int8``
+    writes): the embedded model with its uint8 I/O tensors retyped. Its first and last
+    QUANTIZE ops then requantize int8 → int8 with equal parameters, so a runtime that
+    applies both zero points gives the embedded model's probabilities exactly."""
+
+    def int8_io(model, schema):
+        graph = model.subgraphs[0]
+        for index in (graph.inputs[0], graph.outputs[0]):
+            graph.tensors[index].type = schema.TensorType.INT8
+            graph.tensors[index].quantization.zeroPoint = np.array([-128])
+
+    path = _rewritten(int8_io, tmp_path / "int8_io.tflite")
+    engine = TFLiteEngine(path)
+    assert (engine.input_dtype, engine.input_quantization) == (np.int8, (1.0, -128))
+    assert (engine.output_dtype, engine.output_quantization) == (np.int8, (1 / 256, -128))
+    retyped = Classifier.create_from_model_path(path)
+    for name in (BENIGN, FIELD, *CELLS):
+        image = load_rgb(example_images / name)
+        assert retyped.classify(image).probabilities == classifier.classify(image).probabilities
+
+
+@pytest.fixture
+def interpreter_threads(monkeypatch) -> list:
+    """The ``num_threads`` every LiteRT interpreter is created with, in order."""
+    import ai_edge_litert.interpreter as litert
+
+    seen = []
+
+    class Recording(litert.Interpreter):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("num_threads"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(litert, "Interpreter", Recording)
+    return seen
+
+
+def test_cli_version():
+    proc = _run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"leukedge {__version__}"
+
+
+def test_cli_json_lines_with_good_corrupt_and_text_inputs(tmp_path, example_images):
+    good = example_images / FIELD
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(good.read_bytes()[:2000])
     text = tmp_path / "notes.txt"
     text.write_text("hello")
-    proc = _run_cli("classify", "--json", str(good), str(corrupt), str(text))
+    missing = tmp_path / "missing.png"
+    proc = _run_cli("classify", "--json", str(good), str(corrupt), str(text), str(missing))
     assert proc.returncode == 1, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    assert [r["path"] for r in lines] == [str(good), str(corrupt), str(text)]
-    assert lines[0]["error"] is None and lines[0]["label"] in ("ALL", "HEM")
-    assert set(lines[0]["probabilities"]) == {"ALL", "HEM"}
+    assert [r["path"] for r in lines] == [str(good), str(corrupt), str(text), str(missing)]
+    expected = Classifier().classify(good)
+    assert lines[0]["error"] is None and lines[0]["label"] == expected.label
+    assert lines[0]["probabilities"] == expected.probabilities
+    assert lines[0]["score"] == expected.score and lines[0]["model"] == "leukedge_default"
+    assert lines[0]["status"] == expected.status and lines[0]["reason"] == expected.reason
     assert "corrupt.jpg" in lines[1]["error"] and lines[1]["label"] is None
+    assert (lines[1]["status"], lines[2]["status"]) == ("error", "error")
     assert "notes.txt" in lines[2]["error"] and "not a recognised image" in lines[2]["error"]
-    assert "2 of 3 inputs failed" in proc.stderr
+    assert "missing.png" in lines[3]["error"] and lines[3]["probabilities"] is None
+    assert "3 of 4 inputs failed" in proc.stderr
 
 
-def test_cli_table_and_exit_zero(taleqani):
-    proc = _run_cli("classify", str(taleqani / "Benign" / "WBC-Benign-420.jpg"))
+def test_cli_table_and_exit_zero(classifier, example_images):
+    paths = [example_images / BENIGN, example_images / FIELD]
+    proc = _run_cli("classify", *map(str, paths))
     assert proc.returncode == 0, proc.stderr
-    assert "WBC-Benign-420.jpg" in proc.stdout and ("HEM" in proc.stdout or "ALL" in proc.stdout)
+    assert "p(ALL)" in proc.stdout and "p(HEM)" in proc.stdout
+    for path in paths:
+        row = next(line for line in proc.stdout.splitlines() if path.name in line)
+        cells = [cell.strip() for cell in row.split("│")[1:-1]]
+        expected = classifier.classify(path)
+        p = expected.probabilities
+        assert cells[:5] == [
+            str(path),
+            expected.status,
+            expected.label,
+            f"{p['ALL']:.3f}",
+            f"{p['HEM']:.3f}",
+        ]
+        assert cells[5] == (expected.reason or "")
+    # The two example fields get different calls, so a constant answer cannot pass.
+    assert {classifier.classify(p).label for p in paths} == {"ALL", "HEM"}
 
 
-def test_cli_bad_model_is_a_usage_error(tmp_path, taleqani):
+def test_cli_help_lists_every_command_and_option():
+    top = _invoke("--help")
+    assert top.exit_code == 0
+    for command in ("classify", "info", "bench", "train", "convert"):
+        assert command in top.output
+    classify = _invoke("classify", "--help")
+    for option in ("--model", "--json", "--threads", "--labels"):
+        assert option in classify.output
+
+
+def test_cli_bad_or_missing_model_is_a_usage_error(tmp_path, example_images):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"nonsense")
-    proc = _run_cli(
-        "classify", "--model", str(bad), str(taleqani / "Benign" / "WBC-Benign-420.jpg")
-    )
+    # The SDK's errors, as the README lists them; the CLI turns both into exit 2.
+    with pytest.raises(ModelLoadError, match="bad.tflite"):
+        Classifier.create_from_model_path(bad)
+    with pytest.raises(FileNotFoundError, match="missing.tflite"):
+        Classifier.create_from_model_path(tmp_path / "missing.tflite")
+    proc = _run_cli("classify", "--model", str(bad), str(example_images / BENIGN))
     assert proc.returncode == 2 and "bad.tflite" in proc.stderr
+    result = _invoke("classify", "--model", tmp_path / "missing.tflite", example_images / BENIGN)
+    assert result.exit_code == 2 and "missing.tflite" in result.output
+    assert "not found" in result.output
+
+
+@pytest.mark.filterwarnings("ignore:.*no leukedge metadata:UserWarning")
+def test_cli_labels_and_threads_for_a_model_without_metadata(
+    model_without_metadata, example_images, interpreter_threads
+):
+    image = example_images / BENIGN
+    refused = _invoke("classify", "--model", model_without_metadata, image)
+    assert refused.exit_code == 2 and "no leukedge metadata" in refused.output
+    assert "--labels" in refused.output
+    wrong = _invoke("classify", "--model", model_without_metadata, "--labels", "A,B,C", image)
+    assert wrong.exit_code == 2 and "3 labels for 2 outputs" in wrong.output
+    assert _invoke("classify", "--threads", "0", image).exit_code == 2
+    # With metadata, --labels is ignored (with a warning): the model's own labels win.
+    with pytest.warns(UserWarning, match="ignored"):
+        kept = _invoke("classify", "--labels", "HEM,ALL", "--json", image)
+    expected = Classifier().classify(image).probabilities
+    assert kept.exit_code == 0 and json.loads(kept.output)["probabilities"] == expected
+    interpreter_threads.clear()
+    args = ("--model", model_without_metadata, "--threads", "1", "--labels", "HEM,ALL", "--json")
+    result = _invoke("classify", *args, image)
+    assert result.exit_code == 0, result.output
+    assert interpreter_threads == [1]
+    record = json.loads(result.output.splitlines()[-1])
+    # --labels names the outputs in order; without metadata there is no temperature.
+    raw = TFLiteEngine(model_without_metadata).run(load_and_resize(image, (224, 224)))
+    assert record["probabilities"] == pytest.approx({"HEM": raw[0], "ALL": raw[1]})
+    assert record["label"] == ("HEM", "ALL")[int(np.argmax(raw))]
+    # The console script prints the missing metadata as one warning line.
+    proc = _run_cli("classify", *map(str, args), str(image))
+    assert proc.returncode == 0
+    warned = [line for line in proc.stderr.splitlines() if "no leukedge metadata" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: ")
 
 
 def test_cli_info_prints_metadata_and_tensors():
@@ -190,12 +419,91 @@ def test_cli_info_prints_metadata_and_tensors():
     assert "CONV_2D" in info["operators"]
 
 
-def test_classify_never_imports_tensorflow_or_keras(taleqani):
+def test_cli_info_text(tmp_path, model_without_metadata):
+    """README: uint8 input (scale 1.0, zero point 0), uint8 output (scale 1/256), labels,
+    input kind and size, temperature and the model card, read from the file itself."""
+    path = default_model_path()
+    meta = read_metadata(path)
+    result = _invoke("info")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].endswith(": uint8 [1, 224, 224, 3], scale 1, zero point 0")
+    assert lines[1].endswith(": uint8 [1, 2], scale 0.00390625, zero point 0")
+    assert (
+        lines[2]
+        == f"size    {path.stat().st_size / 1e6:.2f} MB; runtime ai_edge_litert.interpreter"
+    )
+    ops = lines[3].removeprefix("ops     ").split(", ")
+    assert "CONV_2D" in ops and "SOFTMAX" in ops and ops == sorted(ops)
+    assert lines[4] == (
+        f"model   leukedge_default (int8), leukedge {meta.version}, labels ['ALL', 'HEM'], "
+        "input field 224x224 RGB 0-255, temperature 0.792"
+    )
+    assert lines[5].startswith("call    ALL when p(ALL) >= ")
+    start = next(i for i, line in enumerate(lines) if line.startswith("card    "))
+    card = "\n".join(lines[start:])
+    assert json.loads(card[len("card    ") :]) == meta.model_card
+    plain = _invoke("info", model_without_metadata)
+    assert plain.exit_code == 0 and "carries no leukedge metadata" in plain.output
+    assert "model   " not in plain.output
+    for bad in (tmp_path / "missing.tflite", tmp_path):
+        result = _invoke("info", bad)
+        assert result.exit_code == 2 and str(bad) in result.output
+
+
+def test_cli_bench_json(tmp_path, interpreter_threads):
+    result = _invoke("bench", "--threads", "1", "--threads", "2", "--runs", "3")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{") :])
+    path = default_model_path()
+    assert report["path"] == str(path) and report["size_bytes"] == path.stat().st_size
+    assert set(report["latency_ms"]) == {"1", "2"} and interpreter_threads == [1, 2]
+    for figures in report["latency_ms"].values():
+        assert set(figures) == {"median", "p90"}
+        assert 0 < figures["median"] <= figures["p90"]
+    assert _invoke("bench", "--threads", "0").exit_code == 2
+    missing = _invoke("bench", tmp_path / "missing.tflite", "--runs", "1")
+    assert missing.exit_code == 2 and "missing.tflite" in missing.output
+
+
+def test_metadata_round_trip_without_tensorflow(tmp_path):
+    """Reading and writing the metadata needs flatbuffers and ai-edge-litert's schema only;
+    the rewritten model runs and gives the same outputs."""
+    code = f"""
+import sys
+import numpy as np
+from leukedge.classifier import default_model_path
+from leukedge.metadata import read_metadata, read_metadata_entries, write_metadata
+from leukedge.runtime import ModelLoadError, TFLiteEngine
+content = default_model_path().read_bytes()
+meta = read_metadata(content)
+meta.name, meta.temperature = "renamed", 2.5
+meta.model_card["note"] = "ünïcode ✓"
+written = write_metadata(content, meta)
+from leukedge.metadata import SCHEMA_VERSION
+meta.schema_version = SCHEMA_VERSION  # the writer writes the current layout
+assert read_metadata(written) == meta
+again = write_metadata(written, meta)
+assert list(read_metadata_entries(again)).count("leukedge_metadata") == 1
+assert read_metadata(again) == meta
+image = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+assert np.array_equal(TFLiteEngine(content).run(image), TFLiteEngine(again).run(image))
+open({str(tmp_path / "renamed.tflite")!r}, "wb").write(again)
+heavy = [m for m in ("tensorflow", "keras", "torch", "jax") if m in sys.modules]
+assert not heavy, heavy
+print("ROUND TRIP OK")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "ROUND TRIP OK" in proc.stdout, proc.stderr[-3000:]
+    assert read_metadata(tmp_path / "renamed.tflite").model_card["note"] == "ünïcode ✓"
+
+
+def test_classify_never_imports_tensorflow_or_keras(example_images):
     code = (
         "import sys\n"
         "from leukedge.cli import app\n"
         "try:\n"
-        f"    app(['classify', '--json', {str(taleqani / 'Benign' / 'WBC-Benign-420.jpg')!r}])\n"
+        f"    app(['classify', '--json', {str(example_images / BENIGN)!r}])\n"
         "except SystemExit as e:\n"
         "    assert e.code in (0, None), e.code\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'torch', 'jax') if m in sys.modules]\n"

@@ -87,6 +87,39 @@ def test_int8_is_integer_and_within_documented_bound(small_model, images):
     assert diff.mean() <= INT8_MEAN_ABS_PROB_DIFF
 
 
+def test_embedding_output_is_the_pooled_backbone_map(small_model, images):
+    """proposed-lite exports a second output: the backbone's last feature map (the input of
+    attention_tokens), average-pooled; one file, found by width whatever its order."""
+    import keras
+
+    from leukedge.converters.tflite import with_embedding_output
+
+    _, held = images
+    export, dim = with_embedding_output(small_model)
+    assert dim == 1280 and len(export.outputs) == 2
+    feature_map = keras.Model(small_model.input, small_model.get_layer("attention_tokens").input)
+    x = held[:3].astype(np.float32)
+    expected = np.asarray(feature_map.predict(x, verbose=0)).mean(axis=(1, 2))
+    probs, embedding = (np.asarray(a) for a in export.predict(x, verbose=0))
+    np.testing.assert_allclose(embedding, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(probs, small_model.predict(x, verbose=0), atol=1e-6)
+    engine = TFLiteEngine(convert_keras(export, "fp32"))
+    assert (engine.num_classes, engine.embedding_dim) == (2, 1280)
+    tflite_probs, tflite_embedding = engine.run_with_embedding(held[0])
+    np.testing.assert_allclose(tflite_embedding, expected[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(tflite_probs, probs[0], atol=1e-4)
+
+
+def test_int16x8_is_refused_for_layer_normalization(small_model, images):
+    """LiteRT has no int16 SQUARED_DIFFERENCE: no int16x8 file for models with LayerNorm."""
+    from leukedge.converters.tflite import ConversionError, has_layer_normalization
+
+    calib, _ = images
+    assert has_layer_normalization(small_model)
+    with pytest.raises(ConversionError, match="int16x8 refused.*LayerNormalization"):
+        convert_keras(small_model, "int16x8", representative=calib)
+
+
 def test_int8_without_calibration_images_is_refused(small_model):
     with pytest.raises(ValueError, match="representative"):
         convert_keras(small_model, "int8", representative=None)

@@ -55,14 +55,17 @@ def test_shuffled_prediction_order_changes_nothing():
 
 
 def test_position_join_bug_would_be_caught():
-    """Pairing predictions with labels by position (the paper's bug) gives other figures;
-    joining by name restores them."""
+    """Predictions listed in another order than the labels (as a shuffled data generator
+    yields them): paired by position they give other figures (the paper's bug); joined by
+    name they give the hand-computed ones."""
     truth, probs = _fixed_case()
     keys = list(probs)
-    rotated = dict(zip(keys, [probs[k] for k in keys[3:] + keys[:3]], strict=True))
-    assert (
-        evaluate(rotated, truth, LABELS)["accuracy"] != evaluate(probs, truth, LABELS)["accuracy"]
-    )
+    produced = {k: probs[k] for k in keys[3:] + keys[:3]}  # the same predictions, rotated
+    by_position = dict(zip(truth, produced.values(), strict=True))
+    assert evaluate(by_position, truth, LABELS)["confusion_matrix"] != [[8, 2], [1, 4]]
+    m = evaluate(produced, truth, LABELS)
+    assert m["confusion_matrix"] == [[8, 2], [1, 4]]
+    assert m == evaluate(probs, truth, LABELS)
 
 
 def test_missing_or_extra_predictions_raise():

@@ -78,7 +78,7 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_one_classifier_from_four_threads_gives_single_threaded_results(options):
     clf = Classifier(ClassifierOptions(**options))
     inputs = [BENIGN, MALIGNANT, load_rgb(CELLS[0]), load_rgb(CELLS[1])]  # files and arrays
-    expected = [clf.classify(x).probabilities for x in inputs]
+    expected = [clf.classify(x).model_probabilities for x in inputs]
     failures, wrong, done = [], [], []
     start = threading.Barrier(4)
 
@@ -87,7 +87,7 @@ def test_one_classifier_from_four_threads_gives_single_threaded_results(options)
         for i in range(200):
             j = (i + k) % len(inputs)
             try:
-                got = clf.classify(inputs[j]).probabilities
+                got = clf.classify(inputs[j]).model_probabilities
             except Exception as exc:  # noqa: BLE001 - collected and asserted below
                 failures.append(repr(exc))
                 continue
@@ -138,15 +138,30 @@ def test_bgrx_bytes_from_picamera2_give_the_rgb_result(classifier, benign_rgb):
     packed = np.dstack([benign_rgb[..., 2], benign_rgb[..., 1], benign_rgb[..., 0]])
     packed = np.dstack([packed, np.full((h, w), 255, np.uint8)]).tobytes()
     bgrx = np.frombuffer(packed, dtype=np.uint8).reshape(h, w, 4)
-    assert classifier.classify(bgrx, pixel_format="BGRX").probabilities == rgb_result.probabilities
+    assert (
+        classifier.classify(bgrx, pixel_format="BGRX").model_probabilities
+        == rgb_result.model_probabilities
+    )
     # The same frame read as RGBX (the old silent behaviour) is a different, wrong image.
-    assert classifier.classify(bgrx, pixel_format="RGBX").probabilities != rgb_result.probabilities
+    assert (
+        classifier.classify(bgrx, pixel_format="RGBX").model_probabilities
+        != rgb_result.model_probabilities
+    )
     bgr = np.ascontiguousarray(benign_rgb[..., ::-1])
-    assert classifier.classify(bgr, pixel_format="BGR").probabilities == rgb_result.probabilities
+    assert (
+        classifier.classify(bgr, pixel_format="BGR").model_probabilities
+        == rgb_result.model_probabilities
+    )
     rgba = np.dstack([benign_rgb, np.zeros((h, w), np.uint8)])
-    assert classifier.classify(rgba, pixel_format="RGBA").probabilities == rgb_result.probabilities
+    assert (
+        classifier.classify(rgba, pixel_format="RGBA").model_probabilities
+        == rgb_result.model_probabilities
+    )
     bgra = np.ascontiguousarray(bgrx)
-    assert classifier.classify(bgra, pixel_format="BGRA").probabilities == rgb_result.probabilities
+    assert (
+        classifier.classify(bgra, pixel_format="BGRA").model_probabilities
+        == rgb_result.model_probabilities
+    )
     assert classifier.classify(benign_rgb, pixel_format="RGB") == rgb_result
 
 
@@ -169,10 +184,10 @@ def test_pixel_format_misuse_is_refused(classifier, benign_rgb):
 
 
 def test_video_and_live_stream_take_pixel_format(benign_rgb):
-    expected = Classifier().classify(benign_rgb).probabilities
+    expected = Classifier().classify(benign_rgb).model_probabilities
     bgr = np.ascontiguousarray(benign_rgb[..., ::-1])
     video = Classifier(ClassifierOptions(running_mode=RunningMode.VIDEO))
-    assert video.classify_for_video(bgr, 1, pixel_format="BGR").probabilities == expected
+    assert video.classify_for_video(bgr, 1, pixel_format="BGR").model_probabilities == expected
     with pytest.raises(ValueError, match="pixel_format"):
         video.classify_for_video(np.zeros((8, 8, 4), np.uint8), 2)
     got = []
@@ -184,7 +199,7 @@ def test_video_and_live_stream_take_pixel_format(benign_rgb):
         with pytest.raises(ValueError, match="pixel_format"):  # raised here, not in a thread
             live.classify_async(np.zeros((8, 8, 4), np.uint8), 1)
         assert live.classify_async(bgr, 2, pixel_format="BGR")
-    assert got[0][1] is None and got[0][0].probabilities == expected
+    assert got[0][1] is None and got[0][0].model_probabilities == expected
 
 
 # ----------------------------------------------------------------------------- pixel cap
@@ -226,7 +241,7 @@ def test_max_pixels_applies_to_files_arrays_and_pil_images(benign_rgb):
     for image in (BENIGN, benign_rgb, Image.fromarray(benign_rgb)):
         with pytest.raises(ImageDecodeError, match="224x224 pixels"):
             small.classify(image)
-    assert Classifier(ClassifierOptions(max_pixels=224 * 224)).classify(BENIGN).label == "HEM"
+    assert Classifier(ClassifierOptions(max_pixels=224 * 224)).classify(BENIGN).model_label == "HEM"
 
 
 def test_cli_refuses_the_huge_file_and_classifies_the_rest(tmp_path):
@@ -236,7 +251,7 @@ def test_cli_refuses_the_huge_file_and_classifies_the_rest(tmp_path):
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert rows[0]["error"].startswith(f"{huge}: 10000x10000 pixels")
     assert "50 MP" in rows[0]["error"]
-    assert rows[1]["error"] is None and rows[1]["label"] == "HEM"
+    assert rows[1]["error"] is None and rows[1]["model_label"] == "HEM"
 
 
 def test_large_jpeg_is_decoded_at_reduced_size_with_the_same_call(tmp_path, classifier):
@@ -249,7 +264,7 @@ def test_large_jpeg_is_decoded_at_reduced_size_with_the_same_call(tmp_path, clas
         assert drafted.shape == (672, 896, 3)
         full = load_rgb(big)
         assert full.shape == (1344, 1792, 3)
-        assert classifier.classify(big).label == classifier.classify(full).label
+        assert classifier.classify(big).model_label == classifier.classify(full).model_label
     # EXIF orientation 6 (stored rotated): the draft rule works on the upright axes.
     rotated = tmp_path / "rotated.jpg"
     exif = Image.Exif()
@@ -278,7 +293,10 @@ def test_declared_12_bit_colour_png_is_scaled_by_4095(tmp_path, classifier, beni
     with warnings.catch_warnings():
         warnings.simplefilter("error", LeukedgeWarning)
         assert np.array_equal(load_rgb(declared), benign_rgb)
-    assert classifier.classify(declared).probabilities == classifier.classify(BENIGN).probabilities
+    assert (
+        classifier.classify(declared).model_probabilities
+        == classifier.classify(BENIGN).model_probabilities
+    )
 
 
 def test_undeclared_12_bit_png_is_scaled_as_16_bit_with_a_warning(tmp_path, benign_rgb):
@@ -504,7 +522,10 @@ def test_errors_carry_the_path_for_the_cli(tmp_path):
 def test_model_content_and_constructor_names(classifier):
     content = default_model_path().read_bytes()
     from_bytes = Classifier(ClassifierOptions(model_content=content))
-    assert from_bytes.classify(BENIGN).probabilities == classifier.classify(BENIGN).probabilities
+    assert (
+        from_bytes.classify(BENIGN).model_probabilities
+        == classifier.classify(BENIGN).model_probabilities
+    )
     assert from_bytes.model_path is None and from_bytes.metadata.name == "leukedge_default"
     with pytest.raises(ValueError, match="not both"):
         Classifier(ClassifierOptions(model_path=default_model_path(), model_content=content))
@@ -512,7 +533,10 @@ def test_model_content_and_constructor_names(classifier):
         Classifier(ClassifierOptions(model_content=b"not a model"))
     assert not hasattr(Classifier, "from_model_path")
     by_path = Classifier.create_from_model_path(default_model_path(), num_threads=1)
-    assert by_path.classify(BENIGN).probabilities == classifier.classify(BENIGN).probabilities
+    assert (
+        by_path.classify(BENIGN).model_probabilities
+        == classifier.classify(BENIGN).model_probabilities
+    )
     hints = typing.get_type_hints(ClassifierOptions)
     assert hints["result_callback"] == ResultCallback | None
     assert hints["model_content"] == bytes | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -140,21 +141,24 @@ def test_two_training_steps_of_proposed_lite_move_the_right_weights(lite0_weight
     assert not np.array_equal(model.get_layer("head_dense_256").get_weights()[0], head)
 
 
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _history(run):
+    with open(run / "history.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _losses(run):
+    return [float(r["loss"]) for r in _history(run)]
+
+
 @pytest.mark.slow
-def test_tiny_run_writes_every_artefact(lite0_weights, taleqani, tmp_path):
+def test_tiny_run_writes_every_artefact(tiny_run, tiny_config, tmp_path):
     from leukedge.training.train import train
 
-    out = tmp_path / "run"
-    config = _tiny_config(
-        taleqani,
-        lite0_weights,
-        out,
-        head_epochs=1,
-        finetune_epochs=1,
-        augment=AugmentConfig(),
-        tensorboard=True,
-    )
-    metrics = train(config)
+    out, metrics = tiny_run
+    # Every file the README lists for a run, each with content.
     for name in (
         "model.keras",
         "config.json",
@@ -162,62 +166,59 @@ def test_tiny_run_writes_every_artefact(lite0_weights, taleqani, tmp_path):
         "history.csv",
         "metrics_val.json",
         "predictions_val.csv",
+        "report.md",
+        "calibration.json",
+        "checkpoints/best.weights.h5",
+        "checkpoints/best.json",
     ):
-        assert (out / name).is_file(), name
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    for name in ("curves.png", "confusion_val.png", "roc_val.png", "reliability_val.png"):
+        assert (out / name).read_bytes()[:8] == PNG, name
+    assert list((out / "tensorboard").rglob("events.out.tfevents.*")), "no TensorBoard logs"
     saved = json.loads((out / "config.json").read_text())
     assert saved["arch"] == "proposed-lite" and saved["seed"] == 0
     assert saved["class_weight_values"]["1"] > saved["class_weight_values"]["0"]  # HEM rarer
-    with open(out / "history.csv") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = _history(out)
     assert [r["epoch"] for r in rows] == ["0", "1"] and "val_weighted_f1" in rows[0]
-    assert metrics["n"] == 16 and 1 <= metrics["best_epoch"] <= 2
+    # The kept epoch is the best by validation weighted F1 (the first of equals), and the
+    # kept model scores that F1 again; every file says the same.
+    f1 = [float(r["val_weighted_f1"]) for r in rows]
+    assert metrics["best_epoch"] == f1.index(max(f1)) + 1
+    assert json.loads((out / "checkpoints/best.json").read_text())["epoch"] == f1.index(max(f1))
+    assert metrics["weighted_f1"] == pytest.approx(max(f1))
+    assert json.loads((out / "metrics_val.json").read_text()) == metrics
+    assert f"| weighted_f1 | {metrics['weighted_f1']:.4f} |" in (out / "report.md").read_text()
+    with open(out / "predictions_val.csv") as handle:
+        predicted = {r["path"] for r in csv.DictReader(handle)}
+    with open(out / "split.csv") as handle:
+        assert predicted == {r["path"] for r in csv.DictReader(handle) if r["split"] == "val"}
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["n"] == metrics["n"] == 16 and calibration["temperature"] > 0
+    assert calibration["nll_after"] <= calibration["nll_before"]
     # The file holds weights and graph only (no optimizer state) and reloads.
     model = keras.saving.load_model(out / "model.keras", compile=False)
     assert getattr(model, "optimizer", None) is None
     with pytest.raises(FileExistsError):
-        train(config)
+        train(tiny_config(out))
     # config.json reproduces the run: the same losses and validation probabilities.
+    again = tmp_path / "again"
+    result = _train_cli("--config", out / "config.json", "--out", again)
+    assert result.exit_code == 0, result.output
+    assert _losses(again) == pytest.approx(_losses(out), rel=1e-5)
+    assert (again / "predictions_val.csv").read_text() == (out / "predictions_val.csv").read_text()
+    result = _train_cli("--config", out / "split.csv", "--out", tmp_path / "bad")
+    assert result.exit_code == 2 and "not a usable leukedge config.json" in result.output
+    result = _train_cli("--resume", "--out", out)
+    assert result.exit_code == 2 and "finished; nothing to resume" in result.output
+
+
+def _train_cli(*args):
+    """``leukedge train ARGS`` in this process; output holds stdout and stderr."""
     from typer.testing import CliRunner
 
     from leukedge.cli import app
 
-    again = tmp_path / "again"
-    result = CliRunner().invoke(
-        app, ["train", "--config", str(out / "config.json"), "--out", str(again)]
-    )
-    assert result.exit_code == 0, result.output
-    assert _losses(again) == pytest.approx(_losses(out), rel=1e-5)
-    assert (again / "predictions_val.csv").read_text() == (out / "predictions_val.csv").read_text()
-    result = CliRunner().invoke(
-        app, ["train", "--config", str(out / "split.csv"), "--out", str(tmp_path / "bad")]
-    )
-    assert result.exit_code == 2 and "not a usable leukedge config.json" in result.output
-    result = CliRunner().invoke(app, ["train", "--resume", "--out", str(out)])
-    assert result.exit_code == 2 and "finished; nothing to resume" in result.output
-
-
-def _tiny_config(taleqani, weights, out, **overrides):
-    from leukedge.training.train import TrainConfig
-
-    settings = dict(
-        data=str(taleqani),
-        out=str(out),
-        arch="proposed-lite",
-        weights=str(weights),
-        image_size=SIZE,
-        batch_size=8,
-        head_epochs=2,
-        finetune_epochs=0,
-        max_per_split=16,
-        augment=AugmentConfig(enabled=False),
-        tensorboard=False,
-    )
-    return TrainConfig(**(settings | overrides))
-
-
-def _losses(run):
-    with open(run / "history.csv") as handle:
-        return [float(r["loss"]) for r in csv.DictReader(handle)]
+    return CliRunner().invoke(app, ["train", *map(str, args)])
 
 
 class _StateProbe(keras.callbacks.Callback):
@@ -237,7 +238,7 @@ class _StateProbe(keras.callbacks.Callback):
 
 
 @pytest.mark.slow
-def test_resume_after_interruption_replays_the_uninterrupted_run(lite0_weights, taleqani, tmp_path):
+def test_resume_after_interruption_replays_the_uninterrupted_run(tiny_config, tmp_path):
     from leukedge.training.train import train
 
     # Dropout, stochastic depth and augmentation all on: their random states are reset from
@@ -245,7 +246,7 @@ def test_resume_after_interruption_replays_the_uninterrupted_run(lite0_weights, 
     augment = AugmentConfig()
     uninterrupted = _StateProbe()
     train(
-        _tiny_config(taleqani, lite0_weights, tmp_path / "a", augment=augment),
+        tiny_config(tmp_path / "a", augment=augment),
         callbacks=[uninterrupted],
     )
 
@@ -253,7 +254,7 @@ def test_resume_after_interruption_replays_the_uninterrupted_run(lite0_weights, 
         def on_epoch_end(self, epoch, logs=None):
             raise KeyboardInterrupt("simulated power cut after epoch 1")
 
-    config = _tiny_config(taleqani, lite0_weights, tmp_path / "b", augment=augment)
+    config = tiny_config(tmp_path / "b", augment=augment)
     with pytest.raises(KeyboardInterrupt):
         train(config, callbacks=[Interrupt()])
     assert not (tmp_path / "b" / "model.keras").exists()
@@ -279,7 +280,9 @@ def test_resume_after_interruption_replays_the_uninterrupted_run(lite0_weights, 
 
 
 @pytest.mark.slow
-def test_distributed_code_path_with_one_replica(lite0_weights, taleqani, tmp_path):
+def test_distributed_code_path_with_one_replica(tiny_config, tmp_path):
+    import tensorflow as tf
+
     from leukedge.training.distribute import distribution_scope
     from leukedge.training.train import train
 
@@ -287,18 +290,23 @@ def test_distributed_code_path_with_one_replica(lite0_weights, taleqani, tmp_pat
         distribution_scope("data-parallel")
     with pytest.raises(ValueError, match="unknown distribution"):
         distribution_scope("ring")
-    metrics = train(
-        _tiny_config(
-            taleqani,
-            lite0_weights,
-            tmp_path / "m",
-            head_epochs=1,
-            distribute="mirrored",
-            max_per_split=8,
-        )
-    )
+
+    class StrategyProbe(keras.callbacks.Callback):
+        """What the model was built and trained under, seen from inside fit."""
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.strategy = self.model.distribute_strategy
+            self.variable = self.model.trainable_variables[0].value
+
+    probe = StrategyProbe()
+    config = tiny_config(tmp_path / "m", head_epochs=1, distribute="mirrored", max_per_split=8)
+    metrics = train(config, callbacks=[probe])
     assert metrics["n"] == 8
     assert json.loads((tmp_path / "m" / "config.json").read_text())["distribute"] == "mirrored"
+    # The model was built and trained under a MirroredStrategy: its variables are mirrored.
+    assert isinstance(probe.strategy, tf.distribute.MirroredStrategy)
+    assert probe.strategy.num_replicas_in_sync == 1
+    assert isinstance(probe.variable, tf.distribute.DistributedValues)
 
 
 def test_steps_on_cnmc_cells_by_subject(cnmc):
@@ -346,9 +354,11 @@ def test_bad_settings_and_failed_starts_write_nothing(taleqani, tmp_path, monkey
     ]:
         with pytest.raises(ValueError, match=match):
             TrainConfig(data=str(taleqani), out=str(tmp_path / "x"), **bad)
-    # The data path is stored absolute, so a run's files work from any directory.
+    # The data path is stored absolute, so a run's files work from any directory (the
+    # working directory is the resolved one when ../shared is a symlink: same folder).
     monkeypatch.chdir(taleqani.parent)
-    assert TrainConfig(data="taleqani", out="x").data == str(taleqani.absolute())
+    data = TrainConfig(data="taleqani", out="x").data
+    assert os.path.isabs(data) and os.path.samefile(data, taleqani)
     # A start that fails on a setting only found out by trying (a missing weights file)
     # leaves no run folder, so the same --out can be used again without --resume.
     out = tmp_path / "run"
@@ -369,3 +379,167 @@ def test_capped_splits_keep_every_class(splits):
         assert len(items) == 8
         assert {s.label for s in items} == {"ALL", "HEM"}, name  # HEM is ~16 %: 1 of 8
         assert items == sorted(items, key=splits[name].index)  # order kept
+
+
+class _PeakFirstThenRecord(keras.callbacks.Callback):
+    """Make validation peak at the first epoch, and record each epoch's validation
+    probabilities.
+
+    From the second epoch on, the output layer is set to call every image the validation
+    split's rarer class (kernel 0, bias ±20: a few Adam steps cannot move that), whose
+    weighted F1 is the lowest a constant answer can score; the first epoch's is above it.
+    """
+
+    def __init__(self, run_dir, image_size):
+        super().__init__()
+        self.run_dir, self.image_size, self.val_probs = run_dir, image_size, {}
+        self.learning_rates = []
+
+    def on_train_begin(self, logs=None):
+        from leukedge.training.data import class_counts, read_split
+
+        self.val = read_split(self.run_dir / "split.csv")["val"]
+        counts = class_counts(self.val)
+        self.rare = min(LABELS, key=lambda label: counts.get(label, 0))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch >= 1:
+            layer = self.model.get_layer("predictions")
+            kernel, _ = layer.get_weights()
+            bias = np.where(np.array(LABELS) == self.rare, 20.0, -20.0).astype(np.float32)
+            layer.set_weights([np.zeros_like(kernel), bias])
+
+    def on_epoch_end(self, epoch, logs=None):
+        from leukedge.training.train import predict_samples
+
+        self.val_probs[epoch] = predict_samples(self.model, self.val, self.image_size, 4)
+        self.learning_rates.append(float(self.model.optimizer.learning_rate))
+
+
+@pytest.mark.slow
+def test_kfold_early_stopping_and_best_epoch_through_the_cli(
+    cnmc, lite0_weights, tmp_path, monkeypatch
+):
+    """``--split kfold`` by subject, ``--early-stopping-patience``,
+    ``--lr-plateau-patience`` and the best epoch kept, through ``leukedge train`` on the
+    C-NMC cells (5 subjects) at 32 px."""
+    import functools
+
+    import leukedge.training.train as train_module
+    from leukedge.training.data import check_no_subject_leak, load_cnmc, read_split, subject_folds
+    from leukedge.training.train import predict_samples
+
+    out = tmp_path / "kfold"
+    probe = _PeakFirstThenRecord(out, 32)
+    monkeypatch.setattr(
+        train_module, "train", functools.partial(train_module.train, callbacks=[probe])
+    )
+    result = _train_cli(
+        "--data", cnmc, "--weights", lite0_weights, "--image-size", 32, "--batch-size", 4,
+        "--head-epochs", 3, "--finetune-epochs", 0, "--split", "kfold", "--folds", 3,
+        "--fold", 0, "--early-stopping-patience", 1, "--lr-plateau-patience", 1, "--no-augment",
+        "--no-tensorboard",
+        "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # k-fold by subject: of 3 subject folds, fold 0 is the test split, the next validation.
+    splits = read_split(out / "split.csv")
+    check_no_subject_leak(splits)
+    folds = subject_folds(load_cnmc(cnmc), 3, seed=0)
+    for name, fold in (("test", 0), ("val", 1), ("train", 2)):
+        assert sorted(s.path.name for s in splits[name]) == sorted(s.path.name for s in folds[fold])
+    # Early stopping: 3 epochs asked; the second had no better F1, so training stopped.
+    f1 = [float(r["val_weighted_f1"]) for r in _history(out)]
+    assert len(f1) == 2 and f1[1] <= f1[0], f1
+    # The learning-rate schedule halved the head's 1e-3 after that flat epoch.
+    assert probe.learning_rates == pytest.approx([1e-3, 5e-4])
+    # The best epoch (the first) is the one saved, not the last.
+    metrics = json.loads((out / "metrics_val.json").read_text())
+    assert metrics["best_epoch"] == 1
+    model = keras.saving.load_model(out / "model.keras", compile=False)
+    saved = predict_samples(model, splits["val"], 32, 4)
+    first, last = probe.val_probs[0], probe.val_probs[1]
+    for path, p in saved.items():
+        assert p == pytest.approx(first[path], abs=1e-5), path
+    assert max(np.abs(np.subtract(saved[k], last[k])).max() for k in saved) > 0.1
+
+
+def test_train_cli_usage_errors_exit_2_and_write_nothing(cnmc, tmp_path):
+    """Bad settings, a subject in two splits, a missing weights file or an --out that holds
+    a run: exit 2 with the reason, and no run folder written."""
+    out = tmp_path / "run"
+    quick = ("--weights", "none", "--image-size", 32, "--head-epochs", 1, "--finetune-epochs", 0)
+    cases = [
+        (["--out", out], "--data is required"),
+        (["--resume", "--out", out], "nothing to resume"),
+        (["--data", tmp_path / "nowhere", "--out", out], "Invalid value"),
+        (["--data", cnmc, "--arch", "bogus", "--out", out], "unknown architecture 'bogus'"),
+        (["--data", cnmc, "--split", "bogus", *quick, "--out", out], "unknown split strategy"),
+        (["--data", cnmc, "--weights", tmp_path / "missing.h5", "--out", out], "no such file"),
+        # C-NMC by blocks of file numbers puts subjects in several splits: refused.
+        (["--data", cnmc, "--split", "blocks", *quick, "--out", out], "subjects in several"),
+    ]
+    for args, message in cases:
+        result = _train_cli(*args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert not out.exists(), args
+    out.mkdir()
+    (out / "split.csv").write_text("path,label,subject,group,split\n")
+    result = _train_cli("--data", cnmc, *quick, "--out", out)
+    assert result.exit_code == 2 and "holds an unfinished run" in result.output
+    assert [p.name for p in out.iterdir()] == ["split.csv"]
+
+
+def test_config_file_repeats_every_setting_and_data_may_move(tiny_config, tmp_path, monkeypatch):
+    """``--config RUN/config.json`` takes every setting from the file (other options are
+    ignored); ``--data`` may point to the dataset's new place."""
+    import leukedge.training.train as train_module
+    from leukedge.training.train import TrainConfig
+
+    old = tiny_config(tmp_path / "old", seed=7, early_stopping_patience=2, split="blocks")
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(old.to_dict()))
+    moved = tmp_path / "moved"
+    moved.symlink_to(old.data, target_is_directory=True)
+    started = []
+    monkeypatch.setattr(train_module, "train", lambda config, resume=False: started.append(config))
+    new_out = tmp_path / "new"
+    args = (
+        "--config",
+        config_file,
+        "--data",
+        moved,
+        "--out",
+        new_out,
+        "--seed",
+        1,
+        "--arch",
+        "resnet50",
+    )
+    result = _train_cli(*args)
+    assert result.exit_code == 0, result.output
+    assert "other options ignored" in result.output
+    (config,) = started
+    assert config == TrainConfig.from_dict(
+        old.to_dict() | {"data": str(moved), "out": str(new_out)}
+    )
+    assert config.data == str(moved) and config.seed == 7 and config.arch == "proposed-lite"
+    started.clear()
+    assert _train_cli("--config", config_file, "--out", new_out).exit_code == 0
+    assert started[0].data == old.data
+
+
+@pytest.mark.slow
+def test_train_bench_reports_both_rates(cnmc, tmp_path):
+    out = tmp_path / "bench.json"
+    result = _train_cli(
+        "bench", "--data", cnmc, "--arch", "proposed-lite", "--image-size", 32,
+        "--batch-size", 4, "--steps", 1, "--out", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert json.loads(result.output[result.output.index("{") :]) == report
+    assert report["backend"] == "tensorflow" and report["image_size"] == 32
+    assert report["pipeline_images_per_s"] > 0 and report["train_images_per_s"] > 0
+    ratio = report["pipeline_images_per_s"] / report["train_images_per_s"]
+    assert report["pipeline_to_train_ratio"] == pytest.approx(ratio, rel=0.05)

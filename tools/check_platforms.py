@@ -48,9 +48,19 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = sorted((REPO / "examples" / "images").glob("*.[jb][pm][gp]"))
 RUNTIME_TESTS = [
-    "tests/test_preprocess.py",
-    "tests/test_sdk_correctness.py",
-    "tests/test_cli_and_sdk.py",
+    f"tests/test_{name}.py"
+    for name in (
+        "preprocess",
+        "sdk_correctness",
+        "cli_and_sdk",
+        "trust_sdk",
+        "quality",
+        "decision",
+        "ood",
+        "examples",
+        "lab_units",
+        "lab_cli",
+    )
 ]
 """Test files that need only the runtime (no TensorFlow, no training extras)."""
 SHOWN = [

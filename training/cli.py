@@ -108,40 +108,44 @@ def run(
     if data is None:
         typer.echo("error: --data is required (unless --resume or --config)", err=True)
         raise typer.Exit(2)
-    config = TrainConfig(
-        data=str(data),
-        out=str(out),
-        dataset_kind=dataset_kind,
-        input_kind=input_kind,
-        arch=arch,
-        weights=None if weights.lower() == "none" else weights,
-        image_size=image_size,
-        batch_size=batch_size,
-        head_epochs=head_epochs,
-        finetune_epochs=finetune_epochs,
-        unfreeze_top=unfreeze_top,
-        head_lr=head_lr,
-        finetune_lr=finetune_lr,
-        split=split,
-        folds=folds,
-        fold=fold,
-        class_weights=class_weights,
-        augment=AugmentConfig(
-            rotation_degrees=rotation,
-            zoom=zoom,
-            shift=shift,
-            shear=shear,
-            horizontal_flip=flip,
-            enabled=augment,
-        ),
-        seed=seed,
-        max_per_split=max_per_split,
-        early_stopping_patience=early_stopping_patience,
-        lr_plateau_patience=lr_plateau_patience,
-        tensorboard=tensorboard,
-        mixed_precision=mixed_precision,
-        distribute=distribute,
-    )
+    try:
+        config = TrainConfig(
+            data=str(data),
+            out=str(out),
+            dataset_kind=dataset_kind,
+            input_kind=input_kind,
+            arch=arch,
+            weights=None if weights.lower() == "none" else weights,
+            image_size=image_size,
+            batch_size=batch_size,
+            head_epochs=head_epochs,
+            finetune_epochs=finetune_epochs,
+            unfreeze_top=unfreeze_top,
+            head_lr=head_lr,
+            finetune_lr=finetune_lr,
+            split=split,
+            folds=folds,
+            fold=fold,
+            class_weights=class_weights,
+            augment=AugmentConfig(
+                rotation_degrees=rotation,
+                zoom=zoom,
+                shift=shift,
+                shear=shear,
+                horizontal_flip=flip,
+                enabled=augment,
+            ),
+            seed=seed,
+            max_per_split=max_per_split,
+            early_stopping_patience=early_stopping_patience,
+            lr_plateau_patience=lr_plateau_patience,
+            tensorboard=tensorboard,
+            mixed_precision=mixed_precision,
+            distribute=distribute,
+        )
+    except ValueError as exc:  # a setting out of range: a usage error, before any file
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     _train_or_exit(config)
 
 

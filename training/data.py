@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.inputs import IMAGE_SUFFIXES
+from leukedge.subjects import parse_subject
+
 LABELS: tuple[str, ...] = ("ALL", "HEM")
 """Class names in output order: index 0 = ALL (positive class), 1 = HEM."""
 
-IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff"}
-
-_SUBJECT_RE = re.compile(r"^UID_(H?)(\d+)_", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"(\d+)(?=\D*$)")
 
 TALEQANI_CLASSES = {"Benign": "HEM", "Early": "ALL", "Pre": "ALL", "Pro": "ALL"}
@@ -52,20 +52,6 @@ class Sample:
     label: str
     subject: str | None = None
     group: str = ""
-
-
-def parse_subject(filename: str | os.PathLike) -> str | None:
-    """Subject ID from a C-NMC file name, case-insensitively.
-
-    ``UID_11_10_1_all.bmp`` → ``"11"``; ``UID_H22_31_15_hem.bmp`` and ``UID_h3_4_1_hem.bmp``
-    → ``"H22"``, ``"H3"`` (healthy subjects carry an ``H``; the release spells it ``h`` in a
-    few files). Returns ``None`` for names without the ``UID_`` prefix (e.g. the numbered
-    files of the preliminary test phase).
-    """
-    match = _SUBJECT_RE.match(Path(filename).name)
-    if not match:
-        return None
-    return f"{match.group(1).upper()}{int(match.group(2))}"
 
 
 def file_number(path: str | os.PathLike) -> int:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Classify image files through leukedge's Python API; one JSON line per image.
 
-The same lines as ``leukedge classify --json`` (``path``, ``label``, ``probabilities``,
-``score``, ``error``), but produced by ``leukedge.Classifier`` in ``IMAGE`` mode, so a run
-checks the API as well as the CLI (``check_arm64.sh`` compares the two).
+The same lines as ``leukedge classify --json`` (``path``, ``result.to_dict()``, ``error``),
+but produced by ``leukedge.Classifier`` in ``IMAGE`` mode, so a run checks the API as well as
+the CLI (``check_arm64.sh`` compares the two).
 
 Example::
 
@@ -41,14 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                 status = 1
                 print(json.dumps({"path": path, "label": None, "error": str(exc)}))
                 continue
-            line = {
-                "path": path,
-                "label": result.label,  # None when a result carries no label
-                "probabilities": result.probabilities,
-                "score": result.score,
-                "status": getattr(result, "status", "ok"),
-                "error": None,
-            }
+            line = {"path": path, **result.to_dict(), "error": None}
             print(json.dumps(line), flush=True)
     return status
 

@@ -2,22 +2,25 @@
 """Compare two sets of leukedge results image by image: same labels? largest |Δp|?
 
 Each input is a JSON-lines file as written by ``leukedge classify --json`` (or by
-``api_classify.py``): one object per image with ``path``, ``label`` and ``probabilities``
-(``{label: p}``); any other key is ignored. Images are matched by ``path``, so run both
-sides from folders with the same relative layout.
+``api_classify.py``): one object per image with ``path``, ``status``, ``label`` and
+``model_probabilities`` (the model's ``{label: p}``, present whatever the status; files
+without it are read from ``probabilities``); any other key is ignored. Images are matched by
+``path``, so run both sides from folders with the same relative layout.
 
 Used by ``check_arm64.sh`` to compare the emulated aarch64 run with x86-64. The int8
 kernels differ by CPU (XNNPACK picks different micro-kernels), so probabilities are not
-expected to be bit-identical: the comparison fails only on a different label, an image
-missing from one side or an image that failed; |Δp| is measured and reported, not judged.
+expected to be bit-identical: the comparison fails only on a different label or status, an
+image missing from one side or an image that failed; |Δp| is measured and reported, not
+judged.
 
 Examples::
 
     python3 examples/raspberry_pi/compare_runs.py x86_64.jsonl aarch64.jsonl
     python3 examples/raspberry_pi/compare_runs.py a.jsonl b.jsonl --names x86-64 aarch64
 
-Exit codes: 0 same labels for every image; 1 a label differs, an image is missing from one
-side or failed on either; 2 a file cannot be read or is not leukedge JSON lines.
+Exit codes: 0 same labels and statuses for every image; 1 a label or status differs, an
+image is missing from one side or failed on either; 2 a file cannot be read or is not
+leukedge JSON lines.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ class ResultsFileError(ValueError):
 
 @dataclass(frozen=True)
 class Record:
-    """One image's result: ``label`` (``None`` when there is none) and ``{label: p}``."""
+    """One image's result: ``label`` (``None`` when there is no call), the model's
+    ``{label: p}`` and the ``status`` (``"ok"`` for files written before statuses)."""
 
     label: str | None
     probabilities: dict[str, float]
     error: str | None = None
+    status: str = "ok"
 
 
 @dataclass
@@ -85,15 +90,21 @@ def load_results(path: Path) -> dict[str, Record]:
             raise ResultsFileError(f"{path}, line {number}: not a result object with 'path'")
         if obj["path"] in records:
             raise ResultsFileError(f"{path}, line {number}: {obj['path']} appears twice")
-        probabilities = obj.get("probabilities") or {}
+        probabilities = obj.get("model_probabilities") or obj.get("probabilities") or {}
         records[obj["path"]] = Record(
             label=obj.get("label"),
             probabilities={k: float(v) for k, v in probabilities.items()},
             error=obj.get("error"),
+            status=obj.get("status") or "ok",
         )
     if not records:
         raise ResultsFileError(f"{path}: no results")
     return records
+
+
+def _call(record: Record) -> str | None:
+    """The label, or the status when it is not ``"ok"`` (``"refer"``, ``"rejected"``)."""
+    return record.label if record.status == "ok" else record.status
 
 
 def compare(reference: dict[str, Record], other: dict[str, Record]) -> Comparison:
@@ -109,8 +120,8 @@ def compare(reference: dict[str, Record], other: dict[str, Record]) -> Compariso
         if ref.error or oth.error:
             continue
         out.compared += 1
-        if ref.label != oth.label:
-            out.label_mismatches.append((path, ref.label, oth.label))
+        if (ref.label, ref.status) != (oth.label, oth.status):
+            out.label_mismatches.append((path, _call(ref), _call(oth)))
         for cls in sorted(set(ref.probabilities) | set(oth.probabilities)):
             dp = abs(ref.probabilities.get(cls, 0.0) - oth.probabilities.get(cls, 0.0))
             if dp > out.max_abs_dp:
@@ -133,7 +144,7 @@ def summary(result: Comparison, names: tuple[str, str] = ("reference", "other"))
     lines += [f"  only in {ref}: {p}" for p in result.only_in_reference]
     lines += [f"  only in {oth}: {p}" for p in result.only_in_other]
     lines += [f"  failed: {p}: {e}" for p, e in result.errors]
-    lines.append("OK: same labels" if result.ok else "FAILED")
+    lines.append("OK: same labels and statuses" if result.ok else "FAILED")
     return "\n".join(lines)
 
 

@@ -11,6 +11,8 @@ TensorFlow or Keras::
 
 from leukedge._version import __version__
 from leukedge.classifier import (
+    REASONS,
+    STATUSES,
     ClassificationResult,
     Classifier,
     ClassifierOptions,
@@ -21,9 +23,12 @@ from leukedge.classifier import (
 from leukedge.errors import LeukedgeError, LeukedgeWarning
 from leukedge.metadata import MetadataError, ModelMetadata, read_metadata
 from leukedge.preprocess import ImageDecodeError, PixelFormat
+from leukedge.quality import QualityThresholds
 from leukedge.runtime import ModelLoadError, RuntimeNotFoundError
 
 __all__ = [
+    "REASONS",
+    "STATUSES",
     "ClassificationResult",
     "Classifier",
     "ClassifierOptions",
@@ -34,6 +39,7 @@ __all__ = [
     "ModelLoadError",
     "ModelMetadata",
     "PixelFormat",
+    "QualityThresholds",
     "ResultCallback",
     "RunningMode",
     "RuntimeNotFoundError",

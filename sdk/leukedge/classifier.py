@@ -11,17 +11,25 @@ and ``Classifier.create_from_options(options)``, and three running modes:
   ``options.result_callback`` from a worker thread; frames arriving while one is being
   classified are dropped (latest-frame-wins), so a live preview never lags behind.
 
-Data flows one way: image → :mod:`leukedge.preprocess` (in the caller's thread) →
-:class:`~leukedge.engine_pool.EnginePool` → probabilities → :class:`ClassificationResult`.
+Data flows one way (``classify`` and the other modes alike): decode
+(:mod:`leukedge.preprocess`, in the caller's thread) → resize to the model's input →
+quality statistics and checks (:mod:`leukedge.quality`) → interpreter
+(:class:`~leukedge.engine_pool.EnginePool`: probabilities and, when the model has one, the
+embedding) → temperature (:mod:`leukedge.calibration`) → out-of-domain distance
+(:mod:`leukedge.ood`) → operating point and refer band (:mod:`leukedge.decision`) →
+:class:`ClassificationResult` with a ``status``. The model runs even when a quality check
+fails, so a rejected result still shows what it would have said.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
+import hashlib
 import os
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,9 +38,11 @@ import numpy as np
 from PIL import Image
 
 from leukedge.calibration import apply_temperature
+from leukedge.decision import decide, validate_operating_point
 from leukedge.engine_pool import EnginePool, default_pool_size
 from leukedge.errors import LeukedgeWarning
 from leukedge.metadata import InputSpec, ModelMetadata, read_metadata
+from leukedge.ood import MahalanobisScorer
 from leukedge.preprocess import (
     DEFAULT_MAX_PIXELS,
     ImageInput,
@@ -41,6 +51,12 @@ from leukedge.preprocess import (
     load_rgb,
     resize_rgb,
     resolve_pixel_format,
+)
+from leukedge.quality import (
+    QUALITY_REASONS,
+    QualityThresholds,
+    check_quality,
+    image_statistics,
 )
 from leukedge.runtime import TFLiteEngine
 
@@ -61,39 +77,122 @@ class RunningMode(enum.Enum):
     LIVE_STREAM = "live_stream"
 
 
+STATUSES = ("ok", "refer", "rejected", "error")
+"""Every result's ``status``: ``ok`` (a call), ``refer`` (no call: the probability lies in
+the refer band; a person should look), ``rejected`` (the input failed a quality check or is
+out of domain; the model's opinion is kept apart in ``model_label``), ``error`` (the input
+could not be processed)."""
+
+ERROR_REASONS = ("not_found", "decode_error", "too_large", "error")
+"""``reason`` of ``error`` results (:meth:`ClassificationResult.from_error`)."""
+
+REASONS = (*QUALITY_REASONS, "out_of_domain", "uncertain", *ERROR_REASONS)
+"""Every machine-readable ``reason``: the quality checks in the order they run
+(:data:`leukedge.quality.QUALITY_REASONS`), ``out_of_domain`` (the embedding lies farther
+from the training data than the model's threshold), ``uncertain`` (``refer``: in the refer
+band), and the error reasons (:data:`ERROR_REASONS`)."""
+
+
 @dataclass
 class ClassificationResult:
-    """One classification.
+    """One classification, with a status that says whether to act on it.
 
     Attributes:
-        label: the most probable class (``"ALL"`` or ``"HEM"``).
-        probabilities: ``{label: probability}``, floats in [0, 1] summing to ~1 (int8 models
-            move in steps of 1/256).
-        score: probability of ``label``.
+        label: the call, **only when** ``status == "ok"`` (``"ALL"`` or ``"HEM"``); ``None``
+            otherwise.
+        probabilities: ``{label: probability}`` (calibrated), floats in [0, 1] summing to ~1
+            (int8 models move in steps of 1/256); for ``ok`` and ``refer``, else ``None``.
+        score: probability of ``label`` (for ``refer``: of ``model_label``); ``None`` when
+            ``probabilities`` is.
         model_name, model_version: from the model's metadata.
+        status: one of :data:`STATUSES`.
+        reason: ``None`` when ``ok``, else one of :data:`REASONS` (the first that applies).
+        message: one sentence for a person (the figures and thresholds behind ``reason``).
+        model_label: what the model calls the image at its operating point, whenever it ran
+            (every status but ``error``), also when rejected: never act on it alone.
+        model_probabilities: the calibrated probabilities behind ``model_label``.
+        ood_distance: squared Mahalanobis distance of the image's embedding from the
+            training data (:mod:`leukedge.ood`); ``None`` when the model has no embedding
+            output or out-of-domain data.
+        quality: the measured :class:`~leukedge.quality.QualityStatistics` as a dictionary.
+        failed_checks: every check that failed, in order (``reason`` is the first).
+        unchecked: checks this model cannot run (no thresholds or no embedding output).
         source: file path, when the input was a file.
         timestamp_ms: the frame's timestamp in video and live-stream modes.
     """
 
-    label: str
-    probabilities: dict[str, float]
-    score: float
+    label: str | None
+    probabilities: dict[str, float] | None
+    score: float | None
     model_name: str
     model_version: str
+    status: str = "ok"
+    reason: str | None = None
+    message: str | None = None
+    model_label: str | None = None
+    model_probabilities: dict[str, float] | None = None
+    ood_distance: float | None = None
+    quality: dict[str, float | int] | None = None
+    failed_checks: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
     source: str | None = None
     timestamp_ms: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary."""
+        """JSON-ready dictionary: the one JSON shape of a result (``leukedge classify
+        --json`` prints it, adding ``path`` and ``error``)."""
         return {
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
             "label": self.label,
             "probabilities": self.probabilities,
             "score": self.score,
+            "model_label": self.model_label,
+            "model_probabilities": self.model_probabilities,
+            "ood_distance": self.ood_distance,
+            "quality": self.quality,
+            "failed_checks": list(self.failed_checks),
+            "unchecked": list(self.unchecked),
             "model": self.model_name,
             "model_version": self.model_version,
             "source": self.source,
             "timestamp_ms": self.timestamp_ms,
         }
+
+    @classmethod
+    def from_error(
+        cls,
+        error: BaseException,
+        source: str | None = None,
+        model_name: str = "",
+        model_version: str = "",
+    ) -> ClassificationResult:
+        """The ``error`` result for an input that could not be processed.
+
+        ``reason``: ``not_found`` (:class:`FileNotFoundError`), ``too_large`` or
+        ``decode_error`` (:class:`~leukedge.preprocess.ImageDecodeError`'s ``reason``),
+        else ``error``; ``message``: the error's text.
+        """
+        from leukedge.preprocess import ImageDecodeError
+
+        if isinstance(error, FileNotFoundError):
+            reason = "not_found"
+        elif isinstance(error, ImageDecodeError):
+            reason = error.reason
+        else:
+            reason = "error"
+        return cls(
+            label=None,
+            probabilities=None,
+            score=None,
+            model_name=model_name,
+            model_version=model_version,
+            status="error",
+            reason=reason,
+            message=str(error) or type(error).__name__,
+            source=source,
+        )
 
 
 class ResultCallback(Protocol):
@@ -142,6 +241,18 @@ class ClassifierOptions:
             there, refused elsewhere).
         labels: class names for a model without leukedge metadata (required then).
         input_kind: ``"cell"`` or ``"field"`` for a model without metadata.
+        decision_threshold: call the positive class (ALL) when its calibrated probability
+            is ≥ this; ``None``: the model's operating point (its metadata's ``decision``),
+            or 0.5 (the arg-max) for a model without one. Overriding the threshold without
+            ``refer_band`` uses no band (the model's band belongs to its threshold).
+        refer_band: ``(low, high)``: ``low ≤ p < high`` → ``refer``; must contain the
+            threshold; an empty band (``low == high``, e.g. ``(0, 0)``) turns it off;
+            ``None``: the model's band.
+        quality: :class:`~leukedge.quality.QualityThresholds` replacing the model's
+            (``None``: the model's, or the built-in
+            :meth:`~leukedge.quality.QualityThresholds.generic` for models without them).
+        ood_threshold: squared-distance threshold replacing the model's (``math.inf``
+            turns the out-of-domain check off); ``None``: the model's.
     """
 
     model_path: str | os.PathLike | None = None
@@ -153,6 +264,10 @@ class ClassifierOptions:
     result_callback: ResultCallback | None = None
     labels: list[str] | None = None
     input_kind: str | None = None
+    decision_threshold: float | None = None
+    refer_band: tuple[float, float] | None = None
+    quality: QualityThresholds | None = None
+    ood_threshold: float | None = None
 
 
 class Classifier:
@@ -177,7 +292,14 @@ class Classifier:
         leukedge.metadata.MetadataError: the model's leukedge metadata is malformed.
         ValueError: both ``model_path`` and ``model_content``; the model has no leukedge
             metadata and ``options.labels`` is not given, the labels do not match the
-            output width, or the callback does not fit the mode.
+            output width, the callback does not fit the mode, or the decision threshold /
+            refer band is out of range (a band must contain the threshold) or given for a
+            model with other than two classes.
+
+    Warns:
+        LeukedgeWarning: once, at load, when the model cannot run every check (no
+            out-of-domain data or embedding output; no quality thresholds): those checks
+            are listed in every result's ``unchecked``.
     """
 
     def __init__(self, options: ClassifierOptions | None = None):
@@ -215,6 +337,7 @@ class Classifier:
                 f"{engine.num_classes} outputs"
             )
         self._decode_size = decode_size(engine.input_size)
+        self._configure_checks(engine.origin)
         self._last_timestamp: int | None = None
         self._busy = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -248,6 +371,67 @@ class Classifier:
             input=InputSpec(height=height, width=width, kind=self.options.input_kind or "field"),
         )
 
+    def _configure_checks(self, origin: str) -> None:
+        """Quality thresholds, out-of-domain scorer and operating point: the model's,
+        overridden by the options; one warning for whatever the model cannot check."""
+        meta, opts = self.metadata, self.options
+        self.quality_thresholds = (
+            opts.quality or meta.quality or QualityThresholds.generic(min(self.input_size))
+        )
+        missing = []
+        if opts.quality is None and meta.quality is None:
+            missing.append(
+                "no quality thresholds (only the built-in too_small and blank checks run)"
+            )
+        self._scorer: MahalanobisScorer | None = None
+        if meta.ood is None:
+            why = "no embedding output" if self._engine.embedding_dim is None else "no OOD data"
+            missing.append(f"out-of-domain check unavailable ({why})")
+        elif meta.ood.embedding_dim != self._engine.embedding_dim:
+            missing.append(
+                f"out-of-domain check unavailable (metadata expects a {meta.ood.embedding_dim}"
+                f"-d embedding, the model outputs {self._engine.embedding_dim})"
+            )
+        else:
+            self._scorer = MahalanobisScorer(meta.ood)
+        self.ood_threshold = (
+            None
+            if self._scorer is None
+            else float(opts.ood_threshold if opts.ood_threshold is not None else meta.ood.threshold)
+        )
+        self.unchecked = self.quality_thresholds.unchecked() + (
+            ["out_of_domain"] if self._scorer is None else []
+        )
+        if missing:
+            warnings.warn(
+                f"{origin}: " + "; ".join(missing) + ". Inputs unlike the training images may "
+                "get confident calls; re-convert the model with this leukedge to add them.",
+                LeukedgeWarning,
+                stacklevel=3,
+            )
+        spec = meta.decision
+        positive = spec.positive_label if spec else meta.positive_label
+        binary = len(meta.labels) == 2 and positive in meta.labels
+        overridden = opts.decision_threshold is not None or opts.refer_band is not None
+        if overridden and not binary:
+            raise ValueError(
+                f"{origin}: a decision threshold or refer band needs two classes with a "
+                f"positive one, the model has {meta.labels} (positive {positive!r})"
+            )
+        self._positive = meta.labels.index(positive) if binary else None
+        if opts.decision_threshold is not None:
+            threshold = float(opts.decision_threshold)
+            band = opts.refer_band
+        else:
+            threshold = spec.threshold if spec else 0.5
+            band = opts.refer_band if opts.refer_band is not None else (spec and spec.refer_band)
+        if band is not None and float(band[0]) == float(band[1]):
+            band = None  # an empty band: no refer band
+        band = None if band is None else (float(band[0]), float(band[1]))
+        validate_operating_point(threshold, band)
+        self.decision_threshold = threshold if binary else None
+        self.refer_band = band if binary else None
+
     # ---------------------------------------------------------------- constructors
     @classmethod
     def create_from_options(cls, options: ClassifierOptions) -> Classifier:
@@ -271,31 +455,105 @@ class Classifier:
         """``(height, width)`` the model takes, pixels."""
         return self._engine.input_size
 
+    @property
+    def max_interpreters(self) -> int:
+        """Most interpreters this classifier runs at once (its pool size)."""
+        return self._pool.size
+
+    @functools.cached_property
+    def model_sha256(self) -> str:
+        """SHA-256 of the ``.tflite`` bytes (hex), so a result can be traced to the exact
+        model file (``sha256sum model.tflite`` prints the same)."""
+        return hashlib.sha256(self._engine.model_content).hexdigest()
+
     # ---------------------------------------------------------------- running modes
-    def _load(self, image: ImageInput, pixel_format: PixelFormat | None) -> np.ndarray:
-        """Decode and resize in the calling thread (no lock)."""
+    def _load(
+        self, image: ImageInput, pixel_format: PixelFormat | None
+    ) -> tuple[np.ndarray, tuple[int, int]]:
+        """Decode and resize in the calling thread (no lock); also the decoded size."""
         rgb = load_rgb(
             image,
             pixel_format=pixel_format,
             max_pixels=self.options.max_pixels,
             min_size=self._decode_size,
         )
-        return resize_rgb(rgb, self._engine.input_size)
+        return resize_rgb(rgb, self._engine.input_size), rgb.shape[:2]
 
     def _classify_resized(
-        self, rgb: np.ndarray, source: str | None, timestamp_ms: int | None
+        self,
+        loaded: tuple[np.ndarray, tuple[int, int]],
+        source: str | None,
+        timestamp_ms: int | None,
     ) -> ClassificationResult:
-        probs = apply_temperature(self._pool.run(rgb), float(self.metadata.temperature or 1.0))
-        best = int(np.argmax(probs))
-        return ClassificationResult(
-            label=self.metadata.labels[best],
-            probabilities={lb: float(p) for lb, p in zip(self.metadata.labels, probs, strict=True)},
-            score=float(probs[best]),
+        rgb, decoded_size = loaded
+        stats = image_statistics(rgb, decoded_size)
+        failures = [(f.reason, f.message) for f in check_quality(stats, self.quality_thresholds)]
+        raw, embedding = self._pool.run_with_embedding(rgb)
+        probs = apply_temperature(raw, float(self.metadata.temperature or 1.0))
+        labels = self.metadata.labels
+        distance = None
+        if self._scorer is not None and embedding is not None:
+            distance = self._scorer.distances(embedding)
+            if distance > self.ood_threshold:
+                failures.append(
+                    (
+                        "out_of_domain",
+                        f"out of domain: distance {distance:.4g} from the training images > "
+                        f"{self.ood_threshold:.4g}, which "
+                        f"{100 * self.metadata.ood.threshold_quantile:g} % of validation "
+                        "images stay within: unlike anything the model was trained on",
+                    )
+                )
+        if self._positive is None:  # not a two-class model: the arg-max, no band
+            model_index, status, p_positive = int(np.argmax(probs)), "ok", None
+        else:
+            p_positive = float(probs[self._positive])
+            decision = decide(p_positive, self.decision_threshold, self.refer_band)
+            other = 1 - self._positive
+            model_index = self._positive if decision.positive else other
+            status = decision.status
+        model_label = labels[model_index]
+        probabilities = {lb: float(p) for lb, p in zip(labels, probs, strict=True)}
+        result = ClassificationResult(
+            label=None,
+            probabilities=None,
+            score=None,
             model_name=self.metadata.name,
             model_version=self.metadata.version,
+            model_label=model_label,
+            model_probabilities=probabilities,
+            ood_distance=None if distance is None else float(distance),
+            quality=stats.to_dict(),
+            failed_checks=[reason for reason, _ in failures],
+            unchecked=list(self.unchecked),
             source=source,
             timestamp_ms=timestamp_ms,
         )
+        if failures:
+            result.status, result.reason = "rejected", failures[0][0]
+            also = [reason for reason, _ in failures[1:]]
+            result.message = failures[0][1] + (f" (also: {', '.join(also)})" if also else "")
+            return result
+        result.probabilities, result.score = probabilities, float(probs[model_index])
+        positive_name = None if self._positive is None else labels[self._positive]
+        if status == "refer":
+            low, high = self.refer_band
+            result.status, result.reason = "refer", "uncertain"
+            result.message = (
+                f"uncertain: p({positive_name}) {p_positive:.3f} lies in the refer band "
+                f"[{low:.3f}, {high:.3f}); a person should look"
+            )
+            return result
+        result.label = model_label
+        if p_positive is None:
+            result.message = f"{model_label}: the most probable class (p {result.score:.3f})"
+        else:
+            sign = "≥" if model_index == self._positive else "<"
+            result.message = (
+                f"{model_label}: p({positive_name}) {p_positive:.3f} {sign} operating "
+                f"threshold {self.decision_threshold:.3f}"
+            )
+        return result
 
     def _require(self, mode: RunningMode) -> None:
         if self.options.running_mode is not mode:
@@ -320,7 +578,10 @@ class Classifier:
                 :func:`leukedge.preprocess.array_to_rgb`). Not for files or PIL images.
 
         Returns:
-            :class:`ClassificationResult`.
+            :class:`ClassificationResult` with a ``status``: ``ok`` (a ``label``),
+            ``refer`` or ``rejected`` (no ``label``; the model's opinion in
+            ``model_label``). Unreadable inputs raise instead (the CLI reports them as
+            ``error`` results via :meth:`ClassificationResult.from_error`).
 
         Raises:
             FileNotFoundError, leukedge.preprocess.ImageDecodeError: unreadable input, or
@@ -386,8 +647,8 @@ class Classifier:
             # timestamp order; frames arriving meanwhile are dropped (latest frame wins).
             try:
                 try:
-                    rgb = self._load(frame, pixel_format)
-                    result = self._classify_resized(rgb, None, timestamp_ms)
+                    loaded = self._load(frame, pixel_format)
+                    result = self._classify_resized(loaded, None, timestamp_ms)
                     error = None
                 except Exception as exc:  # noqa: BLE001 - reported to the callback
                     result, error = None, exc

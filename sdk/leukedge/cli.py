@@ -1,12 +1,18 @@
 """The ``leukedge`` command line.
 
-``leukedge classify``, ``info`` and ``bench`` use the light runtime only. ``leukedge train …``
-and ``leukedge convert …`` live in :mod:`leukedge.training.cli` and
+``leukedge classify``, ``watch``, ``camera``, ``info`` and ``bench`` use the light runtime
+only; their work lives in modules with one job each (:mod:`leukedge.inputs`,
+:mod:`leukedge.batch`, :mod:`leukedge.records`, :mod:`leukedge.outputs`,
+:mod:`leukedge.groups`, :mod:`leukedge.pipeline`, :mod:`leukedge.report`,
+:mod:`leukedge.watch`, :mod:`leukedge.camera`); this module only wires options to them.
+``rich``'s progress bar, ``watchdog`` and OpenCV are imported by the commands that use them.
+``leukedge train …`` and ``leukedge convert …`` live in :mod:`leukedge.training.cli` and
 :mod:`leukedge.converters.cli`, which import Keras/TensorFlow inside their command functions,
 so ``leukedge classify`` never loads them.
 
 Exit codes: 0 success; 1 at least one input failed (the others are still reported) or a
-check failed; 2 bad usage, or a model that cannot be loaded.
+check failed; 2 bad usage, or a model that cannot be loaded; 128 + signal (130 Ctrl+C, 143
+SIGTERM) when ``classify`` was stopped before the end (what was done is kept).
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from typing import Annotated
 import typer
 
 from leukedge import __version__
+from leukedge.camera import CameraOptions
+from leukedge.groups import GroupBy
+from leukedge.watch import WatchOptions
 
 app = typer.Typer(
     name="leukedge",
@@ -48,45 +57,305 @@ def _main(
     """leukedge: ALL (leukemic blast) vs HEM (normal) on single cells and smear fields."""
 
 
-def _load_classifier(model: Path | None, threads: int | None, labels: str | None):
+def _parse_band(text: str | None) -> tuple[float, float] | None:
+    """``"LOW,HIGH"`` → ``(low, high)``; ``"off"`` → ``(0, 0)`` (an empty band: none);
+    ``None`` → the model's band."""
+    if text is None:
+        return None
+    if text.strip().lower() == "off":
+        return (0.0, 0.0)
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise typer.BadParameter(
+            f"expected LOW,HIGH (e.g. 0.2,0.6) or 'off', got {text!r}", param_hint="--refer-band"
+        ) from exc
+    return low, high
+
+
+def _load_classifier(
+    model: Path | None,
+    threads: int | None,
+    labels: str | None,
+    threshold: float | None = None,
+    refer_band: tuple[float, float] | None = None,
+):
     from leukedge.classifier import Classifier, ClassifierOptions
     from leukedge.errors import LeukedgeError
 
     options = ClassifierOptions(
-        model_path=model, num_threads=threads, labels=labels.split(",") if labels else None
+        model_path=model,
+        num_threads=threads,
+        labels=labels.split(",") if labels else None,
+        decision_threshold=threshold,
+        refer_band=refer_band,
     )
     try:
-        return Classifier.create_from_options(options)
+        classifier = Classifier.create_from_options(options)
     except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: cannot load model: {exc}", err=True)
         raise typer.Exit(2) from exc
-
-
-def _per_file_error(path: Path, exc: Exception) -> str:
-    """``"<path>: <problem>"`` for one input that failed. The problem is taken from the
-    error's attributes (``ImageDecodeError.problem``, ``OSError.strerror``), never by
-    searching its message for the path."""
-    from leukedge.preprocess import ImageDecodeError
-
-    if isinstance(exc, ImageDecodeError):
-        problem = exc.problem
-    elif isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
-        problem = exc.strerror
-    else:
-        problem = str(exc) or type(exc).__name__
-    return f"{path}: {problem}"
+    return classifier
 
 
 @app.command()
 def classify(
-    paths: Annotated[list[Path], typer.Argument(help="Image files (BMP, JPEG, PNG, TIFF…).")],
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Image files (BMP, JPEG, PNG, TIFF…) and folders (walked recursively).",
+            show_default=False,
+        ),
+    ] = None,
+    files_from: Annotated[
+        str | None,
+        typer.Option(
+            "--files-from",
+            metavar="LIST",
+            help="Read more paths from LIST, one per line ('-' = standard input).",
+        ),
+    ] = None,
     model: Annotated[
         Path | None,
         typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="One JSON object per input per line (JSON Lines).")
+        bool, typer.Option("--json", help="Stream one JSON object per input to stdout.")
     ] = False,
+    csv_out: Annotated[
+        Path | None,
+        typer.Option("--csv", metavar="FILE", help="Write every record to a CSV (atomically)."),
+    ] = None,
+    jsonl_out: Annotated[
+        Path | None,
+        typer.Option("--jsonl", metavar="FILE", help="Write every record as JSON Lines."),
+    ] = None,
+    group_by: Annotated[
+        GroupBy | None,
+        typer.Option(
+            "--group-by",
+            help="Summarise per slide (image folder name, or --group-map), subject (C-NMC "
+            "file name) or folder (folder path).",
+        ),
+    ] = None,
+    group_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--group-map",
+            metavar="CSV",
+            exists=True,
+            dir_okay=False,
+            help="CSV with columns path,group naming each image's slide (implies "
+            "--group-by slide).",
+        ),
+    ] = None,
+    group_csv: Annotated[
+        Path | None,
+        typer.Option("--group-csv", metavar="FILE", help="Write the per-group summary CSV."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads per interpreter.")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="Images classified at once; default: interpreters + 1."
+        ),
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bar on stderr; default: on a terminal, for more than a few images.",
+            show_default=False,
+        ),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated class names, for a model without leukedge metadata."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold",
+            min=0.0,
+            max=1.0,
+            help="Call ALL when its probability is >= this (default: the model's operating "
+            "point; see `leukedge info`). Without --refer-band, no refer band is used.",
+        ),
+    ] = None,
+    refer_band: Annotated[
+        str | None,
+        typer.Option(
+            "--refer-band",
+            help="LOW,HIGH: p(ALL) in [LOW, HIGH) gets status 'refer' (no call); must contain "
+            "the threshold. 'off': no band. Default: the model's band.",
+        ),
+    ] = None,
+) -> None:
+    """Classify images as ALL (leukemic blast) or HEM (normal), with a status per image.
+
+    Status: ok (a call), refer (uncertain: a person should look), rejected (failed a quality
+    check or out of domain; the model's opinion is shown apart, never as the call), error
+    (could not be read). Every input gets a record (the result's to_dict() plus path,
+    model_sha256 and error), in input order: a table, JSON Lines on stdout (--json), and/or
+    files (--csv, --jsonl). Ctrl+C keeps what was done. Exit code 0: every input processed
+    (refer and rejected are answers); 1: some input errored; 2: bad usage or a model that
+    cannot be loaded; 130/143: stopped by Ctrl+C/SIGTERM.
+    """
+    from leukedge.inputs import collect_inputs
+
+    by = group_by.value if group_by is not None else None
+    if group_map is not None:
+        if by not in (None, "slide"):
+            _usage_error(f"--group-map names slides; it does not go with --group-by {by}")
+        by = "slide"
+    if group_csv is not None and by is None:
+        _usage_error("--group-csv needs --group-by")
+    if not paths and files_from is None:
+        _usage_error("give image files or folders, or --files-from LIST")
+    band = _parse_band(refer_band)
+    try:
+        inputs = collect_inputs(paths or [], files_from)
+    except OSError as exc:
+        _usage_error(f"cannot read --files-from {files_from}: {exc.strerror or exc}")
+    if inputs.skipped.unreadable:
+        for problem in inputs.skipped.unreadable:
+            typer.echo(f"warning: cannot list {problem}", err=True)
+    if not inputs.paths:
+        skipped = inputs.skipped.describe()
+        _usage_error("no images to classify" + (f" (skipped {skipped})" if skipped else ""))
+    classifier = _load_classifier(model, threads, labels, threshold, band)
+    _run_classify(
+        classifier,
+        inputs,
+        as_json,
+        csv_out,
+        jsonl_out,
+        by,
+        group_map,
+        group_csv,
+        workers,
+        progress,
+    )
+
+
+def _usage_error(message: str) -> None:
+    """Print ``error: message`` and exit with code 2 (raises :class:`typer.Exit`)."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _run_classify(
+    classifier, inputs, as_json, csv_out, jsonl_out, by, group_map, group_csv, workers, progress
+) -> None:
+    from leukedge.groups import GroupCollector, GroupMap
+    from leukedge.outputs import CsvWriter, JsonLinesStream, JsonLinesWriter
+    from leukedge.pipeline import ClassifyJob, run_classify
+    from leukedge.records import ModelInfo
+    from leukedge.report import (
+        PROGRESS_MIN_IMAGES,
+        print_group_table,
+        print_results_table,
+        summary_line,
+    )
+    from leukedge.stopping import StopRequest
+
+    info = ModelInfo.of(classifier)
+    groups = None
+    if by is not None:
+        try:
+            mapping = GroupMap(group_map) if group_map is not None else None
+        except (OSError, ValueError) as exc:
+            _usage_error(str(exc))
+        groups = GroupCollector(by, info.labels, info.positive_label, mapping)
+    writers = []
+    try:
+        if as_json:
+            writers.append(JsonLinesStream(sys.stdout))
+        if jsonl_out is not None:
+            writers.append(JsonLinesWriter(jsonl_out))
+        if csv_out is not None:
+            writers.append(CsvWriter(csv_out, info))
+    except OSError as exc:
+        for writer in writers:
+            writer.discard()  # the targets stay as they were
+        _usage_error(f"cannot write {exc.filename}: {exc.strerror or exc}")
+    if progress is None:
+        progress = sys.stderr.isatty() and len(inputs.paths) > PROGRESS_MIN_IMAGES
+    job = ClassifyJob(
+        inputs.paths,
+        writers,
+        workers=workers,
+        progress=bool(progress) and not as_json,
+        groups=groups,
+        keep_records=not (as_json or csv_out or jsonl_out),
+    )
+    stop = StopRequest()
+    try:
+        with stop.installed():
+            totals = run_classify(classifier, job, stop)
+    except KeyboardInterrupt:  # a second Ctrl+C: files were closed on the way out
+        typer.echo("stopped", err=True)
+        raise typer.Exit(130) from None
+    if job.keep_records:
+        print_results_table(job.records, classifier)
+    if groups is not None:
+        summaries = groups.summaries()
+        print_group_table(summaries, by, sys.stderr if as_json else sys.stdout)
+        if group_csv is not None:
+            from leukedge.groups import summary_columns
+            from leukedge.outputs import write_rows_atomically
+
+            write_rows_atomically(
+                group_csv, summary_columns(info.positive_label), [s.as_row() for s in summaries]
+            )
+    if totals.planned > 1 or inputs.skipped.describe():  # one named file: its row says it all
+        typer.echo(summary_line(totals, info.labels, inputs.skipped.describe()), err=True)
+    if totals.stopped_by is not None:
+        raise typer.Exit(128 + totals.stopped_by)
+    if totals.failed:
+        typer.echo(f"{totals.failed} of {totals.done} inputs failed", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def watch(
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            exists=True, file_okay=False, help="Folder a camera program saves images into."
+        ),
+    ],
+    jsonl: Annotated[
+        Path,
+        typer.Option(
+            "--jsonl", metavar="FILE", help="JSON Lines file to append one record per image to."
+        ),
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
+    ] = None,
+    settle_ms: Annotated[
+        int,
+        typer.Option(
+            min=0, help="A file is read once its size and time are unchanged this long (ms)."
+        ),
+    ] = WatchOptions.settle_ms,
+    give_up_s: Annotated[
+        float,
+        typer.Option(
+            min=0, help="A file unchanged this long that still does not decode is an error (s)."
+        ),
+    ] = WatchOptions.give_up_s,
+    recursive: Annotated[
+        bool, typer.Option("--recursive/--no-recursive", help="Also watch sub-folders.")
+    ] = WatchOptions.recursive,
+    poll: Annotated[
+        bool,
+        typer.Option("--poll", help="Scan instead of file events (network shares: SMB, NFS)."),
+    ] = WatchOptions.poll,
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="Interpreter CPU threads.")
     ] = None,
@@ -94,70 +363,123 @@ def classify(
         str | None,
         typer.Option(help="Comma-separated class names, for a model without leukedge metadata."),
     ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--threshold", min=0.0, max=1.0, help="As for classify: call ALL when p(ALL) >= this."
+        ),
+    ] = None,
+    refer_band: Annotated[
+        str | None,
+        typer.Option("--refer-band", help="As for classify: LOW,HIGH or 'off'."),
+    ] = None,
 ) -> None:
-    """Classify images as ALL (leukemic blast) or HEM (normal).
+    """Classify each new image saved into FOLDER; append one record per image to --jsonl.
 
-    Every input gets a row (or a JSON line with keys path, label, probabilities, score,
-    model, error); an unreadable file gets an error and the rest go on. Exit code 1 if any
-    input failed.
+    Waits until a file is completely written (size and time stable, and it decodes).
+    Images already in FOLDER and not yet in the JSONL are classified first, so a restart
+    leaves neither duplicates nor gaps. A bad file gets an error record; watching goes on.
+    Ctrl+C or SIGTERM stops cleanly (exit 0).
     """
-    classifier = _load_classifier(model, threads, labels)
-    failed = 0
-    rows = []
-    for path in paths:
-        record = {
-            "path": str(path),
-            "label": None,
-            "probabilities": None,
-            "score": None,
-            "model": classifier.metadata.name,
-            "error": None,
-        }
-        try:
-            result = classifier.classify(path)
-            record |= {
-                "label": result.label,
-                "probabilities": result.probabilities,
-                "score": result.score,
-            }
-        except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-            record["error"] = _per_file_error(path, exc)
-            failed += 1
-        if as_json:
-            typer.echo(json.dumps(record))
-            sys.stdout.flush()
-        else:
-            rows.append(record)
-    if not as_json:
-        _print_table(rows, classifier.labels, classifier.metadata)
-    if failed:
-        typer.echo(f"{failed} of {len(paths)} inputs failed", err=True)
-        raise typer.Exit(1)
+    from leukedge.records import ModelInfo
+    from leukedge.report import record_line
+    from leukedge.stopping import StopRequest
+    from leukedge.watch import Watcher
+
+    classifier = _load_classifier(model, threads, labels, threshold, _parse_band(refer_band))
+    positive = ModelInfo.of(classifier).positive_label
+    options = WatchOptions(
+        folder=folder,
+        jsonl=jsonl,
+        settle_ms=settle_ms,
+        give_up_s=give_up_s,
+        recursive=recursive,
+        poll=poll,
+    )
+
+    def show(record: dict) -> None:
+        typer.echo(record_line(record, positive))
+
+    try:
+        watcher = Watcher(classifier, options, on_record=show)
+    except OSError as exc:
+        _usage_error(f"cannot use {exc.filename or jsonl}: {exc.strerror or exc}")
+    typer.echo(
+        f"watching {folder} -> {jsonl} ({len(watcher.recorded)} images already recorded); "
+        "Ctrl+C to stop",
+        err=True,
+    )
+    stop = StopRequest()
+    with stop.installed():
+        count = watcher.run(stop)
+    typer.echo(f"stopped; {count} images recorded in this run", err=True)
 
 
-def _print_table(rows, labels, metadata) -> None:
-    from rich.console import Console
-    from rich.table import Table
+@app.command()
+def camera(
+    device: Annotated[
+        int, typer.Option("--device", min=0, help="OpenCV camera index (/dev/videoN).")
+    ] = CameraOptions.device,
+    video: Annotated[
+        Path | None,
+        typer.Option(
+            "--video", exists=True, dir_okay=False, help="Play a video file instead of a camera."
+        ),
+    ] = None,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="Print results instead of a preview window.")
+    ] = CameraOptions.headless,
+    snapshot: Annotated[
+        Path | None,
+        typer.Option(
+            "--snapshot", metavar="DIR", help="Save each classified frame (PNG + JSON) here."
+        ),
+    ] = None,
+    frames: Annotated[
+        int | None, typer.Option("--frames", min=1, help="Stop after N captured frames.")
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="Interpreter CPU threads.")
+    ] = None,
+) -> None:
+    """Live calls from a camera (or a video file, at its frame rate) with OpenCV.
 
-    table = Table(title=f"{metadata.name} ({metadata.precision}, leukedge {metadata.version})")
-    table.add_column("image", no_wrap=True)
-    table.add_column("call")
-    for label in labels:
-        table.add_column(f"p({label})", justify="right")
-    if any(r["error"] for r in rows):
-        table.add_column("error", style="red", overflow="fold")
-    for r in rows:
-        if r["error"]:
-            table.add_row(r["path"], "-", *["-"] * len(labels), r["error"])
-        else:
-            cells = [f"{r['probabilities'][lb]:.3f}" for lb in labels]
-            extra = [""] if any(x["error"] for x in rows) else []
-            table.add_row(r["path"], r["label"], *cells, *extra)
-    # Never fold a path: widen the table to the longest one (rich assumes 80 columns when
-    # output is piped).
-    longest = max((len(r["path"]) for r in rows), default=0)
-    errors = max((len(r["error"] or "") for r in rows), default=0)
-    Console(width=max(80, longest + 12 * len(labels) + min(errors, 80) + 24)).print(table)
+    Frames arriving while the previous one is classified are dropped, so the preview never
+    lags. q or Esc in the preview, Ctrl+C or SIGTERM stop. Exit code 1 if the camera or
+    video cannot be opened, 2 if the model cannot be loaded.
+    """
+    from leukedge.camera import CameraError, run_camera
+    from leukedge.classifier import ClassifierOptions
+    from leukedge.errors import LeukedgeError
+    from leukedge.stopping import StopRequest
+
+    options = CameraOptions(
+        device=device, video=video, headless=headless, snapshot=snapshot, frames=frames
+    )
+    stop = StopRequest()
+    try:
+        with stop.installed():
+            stats = run_camera(
+                options,
+                ClassifierOptions(model_path=model, num_threads=threads),
+                stop,
+                emit=lambda line: typer.echo(line),
+            )
+    except CameraError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
+        typer.echo(f"error: cannot load model: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(
+        f"{stats.captured} frames captured, {stats.classified} classified, "
+        f"{stats.dropped} dropped while busy, {stats.errors} failed",
+        err=True,
+    )
 
 
 @app.command()
@@ -180,12 +502,10 @@ def info(
     except (OSError, LeukedgeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    from dataclasses import asdict
-
     out = {
         "path": str(path),
         "size_bytes": path.stat().st_size,
-        "metadata": asdict(metadata) if metadata else None,
+        "metadata": metadata.to_dict() if metadata else None,
         **engine.details(),
     }
     if metadata is None:
@@ -195,8 +515,10 @@ def info(
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
-    for tensor in ("input", "output"):
+    for tensor in ("input", "output", "embedding"):
         t = out[tensor]
+        if t is None:
+            continue
         typer.echo(
             f"{tensor:<7} {t['name']}: {t['dtype']} {t['shape']}, scale {t['scale']:g}, "
             f"zero point {t['zero_point']}"
@@ -210,9 +532,78 @@ def info(
             f"{metadata.input.height}x{metadata.input.width} RGB 0-255, "
             f"temperature {metadata.temperature:.3f}"
         )
+        for line in _trust_lines(metadata, engine):
+            typer.echo(line)
         typer.echo(
             "card    " + json.dumps(metadata.model_card, indent=2).replace("\n", "\n        ")
         )
+
+
+def _figures(f: dict) -> str:
+    return (
+        f"n={f['n']}: sensitivity {f['sensitivity']:.3f}, specificity {f['specificity']:.3f}, "
+        f"coverage {f['coverage']:.3f}, accuracy of calls {f['ok_accuracy']:.3f}"
+    )
+
+
+def _trust_lines(metadata, engine) -> list[str]:
+    """``leukedge info``'s lines on the operating point, refer band, out-of-domain check and
+    quality thresholds, with the validation figures behind them."""
+    from leukedge.quality import QualityThresholds
+
+    lines = []
+    d = metadata.decision
+    positive = d.positive_label if d else metadata.positive_label
+    if d is None:
+        lines.append(
+            f"call    {positive} when p({positive}) >= 0.5 (the arg-max; the model carries no "
+            "operating point); no refer band"
+        )
+    else:
+        op, argmax = d.validation.get("operating_point"), d.validation.get("argmax")
+        lines.append(
+            f"call    {positive} when p({positive}) >= {d.threshold:.4f}: operating point for "
+            f"sensitivity >= {d.target_sensitivity} on {d.source}"
+        )
+        if d.refer_band:
+            lines.append(
+                f"refer   {d.refer_band[0]:.4f} <= p({positive}) < {d.refer_band[1]:.4f}: best "
+                f"accuracy of calls at coverage >= {d.coverage_target}"
+            )
+        else:
+            lines.append("refer   no band")
+        if op:
+            lines.append(f"        validation, this operating point: {_figures(op)}")
+        if argmax:
+            lines.append(f"        validation, arg-max (0.5, no band): {_figures(argmax)}")
+    o = metadata.ood
+    if o is None or engine.embedding_dim is None:
+        why = "no embedding output" if engine.embedding_dim is None else "no out-of-domain data"
+        lines.append(f"ood     unavailable ({why}): inputs unlike the training data go undetected")
+    else:
+        accepted = o.validation.get("accepted")
+        output = o.embedding_output or "output"
+        lines.append(
+            f"ood     {o.method}, {o.embedding_dim}-d embedding ({output}), "
+            f"rank {o.rank}, shrinkage {o.shrinkage}: out of domain when distance > "
+            f"{o.threshold:.4g}; fitted on {o.fitted_on} (n={o.n_fit}), threshold on "
+            f"{o.threshold_split} (n={o.n_threshold}, "
+            + (f"{100 * accepted:.1f} % within)" if accepted is not None else "")
+        )
+    q = metadata.quality or QualityThresholds.generic(min(engine.input_size))
+    checks = [
+        ("too_small", q.min_side, "shorter side < {} px"),
+        ("blank", q.blank_std_max, "grey std < {:.3g}"),
+        ("underexposed", q.dark_mean_min, "mean grey < {:.3g}"),
+        ("saturated", q.saturated_fraction_max, "clipped fraction > {:.3g}"),
+        ("out_of_focus", q.focus_min, "Laplacian variance < {:.3g}"),
+        ("not_stained", q.stain_min, "colourfulness < {:.3g}"),
+    ]
+    text = "; ".join(f"{r}: {fmt.format(v)}" for r, v, fmt in checks if v is not None)
+    lines.append(f"quality {text} ({q.source})")
+    if q.unchecked():
+        lines.append(f"        unchecked: {', '.join(q.unchecked())}")
+    return lines
 
 
 @app.command()

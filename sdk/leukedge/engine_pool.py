@@ -86,3 +86,9 @@ class EnginePool:
         """:meth:`TFLiteEngine.run <leukedge.runtime.TFLiteEngine.run>` on an idle engine."""
         with self.engine() as engine:
             return engine.run(rgb)
+
+    def run_with_embedding(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`TFLiteEngine.run_with_embedding
+        <leukedge.runtime.TFLiteEngine.run_with_embedding>` on an idle engine."""
+        with self.engine() as engine:
+            return engine.run_with_embedding(rgb)

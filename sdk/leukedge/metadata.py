@@ -20,13 +20,17 @@ from typing import Any
 import flatbuffers
 from flatbuffers import table
 
+from leukedge.decision import DecisionSpec
 from leukedge.errors import LeukedgeError
+from leukedge.ood import OODSpec
+from leukedge.quality import QualityThresholds
 
 METADATA_NAME = "leukedge_metadata"
 """Name of the metadata entry in ``Model.metadata``."""
 
-SCHEMA_VERSION = 1
-"""Version of the JSON layout below; bumped on incompatible changes."""
+SCHEMA_VERSION = 2
+"""Version of the JSON layout below. 2 added ``quality``, ``ood`` and ``decision`` (all
+optional); version-1 files load with those ``None``."""
 
 # Field slots of table ``Model`` in tflite/schema.fbs (stable since schema v3).
 _MODEL_BUFFERS = 4
@@ -80,6 +84,14 @@ class ModelMetadata:
         source_sha256: sha256 of the ``.keras`` file the model was converted from.
         model_card: free-form dictionary: training data, split, validation/test metrics,
             float and quantized accuracy, delta, creation date.
+        quality: :class:`~leukedge.quality.QualityThresholds` derived from the training
+            images (``None``: built-in defaults, see ``QualityThresholds.generic``).
+        ood: :class:`~leukedge.ood.OODSpec` for the embedding output (``None``: the model
+            has none; the out-of-domain check is unavailable).
+        decision: :class:`~leukedge.decision.DecisionSpec`, the operating point and refer
+            band (``None``: threshold 0.5 on the positive class, no band).
+        schema_version: layout version of the file it was read from (:data:`SCHEMA_VERSION`
+            when written).
     """
 
     name: str
@@ -91,19 +103,28 @@ class ModelMetadata:
     temperature: float = 1.0
     source_sha256: str = ""
     model_card: dict[str, Any] = field(default_factory=dict)
+    quality: QualityThresholds | None = None
+    ood: OODSpec | None = None
+    decision: DecisionSpec | None = None
     schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (nested specs as dictionaries, arrays base64-encoded), in
+        the current layout (``schema_version`` = :data:`SCHEMA_VERSION`)."""
+        return asdict(self) | {"schema_version": SCHEMA_VERSION}
 
     def to_json(self) -> str:
         """Serialise to an indented JSON string (UTF-8 safe, keys in declaration order)."""
-        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelMetadata:
         """Build from a parsed JSON dictionary.
 
         Raises:
-            MetadataError: a required key (``name``, ``labels``) is missing or the labels
-                are not a non-empty list of strings.
+            MetadataError: a required key (``name``, ``labels``) is missing, the labels
+                are not a non-empty list of strings, or a ``quality`` / ``ood`` /
+                ``decision`` entry is malformed.
         """
         try:
             labels = data["labels"]
@@ -122,6 +143,17 @@ class ModelMetadata:
             }
         )
         kwargs["name"], kwargs["labels"] = name, list(labels)
+        kwargs["schema_version"] = int(data.get("schema_version", 1))
+        for key, spec_cls in (
+            ("quality", QualityThresholds),
+            ("ood", OODSpec),
+            ("decision", DecisionSpec),
+        ):
+            value = data.get(key)
+            try:
+                kwargs[key] = None if value is None else spec_cls.from_dict(dict(value))
+            except (TypeError, ValueError) as exc:
+                raise MetadataError(f"leukedge metadata: malformed {key!r} entry ({exc})") from exc
         return cls(**kwargs)
 
 

@@ -77,12 +77,21 @@ class ImageDecodeError(LeukedgeError, ValueError):
     Attributes:
         problem: what is wrong, without the file name (``"not a recognised image format"``).
         source: the file path, or ``"array input"`` / ``"PIL image"``; ``None`` if unknown.
+        reason: machine-readable: ``"too_large"`` (over the pixel cap or Pillow's
+            decompression-bomb limit) or ``"decode_error"`` (anything else); the
+            ``reason`` of the ``"error"`` result the CLI reports.
 
     ``str(error)`` is ``"<source>: <problem>"``. Still a ``ValueError`` for older code.
     """
 
-    def __init__(self, problem: str, source: str | os.PathLike | None = None):
+    def __init__(
+        self,
+        problem: str,
+        source: str | os.PathLike | None = None,
+        reason: str = "decode_error",
+    ):
         self.problem = problem
+        self.reason = reason
         self.source = None if source is None else str(source)
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
 
@@ -182,7 +191,9 @@ def load_rgb(
     except UnidentifiedImageError as exc:
         raise ImageDecodeError("not a recognised image format", path) from exc
     except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"image too large to decode safely ({exc})", path) from exc
+        raise ImageDecodeError(
+            f"image too large to decode safely ({exc})", path, reason="too_large"
+        ) from exc
     except (OSError, SyntaxError, ValueError) as exc:
         # Truncated or corrupt files surface as OSError from the decoder.
         raise ImageDecodeError(f"corrupt or truncated image ({exc})", path) from exc
@@ -283,6 +294,7 @@ def _check_pixels(width: int, height: int, source: str | os.PathLike, cap: int |
             f"{width}x{height} pixels ({width * height / 1e6:.1f} MP) is more than the "
             f"{cap / 1e6:g} MP limit (max_pixels={cap}); refused before decoding",
             source,
+            reason="too_large",
         )
 
 

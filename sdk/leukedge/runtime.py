@@ -93,7 +93,12 @@ class ModelLoadError(LeukedgeError, RuntimeError):
 
 
 class TFLiteEngine:
-    """A TFLite interpreter for an image classifier with one image input and one output.
+    """A TFLite interpreter for an image classifier: one image input, the probabilities
+    output and, optionally, an embedding output.
+
+    Outputs are told apart by width, never by their order in the file (TFLite does not
+    promise one): a model with two ``(1, n)`` outputs has its probabilities in the narrower
+    (``n_classes`` wide) and its embedding in the wider (``D``, e.g. 1,280) one.
 
     Args:
         model: path of a ``.tflite`` file, or its bytes.
@@ -110,16 +115,20 @@ class TFLiteEngine:
     Attributes:
         model_content: the ``.tflite`` bytes (read once; metadata is parsed from them).
         input_size: ``(height, width)`` of the input tensor, pixels.
-        input_dtype, output_dtype: numpy dtypes of the input/output tensors
+        input_dtype, output_dtype: numpy dtypes of the input/probabilities tensors
             (``float32``, ``uint8``, ``int8``, ``int16``).
         input_quantization, output_quantization: ``(scale, zero_point)``; ``(0.0, 0)`` for
             float tensors.
+        num_classes: width of the probabilities output.
+        embedding_dim: width of the embedding output, ``None`` when the model has none.
+        embedding_name: that output tensor's name, ``None`` when the model has none.
         runtime: module the interpreter came from.
 
     Raises:
         FileNotFoundError: no such file.
         ModelLoadError: the file is not a valid TFLite model, or it does not have one
-            ``(1, H, W, 3)`` input and one ``(1, n_classes)`` output.
+            ``(1, H, W, 3)`` input and one ``(1, n_classes)`` output, plus at most one wider
+            ``(1, D)`` embedding output.
     """
 
     def __init__(
@@ -154,11 +163,13 @@ class TFLiteEngine:
             raise ModelLoadError(f"{origin}: not a valid TFLite model ({exc})") from exc
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
+        if len(inputs) != 1 or len(outputs) not in (1, 2):
             raise ModelLoadError(
-                f"{origin}: expected 1 input and 1 output, got {len(inputs)} and {len(outputs)}"
+                f"{origin}: expected 1 input and 1 output (probabilities) or 2 (probabilities "
+                f"and an embedding), got {len(inputs)} and {len(outputs)}"
             )
-        self._input, self._output = inputs[0], outputs[0]
+        self._input = inputs[0]
+        self._output, self._embedding = _split_outputs(outputs, origin)
         shape = tuple(int(d) for d in self._input["shape"])
         if len(shape) != 4 or shape[3] != 3:
             raise ModelLoadError(f"{origin}: input shape {shape} is not (1, H, W, 3)")
@@ -168,22 +179,29 @@ class TFLiteEngine:
         self.input_quantization = tuple(self._input["quantization"])
         self.output_quantization = tuple(self._output["quantization"])
         self.num_classes = int(self._output["shape"][-1])
+        self.embedding_dim = None if self._embedding is None else int(self._embedding["shape"][-1])
+        self.embedding_name = None if self._embedding is None else str(self._embedding["name"])
 
     def _quantize_input(self, rgb: np.ndarray) -> np.ndarray:
+        scale, zero_point = self.input_quantization
+        if self.input_dtype == np.uint8 and scale == 1.0 and zero_point == 0:
+            # leukedge's int8 models: one input step per grey level, q = x (saves ~1.5 ms
+            # of float arithmetic per image at 224x224).
+            return np.ascontiguousarray(rgb, dtype=np.uint8)
         x = rgb.astype(np.float32)
         if self.input_dtype == np.float32:
             return x
-        scale, zero_point = self.input_quantization
         if not scale:
             raise ModelLoadError(f"{self.origin}: quantized input without a scale")
         info = np.iinfo(self.input_dtype)
         q = np.round(x / scale) + zero_point
         return np.clip(q, info.min, info.max).astype(self.input_dtype)
 
-    def _dequantize_output(self, raw: np.ndarray) -> np.ndarray:
-        if self.output_dtype == np.float32:
+    @staticmethod
+    def _dequantize(detail: dict[str, Any], raw: np.ndarray) -> np.ndarray:
+        if np.dtype(detail["dtype"]) == np.float32:
             return raw.astype(np.float32)
-        scale, zero_point = self.output_quantization
+        scale, zero_point = detail["quantization"]
         return ((raw.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
     def run(self, rgb: np.ndarray) -> np.ndarray:
@@ -200,6 +218,22 @@ class TFLiteEngine:
             ValueError: wrong shape.
             RuntimeError: the interpreter failed.
         """
+        return self.run_with_embedding(rgb)[0]
+
+    def run_with_embedding(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and embedding of one image, from one invoke.
+
+        Args:
+            rgb: as in :meth:`run`.
+
+        Returns:
+            ``(probabilities, embedding)``: ``(n_classes,)`` and ``(embedding_dim,)`` float32
+            (dequantized), the embedding ``None`` for a model without that output.
+
+        Raises:
+            ValueError: wrong shape.
+            RuntimeError: the interpreter failed.
+        """
         if rgb.shape != (*self.input_size, 3):
             raise ValueError(f"image shape {rgb.shape} != model input {(*self.input_size, 3)}")
         batch = self._quantize_input(rgb)[None]
@@ -207,7 +241,15 @@ class TFLiteEngine:
             self._interpreter.set_tensor(self._input["index"], batch)
             self._interpreter.invoke()
             raw = self._interpreter.get_tensor(self._output["index"])[0]
-        return self._dequantize_output(raw)
+            raw_embedding = (
+                None
+                if self._embedding is None
+                else self._interpreter.get_tensor(self._embedding["index"])[0]
+            )
+        probabilities = self._dequantize(self._output, raw)
+        if raw_embedding is None:
+            return probabilities, None
+        return probabilities, self._dequantize(self._embedding, raw_embedding)
 
     def clone(self) -> TFLiteEngine:
         """A new, independent interpreter over the same model bytes and thread count."""
@@ -234,5 +276,24 @@ class TFLiteEngine:
             "runtime": self.runtime,
             "input": tensor(self._input),
             "output": tensor(self._output),
+            "embedding": None if self._embedding is None else tensor(self._embedding),
             "operators": ops,
         }
+
+
+def _split_outputs(
+    outputs: list[dict[str, Any]], origin: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(probabilities, embedding or None)`` among a model's output details, by width."""
+    shapes = [tuple(int(d) for d in o["shape"]) for o in outputs]
+    if any(len(shape) != 2 or shape[0] != 1 for shape in shapes):
+        raise ModelLoadError(f"{origin}: outputs must be (1, n), got {shapes}")
+    if len(outputs) == 1:
+        return outputs[0], None
+    narrow, wide = sorted(range(2), key=lambda i: shapes[i][1])
+    if shapes[narrow][1] == shapes[wide][1]:
+        raise ModelLoadError(
+            f"{origin}: two outputs of equal width {shapes[narrow][1]}: cannot tell the "
+            "probabilities from the embedding"
+        )
+    return outputs[narrow], outputs[wide]

@@ -1,12 +1,12 @@
-"""The example programs run, with the commands their READMEs show: a video file instead of a
-camera, the example images instead of a slide. Runtime only (no TensorFlow, no
-../shared/data); about 30 s, most of it the videos played at their frame rate.
-
-``classify_folder.py`` is tested with the lab CLI's work, not here."""
+"""The example programs in examples/ run, on the embedded model and examples/images/ (no
+camera, no TensorFlow, no ../shared/data), with the commands their READMEs show (a video
+file instead of a camera). Kept short: the examples are demonstrations."""
 
 from __future__ import annotations
 
 import configparser
+import csv
+import dataclasses
 import importlib.util
 import json
 import os
@@ -21,14 +21,150 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leukedge import Classifier
+from leukedge.classifier import Classifier
 from leukedge.preprocess import load_rgb
 
+EXAMPLES = ("classify_folder.py", "microscope_integration.py", "raspberry_pi_camera.py")
+FIELD = "WBC-Malignant-Pre-810.jpg"
+BENIGN = "WBC-Benign-420.jpg"
+
+
+def _example(example_images, name):
+    """Import ``examples/<name>`` as a module (the examples are scripts, not a package)."""
+    path = example_images.parent / name
+    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(example_images, name, *args):
+    return subprocess.run(
+        [sys.executable, str(example_images.parent / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return Classifier()
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_example_has_help(example_images, name):
+    proc = _run(example_images, name, "--help")
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr
+
+
+def test_classify_folder_writes_one_row_per_image(example_images, classifier, tmp_path):
+    folder = tmp_path / "slides"
+    shutil.copytree(example_images, folder / "nested")  # searched recursively
+    (folder / "cut.jpg").write_bytes((example_images / FIELD).read_bytes()[:1500])
+    (folder / "notes.txt").write_text("not an image, skipped")
+    out = tmp_path / "predictions.csv"
+    proc = _run(example_images, "classify_folder.py", folder, "--out", out, "--threads", 1)
+    assert proc.returncode == 1, proc.stderr  # one file failed
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["path", "status", "reason", "label", "p_ALL", "p_HEM", "error"]
+    images = sorted([folder / "cut.jpg", *(folder / "nested").glob("*.[jb][pm][gp]")])
+    assert [r["path"] for r in rows] == [str(p) for p in images] and len(rows) == 5
+    assert (rows[0]["status"], rows[0]["reason"], rows[0]["label"]) == ("error", "decode_error", "")
+    assert rows[0]["error"].startswith(rows[0]["path"] + ": ")
+    statuses = {"ok": 0, "refer": 0, "rejected": 0}
+    calls = {"ALL": 0, "HEM": 0}
+    for row in rows[1:]:
+        expected = classifier.classify(row["path"])
+        assert (row["status"], row["reason"]) == (expected.status, expected.reason or "")
+        assert row["label"] == (expected.label or "") and row["error"] == ""
+        # the p_ columns are what the model said, also when it makes no call
+        assert row["p_ALL"] == f"{expected.model_probabilities['ALL']:.6f}"
+        assert row["p_HEM"] == f"{expected.model_probabilities['HEM']:.6f}"
+        statuses[expected.status] += 1
+        if expected.status == "ok":
+            calls[expected.label] += 1
+    assert (
+        f"5 images (calls: ALL {calls['ALL']}, HEM {calls['HEM']}; refer {statuses['refer']}, "
+        f"rejected {statuses['rejected']}, failed 1)"
+    ) in proc.stdout
+    assert not list(tmp_path.glob(".predictions.csv.*"))  # no temporary file left
+    missing = _run(example_images, "classify_folder.py", tmp_path / "nowhere")
+    assert missing.returncode == 2 and "not a folder" in missing.stderr
+
+
+def test_microscope_integration_smooths_the_simulated_camera(example_images, capsys):
+    example = _example(example_images, "microscope_integration.py")
+    assert example.main(["--frames-per-image", "4", "--window", "5", "--min-frames", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "Decision support only" in out
+    moved = [line for line in out.splitlines() if line.startswith("--- slide moved")]
+    assert [line.rsplit(" ", 1)[1] for line in moved] == [BENIGN, FIELD]
+    calls = [line for line in out.splitlines() if line.startswith("t=")]
+    assert len(calls) == 8 and calls[0].endswith("no call")  # 1 frame < --min-frames 3
+    assert calls[-1].endswith("-> ALL")  # the malignant field, 4 of the last 5 frames
+    # The smoother itself: BGR frames are turned to RGB; a repeated millisecond is skipped.
+    smoothed = example.SmoothedClassifier(window=3, min_frames=1)
+    rgb = load_rgb(example_images / FIELD)
+    first = smoothed.on_frame(np.ascontiguousarray(rgb[..., ::-1]), 1_000)
+    assert first.latest.probabilities == Classifier().classify(rgb).probabilities
+    assert first.label == "ALL" and smoothed.on_frame(rgb, 1_400, "RGB") is None
+
+
+class _FakeCamera:
+    """Stands in for a camera: the example field in the middle of a wider BGR frame."""
+
+    name = "fake"
+    pixel_format = "BGR"
+    ended = False
+
+    def __init__(self, rgb):
+        self.frame = np.zeros((rgb.shape[0], rgb.shape[1] + 96, 3), dtype=np.uint8)
+        self.frame[:, 48:-48] = rgb[..., ::-1]
+
+    def read(self):
+        return self.frame.copy(), None  # no timestamp of its own, like an OpenCV camera
+
+    def close(self):
+        pass
+
+
+def test_raspberry_pi_camera_headless_loop(example_images, classifier, monkeypatch, capsys):
+    example = _example(example_images, "raspberry_pi_camera.py")
+    rgb = load_rgb(example_images / BENIGN)  # a close call (p 0.57): any change shows
+    camera = _FakeCamera(rgb)
+    assert example.centre_square(camera.frame) == (48, 0, rgb.shape[0])
+    expected = classifier.classify(rgb)
+    monkeypatch.setattr(example, "open_camera", lambda *args: camera)
+    assert example.main(["--headless", "--frames", "4", "--every-n-frames", "2"]) == 0
+    results = [line for line in capsys.readouterr().out.splitlines() if " ms  " in line]
+    assert results and all(line.endswith(example.describe(expected)) for line in results)
+    assert example.describe(expected) == "HEM 0.57  (ALL 0.43, HEM 0.57)"
+    # The overlay draws on the frame; no camera is exit 1, an unloadable model exit 2.
+    latest = example.LatestResult()
+    latest.set(expected, None)
+    frame, _ = camera.read()
+    example.draw_overlay(frame, latest, example.centre_square(frame))
+    assert not np.array_equal(frame, camera.frame)
+
+    def no_camera(*args):
+        raise example.NoCameraError("no camera found (test)")
+
+    monkeypatch.setattr(example, "open_camera", no_camera)
+    assert example.main(["--headless"]) == 1
+    assert example.main(["--model", str(example_images / "missing.tflite")]) == 2
+
+
+# ------------------------------------------------------------------ the READMEs' commands
+# The programs run with the commands their READMEs show: a video file instead of a camera,
+# the example images instead of a slide (classify_folder.py: tested above).
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples"
-READMES = [EXAMPLES / "README.md", EXAMPLES / "raspberry_pi" / "README.md"]
-BENIGN = EXAMPLES / "images" / "WBC-Benign-420.jpg"
-FIELD = EXAMPLES / "images" / "WBC-Malignant-Pre-810.jpg"
+EXAMPLES_DIR = REPO / "examples"
+READMES = [EXAMPLES_DIR / "README.md", EXAMPLES_DIR / "raspberry_pi" / "README.md"]
+BENIGN_FILE = EXAMPLES_DIR / "images" / BENIGN
+FIELD_FILE = EXAMPLES_DIR / "images" / FIELD
 CAMERA = "examples/raspberry_pi_camera.py"
 NOT_HERE = {"examples/classify_folder.py"}  # the lab CLI's tests cover it
 RESULT_LINE = re.compile(r"^\s*(\d+) ms  (.*)$")
@@ -54,13 +190,8 @@ def readme_commands(readme: Path) -> list[tuple[str, list[str]]]:
 
 
 @pytest.fixture(scope="module")
-def classifier():
-    return Classifier()
-
-
-@pytest.fixture(scope="module")
 def camera_example():
-    return _module(EXAMPLES / "raspberry_pi_camera.py")
+    return _module(EXAMPLES_DIR / "raspberry_pi_camera.py")
 
 
 def _no_display_env() -> dict[str, str]:
@@ -95,7 +226,7 @@ def _check_microscope(argv, proc):
     window = int(argv[argv.index("--window") + 1]) if "--window" in argv else 15
     min_frames = int(argv[argv.index("--min-frames") + 1]) if "--min-frames" in argv else 5
     moved = [ln.rsplit(" ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("---")]
-    assert moved == [BENIGN.name, FIELD.name]
+    assert moved == [BENIGN, FIELD]
     calls = [ln for ln in proc.stdout.splitlines() if ln.startswith("t=")]
     assert len(calls) == 24  # 12 simulated frames per image
     frames = [int(re.search(r"last (\d+):", ln).group(1)) for ln in calls]
@@ -109,7 +240,7 @@ def _check_api(argv, proc, classifier):
     lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
     assert len(lines) == len(argv) - 2
     for line in lines:
-        expected = classifier.classify(EXAMPLES.parent / line["path"])
+        expected = classifier.classify(EXAMPLES_DIR.parent / line["path"])
         assert (line["label"], line["probabilities"]) == (
             expected.label,
             expected.probabilities,
@@ -121,7 +252,7 @@ def _check_api(argv, proc, classifier):
 def test_readme_commands_run(readme, tmp_path, classifier, camera_example):
     """Each README's commands, run in its order from a folder where ``examples`` is the
     repository's; camera commands (no ``--video``) are parsed, not run."""
-    (tmp_path / "examples").symlink_to(EXAMPLES)
+    (tmp_path / "examples").symlink_to(EXAMPLES_DIR)
     ran: dict = {"videos": {}, "programs": set()}
     commands = readme_commands(readme)
     assert commands, f"{readme} shows no python3 examples/... command"
@@ -170,7 +301,7 @@ def test_every_example_program_runs_from_some_readme():
     programs = {argv[1] for readme in READMES for _, argv in readme_commands(readme)}
     shown = {
         str(p.relative_to(REPO))
-        for p in [*EXAMPLES.glob("*.py"), *EXAMPLES.glob("raspberry_pi/*.py")]
+        for p in [*EXAMPLES_DIR.glob("*.py"), *EXAMPLES_DIR.glob("raspberry_pi/*.py")]
     }
     assert shown - NOT_HERE <= programs, f"not in any README: {shown - NOT_HERE - programs}"
     video_runs = [
@@ -227,7 +358,7 @@ class _FakePicamera2:
 def test_picamera2_formats_reach_the_model_as_rgb(
     fmt, camera_example, classifier, monkeypatch, capsys
 ):
-    rgb = load_rgb(BENIGN)  # a close call (p 0.57): a swapped channel changes it
+    rgb = load_rgb(BENIGN_FILE)  # a close call (p 0.57): a swapped channel changes it
     wide = np.zeros((rgb.shape[0], rgb.shape[1] + 96, 3), np.uint8)
     wide[:, 48:-48] = rgb  # the field in the centre square of a wider frame
     monkeypatch.setattr(_FakePicamera2, "rgb", wide)
@@ -247,32 +378,29 @@ def test_picamera2_formats_reach_the_model_as_rgb(
     )
 
 
-def test_result_without_a_label_is_shown_as_no_call(camera_example, classifier):
-    ok = classifier.classify(FIELD)
+def test_result_without_a_call_is_shown_with_its_status(camera_example, classifier):
+    ok = classifier.classify(FIELD_FILE)
     assert camera_example.describe(ok) == "ALL 1.00  (ALL 1.00, HEM 0.00)"
-    refused = types.SimpleNamespace(
-        label=None,
-        score=None,
-        probabilities={"ALL": 0.5, "HEM": 0.5},
-        status="out_of_domain",
-        reason="not a smear field",
+    refused = dataclasses.replace(
+        ok, status="rejected", reason="out_of_focus", label=None, score=None, probabilities=None
     )
     assert camera_example.describe(refused) == (
-        "no call (out_of_domain: not a smear field)  (ALL 0.50, HEM 0.50)"
+        "rejected: out_of_focus  (model, not a call: ALL 1.00, HEM 0.00)"
     )
     line = json.loads(camera_example.as_json(refused, 40, None))
-    assert (
-        line["label"] is None and line["status"] == "out_of_domain" and line["timestamp_ms"] == 40
-    )
+    assert (line["label"], line["status"], line["timestamp_ms"]) == (None, "rejected", 40)
+    assert line["model_probabilities"] == ok.model_probabilities and line["error"] is None
+    failed = json.loads(camera_example.as_json(None, 80, RuntimeError("decoder")))
+    assert (failed["status"], failed["error"], failed["timestamp_ms"]) == ("error", "decoder", 80)
     latest = camera_example.LatestResult()
     latest.set(refused, None)
     frame = np.zeros((120, 160, 3), np.uint8)
     camera_example.draw_overlay(frame, latest, camera_example.centre_square(frame))
-    assert frame.any()  # drawn, no exception on a result without label
+    assert frame.any()  # drawn, no exception on a result without a label
 
 
 def test_camera_demo_exit_codes(tmp_path):
-    run = [sys.executable, str(EXAMPLES / "raspberry_pi_camera.py"), "--headless"]
+    run = [sys.executable, str(EXAMPLES_DIR / "raspberry_pi_camera.py"), "--headless"]
     missing = subprocess.run(
         [*run, "--video", str(tmp_path / "none.avi")], capture_output=True, text=True, timeout=60
     )
@@ -289,7 +417,7 @@ def test_camera_demo_exit_codes(tmp_path):
 
 
 # ------------------------------------------------------------------ the systemd unit
-UNIT = EXAMPLES / "raspberry_pi" / "leukedge-camera.service"
+UNIT = EXAMPLES_DIR / "raspberry_pi" / "leukedge-camera.service"
 
 
 def _unit() -> configparser.ConfigParser:
@@ -336,16 +464,16 @@ def test_systemd_unit_verifies(tmp_path):
 
 
 def test_microscope_integration_hands_the_sdk_frames_in_their_own_order(classifier):
-    example = _module(EXAMPLES / "microscope_integration.py")
+    example = _module(EXAMPLES_DIR / "microscope_integration.py")
     smoothed = example.SmoothedClassifier(window=3, min_frames=1)
-    rgb = load_rgb(BENIGN)  # a close call: a swapped channel changes it (ALL 0.95)
+    rgb = load_rgb(BENIGN_FILE)  # a close call: a swapped channel changes it (ALL 0.95)
     expected = classifier.classify(rgb).probabilities
     bgrx = np.concatenate([rgb[..., ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], -1)
     frames = [(rgb[..., ::-1], "BGR"), (rgb, "RGB"), (bgrx, "BGRX")]
     for i, (frame, fmt) in enumerate(frames):
         call = smoothed.on_frame(np.ascontiguousarray(frame), 1_000 * (i + 1), fmt)
         assert call.latest.probabilities == expected, fmt
-    assert call.label == "HEM" and call.votes == {"ALL": 0, "HEM": 3}
+    assert call.label == "HEM" and call.votes == {"ALL": 0, "HEM": 3, "no call": 0}
     assert smoothed.on_frame(rgb, 3_400, "RGB") is None  # same millisecond: skipped
     with pytest.raises(ValueError, match="pixel_format"):
         smoothed.on_frame(bgrx, 5_000, "BGR")  # 4 channels declared as 3

@@ -1,0 +1,173 @@
+"""Which files to classify: paths, folders walked for images, and lists of paths.
+
+``leukedge classify PATH… [--files-from LIST]`` takes any mix of
+
+- **files**: classified as named, whatever their suffix (a file the user names is never
+  skipped silently; one that is not an image gets a per-file error);
+- **folders**: walked recursively for image files (:data:`IMAGE_SUFFIXES`, any case), in
+  sorted path order; hidden files and folders (name starting with ``.``) and other files
+  are skipped and counted (:class:`Skipped`), so a folder of 40,000 images never meets the
+  shell's argument-length limit;
+- **a list file** (``--files-from``, ``-`` = standard input): one path per line (files or
+  folders, treated as above), blank lines ignored, as ``find … | leukedge classify
+  --files-from -``.
+
+Inputs keep the order they were given in; duplicates are kept (each is classified).
+Symbolic links to files are followed; symbolic links to folders are not descended (no
+cycles).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+IMAGE_SUFFIXES = frozenset({".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff"})
+"""File suffixes (compared in lower case) picked up when walking a folder; the formats the
+training data come in and that Pillow decodes without plugins."""
+
+
+def is_hidden(name: str) -> bool:
+    """``True`` for a file or folder name starting with ``.`` (Unix convention; also the
+    ``._*`` resource forks macOS leaves on shared drives)."""
+    return name.startswith(".")
+
+
+def is_image_name(name: str) -> bool:
+    """``True`` if ``name``'s suffix is one of :data:`IMAGE_SUFFIXES` (case-insensitive)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+
+
+@dataclass
+class Skipped:
+    """What a folder walk left out, for the summary line.
+
+    Attributes:
+        hidden_files: files whose name starts with ``.``.
+        hidden_folders: folders whose name starts with ``.`` (not descended; their files
+            are not counted).
+        other_suffixes: non-image files by lower-case suffix (``""`` for none).
+        unreadable: ``"<folder>: <problem>"`` for each folder that could not be listed.
+    """
+
+    hidden_files: int = 0
+    hidden_folders: int = 0
+    other_suffixes: Counter = field(default_factory=Counter)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def not_images(self) -> int:
+        """Number of non-image files skipped."""
+        return sum(self.other_suffixes.values())
+
+    def describe(self) -> str:
+        """One phrase for the summary, e.g. ``"2 non-image files (.txt 1, .csv 1), 1 hidden
+        file"``; ``""`` when nothing was skipped."""
+        parts = []
+        if self.not_images:
+            kinds = ", ".join(
+                f"{suffix or '(no suffix)'} {count}"
+                for suffix, count in sorted(
+                    self.other_suffixes.items(), key=lambda i: (-i[1], i[0])
+                )
+            )
+            parts.append(f"{self.not_images} non-image file{_s(self.not_images)} ({kinds})")
+        if self.hidden_files:
+            parts.append(f"{self.hidden_files} hidden file{_s(self.hidden_files)}")
+        if self.hidden_folders:
+            parts.append(f"{self.hidden_folders} hidden folder{_s(self.hidden_folders)}")
+        if self.unreadable:
+            parts.append(f"{len(self.unreadable)} unreadable folder{_s(len(self.unreadable))}")
+        return ", ".join(parts)
+
+
+def _s(n: int) -> str:
+    return "" if n == 1 else "s"
+
+
+@dataclass
+class Inputs:
+    """The expanded inputs: ``paths`` to classify, in order, and what was ``skipped``."""
+
+    paths: list[Path]
+    skipped: Skipped
+
+
+def walk_images(folder: str | os.PathLike, skipped: Skipped | None = None) -> list[Path]:
+    """Image files under ``folder``, recursively, sorted by path.
+
+    Args:
+        folder: the folder to walk; paths returned start with it as given.
+        skipped: counts of hidden and non-image files are added here.
+
+    Returns:
+        ``Path`` list sorted by path components (so ``a/b.jpg`` before ``a-b/c.jpg``).
+    """
+    skipped = skipped if skipped is not None else Skipped()
+    found: list[Path] = []
+
+    def unreadable(exc: OSError) -> None:
+        skipped.unreadable.append(f"{exc.filename}: {exc.strerror or exc}")
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
+        hidden = [d for d in dirnames if is_hidden(d)]
+        skipped.hidden_folders += len(hidden)
+        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
+        for name in filenames:
+            if is_hidden(name):
+                skipped.hidden_files += 1
+            elif is_image_name(name):
+                found.append(Path(dirpath, name))
+            else:
+                skipped.other_suffixes[os.path.splitext(name)[1].lower()] += 1
+    found.sort()
+    return found
+
+
+def read_path_list(stream: TextIO) -> Iterator[str]:
+    """Paths from a text stream, one per line; line ends stripped, blank lines skipped
+    (leading and trailing spaces are kept: they can be part of a file name)."""
+    for line in stream:
+        path = line.rstrip("\r\n")
+        if path.strip():
+            yield path
+
+
+def collect_inputs(
+    paths: Iterable[str | os.PathLike] = (), files_from: str | os.PathLike | None = None
+) -> Inputs:
+    """Expand command-line paths and a ``--files-from`` list into the images to classify.
+
+    Args:
+        paths: files and folders, in order (folders are walked by :func:`walk_images`).
+        files_from: a text file of paths (one per line), or ``"-"`` for standard input;
+            its entries follow ``paths``.
+
+    Returns:
+        :class:`Inputs`. A path that does not exist is kept, so that it gets its own
+        "No such file or directory" result rather than vanishing.
+
+    Raises:
+        OSError: ``files_from`` cannot be read.
+    """
+    skipped = Skipped()
+    expanded: list[Path] = []
+    entries: list[str | os.PathLike] = list(paths)
+    if files_from is not None:
+        if str(files_from) == "-":
+            entries += list(read_path_list(sys.stdin))
+        else:
+            with open(files_from, encoding="utf-8") as handle:
+                entries += list(read_path_list(handle))
+    for entry in entries:
+        path = Path(entry)
+        if path.is_dir():
+            expanded += walk_images(path, skipped)
+        else:
+            expanded.append(path)
+    return Inputs(expanded, skipped)

@@ -1,0 +1,266 @@
+"""Result files that are never half-written: CSV and JSON Lines, written atomically.
+
+Each output file is written to a temporary file in the target's own folder
+(``.<name>.<random>.partial``; same file system, so the final :func:`os.replace` is atomic on
+POSIX and Windows), one complete line per record, flushed to the operating system after
+every record. On completion **and** on interruption (Ctrl+C, SIGTERM, an exception) the
+temporary file is synced and renamed onto the target, so the target holds every record
+finished so far and never a partial line; a ``kill -9`` leaves the target as it was (absent
+or the previous run's) plus the ``.partial`` file. The file gets the mode a plain ``open()``
+would give it (``0o666`` minus the user's umask), not :func:`tempfile.mkstemp`'s ``0o600``.
+
+CSV columns (:func:`csv_columns`): ``path, status, label, reason``, one ``p_<label>`` per
+class, ``score, message, model_label``, one ``model_p_<label>`` per class,
+``ood_distance``, one ``quality_<statistic>`` per quality statistic, ``failed_checks,
+error, model, model_version, model_sha256``. JSON Lines hold each record whole
+(:mod:`leukedge.records`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from leukedge.quality import QualityStatistics
+from leukedge.records import ModelInfo
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it; call from one thread)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class AtomicTextFile:
+    """A text file written under a temporary name and renamed onto ``target`` at the end.
+
+    Args:
+        target: the file to create or replace; its folder is created if missing.
+        mode: permission bits of the final file; default ``0o666 & ~umask``.
+
+    Use as a context manager, or call :meth:`commit` / :meth:`discard` yourself. Leaving the
+    ``with`` block commits, whether it ends normally or by an exception (what was written
+    is kept).
+
+    Raises:
+        OSError: the folder cannot be created or written.
+    """
+
+    def __init__(self, target: str | os.PathLike, mode: int | None = None):
+        self.target = Path(target)
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".partial"
+        )
+        self.temp_path = Path(tmp)
+        try:
+            if hasattr(os, "fchmod"):  # POSIX (Windows: the folder's ACL applies)
+                os.fchmod(fd, 0o666 & ~current_umask() if mode is None else mode)
+            self.handle: TextIO = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+        except BaseException:
+            os.close(fd)
+            self.temp_path.unlink(missing_ok=True)
+            raise
+        self.closed = False
+
+    def write(self, text: str) -> None:
+        """Write ``text`` (whole lines) and flush it to the operating system."""
+        self.handle.write(text)
+        self.handle.flush()
+
+    def commit(self) -> None:
+        """Sync the data to disk and rename the temporary file onto the target."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        finally:
+            self.handle.close()
+        os.replace(self.temp_path, self.target)
+        _sync_folder(self.target.parent)
+
+    def discard(self) -> None:
+        """Close and delete the temporary file; the target stays as it was."""
+        if self.closed:
+            return
+        self.closed = True
+        self.handle.close()
+        self.temp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicTextFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.commit()
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class RecordWriter(Protocol):
+    """Where records go: one :meth:`write` per record, :meth:`close` at the end (also after
+    an interruption: what was written is kept)."""
+
+    def write(self, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def jsonl_line(record: dict[str, Any]) -> str:
+    """One record as one JSON Lines line (with its ``\\n``); non-ASCII kept as UTF-8."""
+    return json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+class JsonLinesWriter:
+    """Records as JSON Lines into an :class:`AtomicTextFile`."""
+
+    def __init__(self, target: str | os.PathLike):
+        self.file = AtomicTextFile(target)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.file.write(jsonl_line(record))
+
+    def close(self) -> None:
+        self.file.commit()
+
+    def discard(self) -> None:
+        """Drop what was written; the target stays as it was."""
+        self.file.discard()
+
+
+class JsonLinesStream:
+    """Records as JSON Lines on a stream (standard output), flushed per record."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.stream.write(jsonl_line(record))
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+    def discard(self) -> None:
+        """Nothing to undo on a stream."""
+
+
+PER_LABEL_COLUMNS = {"probabilities": "p_", "model_probabilities": "model_p_"}
+"""Record fields holding ``{label: value}``, spread over one CSV column per label."""
+
+QUALITY_KEYS = tuple(f.name for f in fields(QualityStatistics))
+PER_KEY_COLUMNS = {"quality": ("quality_", QUALITY_KEYS)}
+"""Record fields holding a dictionary with fixed keys, one CSV column per key."""
+
+CSV_FIELDS = (
+    "path",
+    "status",
+    "label",
+    "reason",
+    "probabilities",
+    "score",
+    "message",
+    "model_label",
+    "model_probabilities",
+    "ood_distance",
+    "quality",
+    "failed_checks",
+    "error",
+    "model",
+    "model_version",
+    "model_sha256",
+)
+"""Record fields in CSV column order (per-label and per-key fields expand in place; lists
+are joined with ``;``)."""
+
+
+def _expand(name: str, labels: Sequence[str]) -> list[tuple[str, str | None]]:
+    """``[(column, key in the field's dictionary or None)]`` for one record field."""
+    if name in PER_LABEL_COLUMNS:
+        return [(f"{PER_LABEL_COLUMNS[name]}{label}", label) for label in labels]
+    if name in PER_KEY_COLUMNS:
+        prefix, keys = PER_KEY_COLUMNS[name]
+        return [(f"{prefix}{key}", key) for key in keys]
+    return [(name, None)]
+
+
+def csv_columns(labels: Sequence[str]) -> list[str]:
+    """CSV header for a model with ``labels``: :data:`CSV_FIELDS` with each per-label field
+    expanded to ``<prefix><label>`` columns (``p_ALL, p_HEM``) and ``quality`` to
+    ``quality_<statistic>`` columns."""
+    return [column for name in CSV_FIELDS for column, _ in _expand(name, labels)]
+
+
+def csv_row(record: dict[str, Any], labels: Sequence[str]) -> dict[str, Any]:
+    """One record as a CSV row (``None`` → empty cell; floats written in full)."""
+    row: dict[str, Any] = {}
+    for name in CSV_FIELDS:
+        value = record.get(name)
+        for column, key in _expand(name, labels):
+            cell = value if key is None else (value or {}).get(key)
+            if isinstance(cell, list | tuple):
+                cell = ";".join(map(str, cell))
+            row[column] = "" if cell is None else cell
+    return row
+
+
+class CsvWriter:
+    """Records as CSV rows (header :func:`csv_columns`) into an :class:`AtomicTextFile`."""
+
+    def __init__(self, target: str | os.PathLike, model: ModelInfo):
+        self.labels = model.labels
+        self.columns = csv_columns(self.labels)
+        self.file = AtomicTextFile(target)
+        self._buffer = io.StringIO()
+        self._csv = csv.DictWriter(self._buffer, fieldnames=self.columns)
+        self._csv.writeheader()
+        self._emit()
+
+    def _emit(self) -> None:
+        self.file.write(self._buffer.getvalue())  # one whole line (or header) at a time
+        self._buffer.seek(0)
+        self._buffer.truncate()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._csv.writerow(csv_row(record, self.labels))
+        self._emit()
+
+    def close(self) -> None:
+        self.file.commit()
+
+    def discard(self) -> None:
+        """Drop what was written; the target stays as it was."""
+        self.file.discard()
+
+
+def write_rows_atomically(
+    target: str | os.PathLike, columns: Sequence[str], rows: Sequence[dict[str, Any]]
+) -> None:
+    """A whole CSV (header ``columns``, then ``rows``) written atomically (group summaries)."""
+    with AtomicTextFile(target) as handle:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+        handle.write(buffer.getvalue())

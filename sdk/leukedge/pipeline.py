@@ -1,0 +1,107 @@
+"""``leukedge classify`` on many files: inputs → parallel classification → records →
+outputs (stdout JSON Lines, CSV, JSONL), group statistics and totals, in one pass.
+
+Data flows one way: :mod:`leukedge.inputs` (paths) → :mod:`leukedge.batch` (results in input
+order) → :mod:`leukedge.records` (one dict per input) → every writer of
+:mod:`leukedge.outputs`, the :class:`~leukedge.groups.GroupCollector` and the
+:class:`~leukedge.report.Totals`. Ctrl+C or SIGTERM (:mod:`leukedge.stopping`) ends the
+loop after the record in hand; the output files are then closed as on success, so they
+hold every finished record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from leukedge.batch import classify_paths
+from leukedge.records import ModelInfo, error_record, result_record
+from leukedge.report import Totals, progress_bar
+from leukedge.stopping import StopRequest
+
+if TYPE_CHECKING:
+    from leukedge.classifier import Classifier
+    from leukedge.groups import GroupCollector
+    from leukedge.outputs import RecordWriter
+
+
+@dataclass
+class ClassifyJob:
+    """One ``leukedge classify`` run.
+
+    Attributes:
+        paths: images, in the order results are wanted.
+        writers: where every record goes (:mod:`leukedge.outputs`); closed at the end,
+            also after a stop.
+        workers: classification threads (``None``: :func:`leukedge.batch.default_workers`).
+        progress: draw a progress bar on standard error.
+        groups: a :class:`~leukedge.groups.GroupCollector`, or ``None``.
+        keep_records: keep every record in memory (for the terminal table).
+        on_record: called with each record after it is written (e.g. tests, GUIs).
+    """
+
+    paths: Sequence[str | os.PathLike]
+    writers: list[RecordWriter] = field(default_factory=list)
+    workers: int | None = None
+    progress: bool = False
+    groups: GroupCollector | None = None
+    keep_records: bool = False
+    on_record: Callable[[dict[str, Any]], None] | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_classify(
+    classifier: Classifier, job: ClassifyJob, stop: StopRequest | None = None
+) -> Totals:
+    """Classify ``job.paths`` and send each record to ``job``'s writers, in input order.
+
+    Args:
+        classifier: an ``IMAGE``-mode classifier.
+        job: :class:`ClassifyJob`.
+        stop: checked after every record; the caller installs it for signals
+            (:meth:`StopRequest.installed`). ``None``: run to the end.
+
+    Returns:
+        :class:`~leukedge.report.Totals` (``stopped_by`` set when stopped early).
+    """
+    model = ModelInfo.of(classifier)
+    totals = Totals(planned=len(job.paths))
+    outcomes = classify_paths(classifier, job.paths, workers=job.workers)
+    try:
+        with contextlib.closing(outcomes), progress_bar(len(job.paths), job.progress) as bar:
+            for outcome in outcomes:
+                if outcome.error is None:
+                    record = result_record(outcome.path, outcome.result, model)
+                else:
+                    record = error_record(outcome.path, outcome.error, model)
+                for writer in job.writers:
+                    writer.write(record)
+                if job.groups is not None:
+                    job.groups.add(record)
+                if job.keep_records:
+                    job.records.append(record)
+                if job.on_record is not None:
+                    job.on_record(record)
+                totals.add(record)
+                bar.advance()
+                if stop:
+                    totals.stopped_by = stop.signum
+                    break
+    finally:
+        _close_all(job.writers)
+    return totals
+
+
+def _close_all(writers: Sequence[RecordWriter]) -> None:
+    """Close every writer, even when one fails (the first failure is raised after)."""
+    first: BaseException | None = None
+    for writer in writers:
+        try:
+            writer.close()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            first = first or exc
+    if first is not None:
+        raise first

@@ -1,0 +1,409 @@
+"""The CLI a lab uses: ``leukedge classify`` on folders and lists, its CSV/JSONL files under
+Ctrl+C and kill, umask, exit codes and group summaries; ``leukedge watch`` with a slowly
+written file and a restart; ``leukedge camera`` on a video file.
+
+Runtime only: the embedded model and ``examples/images/`` (copied into temporary folder
+trees); no TensorFlow, no ../shared/data.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from leukedge import Classifier
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
+FIELD = "WBC-Malignant-Pre-810.jpg"
+BENIGN = "WBC-Benign-420.jpg"
+CELLS = ("UID_3_4_2_all.bmp", "UID_H10_47_2_hem.bmp")
+CLI = [sys.executable, "-m", "leukedge.cli"]
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return Classifier()
+
+
+def _cli(*args, stdin: str | None = None, umask: int | None = None, cwd=None):
+    return subprocess.run(
+        [*CLI, *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        preexec_fn=(lambda: os.umask(umask)) if umask is not None else None,
+    )
+
+
+def _day(root: Path) -> list[Path]:
+    """Two slides, nested, with hidden and non-image files and one truncated JPEG; returns
+    the images in the order the walk must give them."""
+    a, b = root / "slide_A", root / "slide_B"
+    (b / "sub").mkdir(parents=True)
+    a.mkdir()
+    for name in (FIELD, BENIGN):
+        shutil.copy(EXAMPLES / name, a / name)
+    (a / "cut.jpg").write_bytes((EXAMPLES / FIELD).read_bytes()[:1500])
+    for cell in CELLS:
+        shutil.copy(EXAMPLES / cell, b / cell)
+    shutil.copy(EXAMPLES / FIELD, b / "sub" / "f.png.jpg")
+    shutil.copy(EXAMPLES / FIELD, b / ".preview.jpg")
+    (root / "notes.txt").write_text("stained 09:10")
+    return sorted(
+        [a / FIELD, a / BENIGN, a / "cut.jpg", *(b / c for c in CELLS), b / "sub" / "f.png.jpg"]
+    )
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_folder_to_csv_and_jsonl_with_groups(tmp_path, classifier):
+    images = _day(tmp_path / "day")
+    out = tmp_path / "out"
+    proc = _cli(
+        "classify", tmp_path / "day", "--csv", out / "calls.csv", "--jsonl", out / "calls.jsonl",
+        "--group-by", "slide", "--group-csv", out / "slides.csv", umask=0o022,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr  # the truncated JPEG
+    records = _jsonl(out / "calls.jsonl")
+    assert [r["path"] for r in records] == [str(p) for p in images]
+    sha = classifier.model_sha256
+    for record in records:
+        assert (record["model"], record["model_sha256"]) == ("leukedge_default", sha)
+        assert record["model_version"] == classifier.metadata.version
+        if record["path"].endswith("cut.jpg"):
+            assert (record["status"], record["reason"], record["label"]) == (
+                "error", "decode_error", None,
+            )  # fmt: skip
+            continue
+        expected = classifier.classify(record["path"])
+        assert record["status"] == "ok" and record["error"] is None
+        assert record["label"] == expected.label
+        assert record["probabilities"] == expected.probabilities
+    with open(out / "calls.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["path"] for r in rows] == [r["path"] for r in records]
+    for row, record in zip(rows, records, strict=True):
+        assert row["status"] == record["status"] and row["model_sha256"] == sha
+        if record["probabilities"]:
+            assert float(row["p_ALL"]) == record["probabilities"]["ALL"]  # written in full
+    for name in ("calls.csv", "calls.jsonl", "slides.csv"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in out.iterdir()) == ["calls.csv", "calls.jsonl", "slides.csv"]
+    with open(out / "slides.csv", newline="") as handle:
+        slides = {r["group"]: r for r in csv.DictReader(handle)}
+    assert set(slides) == {"slide_A", "slide_B", "sub"}
+    a = slides["slide_A"]
+    assert (a["n"], a["n_ok"], a["n_error"], a["n_ALL"]) == ("3", "2", "1", "1")
+    assert float(a["fraction_ALL"]) == 0.5 and a["call"] == "refer"
+    assert (float(a["ci_low"]), float(a["ci_high"])) == pytest.approx(
+        (0.094531, 0.905469), abs=2e-6
+    )
+    p_all = [r["probabilities"]["ALL"] for r in records[:3] if r["probabilities"]]
+    assert float(a["mean_p_ALL"]) == pytest.approx(sum(p_all) / 2, abs=1e-5)
+    assert "per slide" in proc.stdout and "slide_A" in proc.stdout  # the table
+    assert "6 images" in proc.stderr and "ok 5, error 1" in proc.stderr
+    assert "skipped 1 non-image file (.txt 1), 1 hidden file" in proc.stderr
+
+
+def test_files_from_stdin_json_lines_no_progress(tmp_path):
+    images = _day(tmp_path / "day")
+    listing = f"{images[3]}\n\n{images[0]}\n{tmp_path / 'day' / 'slide_B' / 'sub'}\n"
+    proc = _cli("classify", "--files-from", "-", "--json", "--progress", stdin=listing)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in proc.stdout.splitlines()]  # nothing but JSON
+    assert [r["path"] for r in records] == [str(images[3]), str(images[0]), str(images[5])]
+    assert "classifying" not in proc.stderr  # never a progress bar with --json
+
+
+def test_progress_bar_on_request(tmp_path):
+    _day(tmp_path / "day")
+    proc = _cli("classify", tmp_path / "day" / "slide_B", "--progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "classifying" in proc.stderr and "3/3" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["classify"], "give image files or folders"),
+        (["classify", "EMPTY"], "no images to classify"),
+        (["classify", "EMPTY", "--group-csv", "g.csv"], "--group-csv needs --group-by"),
+        (["classify", "--files-from", "NOLIST"], "cannot read --files-from"),
+        (["classify", "EMPTY", "--bogus"], "No such option"),
+    ],
+)
+def test_usage_errors_exit_2(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no images here")
+    subs = {"EMPTY": tmp_path / "empty", "NOLIST": tmp_path / "nolist.txt"}
+    proc = _cli(*[subs.get(a, a) for a in args], cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert not list(tmp_path.glob("*.csv"))
+
+
+def test_exit_0_when_every_input_is_classified():
+    proc = _cli("classify", EXAMPLES)
+    assert proc.returncode == 0, proc.stderr
+    assert all(name in proc.stdout for name in (FIELD, BENIGN, *CELLS))
+    assert "4 images" in proc.stderr and "ok 4" in proc.stderr
+
+
+def _many(tmp_path: Path, n: int) -> Path:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(n):
+        os.symlink(EXAMPLES / (FIELD if i % 2 else BENIGN), folder / f"f{i:05d}.jpg")
+    return folder
+
+
+def _start_and_wait_for_rows(tmp_path: Path, folder: Path, rows: int, *extra):
+    csv_out, jsonl_out = tmp_path / "r.csv", tmp_path / "r.jsonl"
+    proc = subprocess.Popen(
+        [*CLI, "classify", str(folder), "--csv", str(csv_out), "--jsonl", str(jsonl_out),
+         "--workers", "1", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        partial = list(tmp_path.glob(".r.jsonl.*.partial"))
+        if partial and partial[0].read_text().count("\n") >= rows:
+            return proc, csv_out, jsonl_out
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail("no rows appeared")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_keeps_finished_rows_and_leaves_no_temp_file(tmp_path, signum):
+    folder = _many(tmp_path, 3000)
+    proc, csv_out, jsonl_out = _start_and_wait_for_rows(tmp_path, folder, 10)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, stderr
+    records = _jsonl(jsonl_out)  # every line complete JSON
+    assert 10 <= len(records) < 3000
+    assert [r["path"] for r in records] == [
+        str(folder / f"f{i:05d}.jpg") for i in range(len(records))
+    ]
+    with open(csv_out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["path"] for r in rows] == [r["path"] for r in records]
+    assert all(r["status"] == "ok" and r["p_ALL"] for r in rows)
+    assert csv_out.read_text().endswith("\n")
+    assert not list(tmp_path.glob(".*partial"))
+    assert "stopped early" in stderr
+
+
+def test_kill_leaves_previous_results_untouched(tmp_path):
+    folder = _many(tmp_path, 3000)
+    (tmp_path / "r.csv").write_text("yesterday's results\n")
+    proc, csv_out, jsonl_out = _start_and_wait_for_rows(tmp_path, folder, 5)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert csv_out.read_text() == "yesterday's results\n"  # never half-written
+    assert not jsonl_out.exists()
+    for partial in tmp_path.glob(".*partial"):  # what a kill leaves: complete lines only
+        assert partial.read_text().endswith("\n")
+
+
+def test_classify_file_loads_no_progress_watch_or_camera_modules():
+    code = (
+        "import sys\n"
+        "from leukedge import Classifier\n"
+        f"Classifier().classify({str(EXAMPLES / BENIGN)!r})\n"
+        "before = set(sys.modules)\n"  # what classifying itself needs
+        "from leukedge.cli import app\n"
+        "try:\n"
+        f"    app(['classify', '--json', {str(EXAMPLES / BENIGN)!r}])\n"
+        "except SystemExit as e:\n"
+        "    assert e.code in (0, None), e.code\n"
+        "added = set(sys.modules) - before\n"
+        "print('LOADED', [m for m in ('cv2', 'watchdog', 'rich.progress') if m in added])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "LOADED []" in proc.stdout
+
+
+# ---------------------------------------------------------------- watch
+def _wait_lines(path: Path, n: int, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= n:
+            return _jsonl(path)
+        time.sleep(0.05)
+    pytest.fail(f"{path}: fewer than {n} records after {timeout} s")
+
+
+def _watch(folder: Path, out: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*CLI, "watch", str(folder), "--jsonl", str(out), "--settle-ms", "300",
+         "--give-up-s", "2.5"],
+        stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,
+    )  # fmt: skip
+
+
+def test_watch_waits_for_slow_files_survives_bad_ones_and_resumes(tmp_path, classifier):
+    inbox, out, log = tmp_path / "inbox", tmp_path / "calls.jsonl", tmp_path / "log"
+    inbox.mkdir()
+    shutil.copy(EXAMPLES / BENIGN, inbox / "0_before_start.jpg")
+    proc = _watch(inbox, out, log)
+    try:
+        assert [r["path"] for r in _wait_lines(out, 1)] == [str(inbox / "0_before_start.jpg")]
+        data = (EXAMPLES / FIELD).read_bytes()
+        with open(inbox / "1_slow.jpg", "wb") as handle:  # a camera pausing mid-write
+            handle.write(data[: len(data) // 3])
+            handle.flush()
+            time.sleep(1.0)  # longer than --settle-ms: stable, but does not decode yet
+            handle.write(data[len(data) // 3 :])
+        (inbox / "2_bad.jpg").write_bytes(b"not an image at all")
+        (inbox / "notes.txt").write_text("ignored")
+        (inbox / ".3_writing.jpg").write_bytes(data)  # hidden: a temporary name, ignored
+        records = _wait_lines(out, 3)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 0
+    finally:
+        proc.kill()
+    slow = records[1]
+    assert slow["path"] == str(inbox / "1_slow.jpg") and slow["status"] == "ok"
+    assert slow["probabilities"] == classifier.classify(EXAMPLES / FIELD).probabilities
+    assert records[2]["path"] == str(inbox / "2_bad.jpg") and records[2]["status"] == "error"
+
+    # While stopped: a new image arrives, and the file got a torn last line (a crash).
+    shutil.copy(EXAMPLES / CELLS[0], inbox / "4_while_stopped.bmp")
+    with open(out, "a") as handle:
+        handle.write('{"path": "torn')
+    proc = _watch(inbox, out, log)
+    try:
+        records = _wait_lines(out, 4)
+        time.sleep(0.8)  # nothing else may follow
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 0
+    finally:
+        proc.kill()
+    records = _jsonl(out)
+    names = [Path(r["path"]).name for r in records]
+    assert names == ["0_before_start.jpg", "1_slow.jpg", "2_bad.jpg", "4_while_stopped.bmp"]
+    assert "incomplete last line" in log.read_text()
+
+
+# ---------------------------------------------------------------- camera
+def _video(path: Path, frames_per_image: int = 3, fps: float = 30.0) -> int:
+    cv2 = pytest.importorskip("cv2")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (224, 224))
+    assert writer.isOpened()
+    count = 0
+    for name in (FIELD, BENIGN, *CELLS):
+        frame = cv2.resize(cv2.imread(str(EXAMPLES / name)), (224, 224))
+        for _ in range(frames_per_image):
+            writer.write(frame)
+            count += 1
+    writer.release()
+    return count
+
+
+def test_camera_on_a_video_prints_calls_and_saves_snapshots(tmp_path, classifier):
+    video = tmp_path / "stage.avi"
+    frames = _video(video)
+    snaps = tmp_path / "snaps"
+    proc = _cli("camera", "--video", video, "--headless", "--snapshot", snaps)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if " ms " in line]
+    summary = proc.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"{frames} frames captured, {len(lines)} classified")
+    sidecars = sorted(snaps.glob("*.json"))
+    assert len(sidecars) == len(lines) >= 1
+    for sidecar in sidecars:
+        record = json.loads(sidecar.read_text())
+        png = Path(record["path"])
+        assert png == sidecar.with_suffix(".png") and png.exists()
+        again = classifier.classify(png)  # the saved frame is exactly what was classified
+        assert record["probabilities"] == again.probabilities
+        assert record["label"] == again.label and record["model_sha256"]
+
+
+def test_camera_stops_after_n_frames_and_reports_a_missing_camera(tmp_path):
+    video = tmp_path / "stage.avi"
+    _video(video)
+    proc = _cli("camera", "--video", video, "--headless", "--frames", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("5 frames captured")
+    broken = tmp_path / "broken.avi"
+    broken.write_bytes(b"not a video")
+    proc = _cli("camera", "--video", broken, "--headless")
+    assert proc.returncode == 1 and "cannot open video" in proc.stderr
+
+
+def test_overlay_draws_the_call():
+    np = pytest.importorskip("numpy")
+    from leukedge.camera import draw_overlay, result_text
+
+    record = {"label": "ALL", "probabilities": {"ALL": 0.97, "HEM": 0.03}, "status": "ok"}
+    assert result_text(record, "ALL") == "ALL  p(ALL) 0.97  ok"
+    refer = {"label": None, "probabilities": {"ALL": 0.55, "HEM": 0.45}, "status": "refer",
+             "reason": "uncertain"}  # fmt: skip
+    assert result_text(refer, "ALL") == "refer (uncertain)  p(ALL) 0.55"
+    frame = np.zeros((240, 320, 3), np.uint8)
+    draw_overlay(frame, record, "ALL")
+    red = frame[..., 2] > 150
+    assert red.any() and not frame[..., 1][red].max() > 100  # ALL is drawn in red
+
+
+def test_statuses_flow_into_files_groups_and_table(tmp_path, classifier):
+    slide = tmp_path / "s1"
+    slide.mkdir()
+    for name in (FIELD, BENIGN):
+        shutil.copy(EXAMPLES / name, slide / name)
+    from PIL import Image
+
+    Image.open(EXAMPLES / FIELD).crop((0, 0, 60, 60)).save(slide / "tiny.png")  # too small
+    band = ("--threshold", "0.5", "--refer-band", "0.3,0.7")  # p(ALL) 0.43 of BENIGN: refer
+    proc = _cli(
+        "classify", slide, *band, "--csv", tmp_path / "c.csv", "--group-by", "slide",
+        "--group-csv", tmp_path / "g.csv",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr  # refer and rejected are answers, not failures
+    with open(tmp_path / "c.csv", newline="") as handle:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
+    benign, field, tiny = rows[BENIGN], rows[FIELD], rows["tiny.png"]
+    assert (benign["status"], benign["reason"], benign["label"]) == ("refer", "uncertain", "")
+    assert float(benign["p_ALL"]) == pytest.approx(0.4311, abs=1e-3)
+    assert (field["status"], field["label"]) == ("ok", "ALL")
+    assert (tiny["status"], tiny["reason"], tiny["label"], tiny["p_ALL"]) == (
+        "rejected", "too_small", "", "",
+    )  # fmt: skip
+    assert tiny["model_label"] and float(tiny["model_p_ALL"]) > 0  # the model's opinion, apart
+    assert (tiny["quality_height"], tiny["quality_width"]) == ("60", "60")
+    with open(tmp_path / "g.csv", newline="") as handle:
+        (group,) = list(csv.DictReader(handle))
+    assert (group["n"], group["n_ok"], group["n_refer"], group["n_rejected"]) == (
+        "3",
+        "1",
+        "1",
+        "1",
+    )
+    assert (group["n_ALL"], float(group["ci_low"])) == ("1", pytest.approx(0.206549, abs=2e-6))
+    p_all = [float(benign["p_ALL"]), float(field["p_ALL"])]  # ok and refer; not rejected
+    assert float(group["mean_p_ALL"]) == pytest.approx(sum(p_all) / 2, abs=1e-5)
+    assert (group["call"], group["call_reason"]) == ("refer", "2 of 3 images not ok (> 0.5)")
+    assert "ok 1, refer 1, rejected 1" in proc.stderr
+    table = _cli("classify", slide, *band)
+    lines = {name: next(line for line in table.stdout.splitlines() if name in line)
+             for name in (BENIGN, "tiny.png")}  # fmt: skip
+    assert "│ refer " in lines[BENIGN] and "│ uncertain " in lines[BENIGN]
+    assert "│ rejected " in lines["tiny.png"] and "│ too_small " in lines["tiny.png"]

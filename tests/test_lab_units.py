@@ -1,0 +1,377 @@
+"""The lab workflow's parts, one at a time: folder walking, ordered parallel classification,
+records, atomic CSV/JSONL writers, group statistics (Wilson interval by hand) and group keys.
+
+Runtime only: the embedded model and ``examples/images/``; no TensorFlow, no ../shared/data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from leukedge import Classifier
+from leukedge.batch import classify_paths, default_workers, ordered_map
+from leukedge.groups import (
+    NO_GROUP,
+    UNMAPPED,
+    GroupMap,
+    GroupRule,
+    group_key,
+    summarise,
+    summarise_all,
+    summary_columns,
+    wilson_interval,
+)
+from leukedge.inputs import collect_inputs, read_path_list, walk_images
+from leukedge.outputs import AtomicTextFile, CsvWriter, JsonLinesWriter, csv_columns
+from leukedge.records import ModelInfo, error_record, result_record, status_of
+from leukedge.subjects import parse_subject
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
+FIELD = "WBC-Malignant-Pre-810.jpg"
+BENIGN = "WBC-Benign-420.jpg"
+CELLS = ("UID_3_4_2_all.bmp", "UID_H10_47_2_hem.bmp")
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return Classifier()
+
+
+def slide_tree(root: Path) -> dict[str, list[Path]]:
+    """A technician's day: two slides, a nested folder, hidden files, a text file and a
+    truncated JPEG. Returns the images a walk must find (sorted) and what it must skip."""
+    a, b = root / "slide_A", root / "slide_B"
+    (b / "sub").mkdir(parents=True)
+    (root / ".thumbs").mkdir()
+    a.mkdir()
+    shutil.copy(EXAMPLES / FIELD, a / FIELD)
+    shutil.copy(EXAMPLES / BENIGN, a / BENIGN)
+    (a / "cut.jpg").write_bytes((EXAMPLES / FIELD).read_bytes()[:1500])
+    for cell in CELLS:
+        shutil.copy(EXAMPLES / cell, b / cell)
+    shutil.copy(EXAMPLES / BENIGN, b / "sub" / "field.JPG")  # upper-case suffix counts
+    shutil.copy(EXAMPLES / BENIGN, b / ".hidden.jpg")
+    shutil.copy(EXAMPLES / BENIGN, root / ".thumbs" / "t.jpg")
+    (root / "notes.txt").write_text("slide A stained 09:10")
+    (b / "calls.csv").write_text("path,label\n")
+    images = sorted(
+        [a / FIELD, a / BENIGN, a / "cut.jpg", *(b / c for c in CELLS), b / "sub" / "field.JPG"]
+    )
+    return {"images": images}
+
+
+# ---------------------------------------------------------------- inputs
+def test_walk_finds_nested_images_sorted_and_counts_what_it_skips(tmp_path):
+    expected = slide_tree(tmp_path)["images"]
+    inputs = collect_inputs([tmp_path])
+    assert inputs.paths == expected
+    skipped = inputs.skipped
+    assert skipped.hidden_files == 1 and skipped.hidden_folders == 1
+    assert dict(skipped.other_suffixes) == {".txt": 1, ".csv": 1}
+    assert skipped.describe() == (
+        "2 non-image files (.csv 1, .txt 1), 1 hidden file, 1 hidden folder"
+    )
+
+
+def test_named_files_are_kept_in_order_whatever_they_are(tmp_path):
+    tree = slide_tree(tmp_path)
+    notes, missing = tmp_path / "notes.txt", tmp_path / "nowhere.jpg"
+    inputs = collect_inputs([notes, tmp_path / "slide_B", missing])
+    slide_b = [p for p in tree["images"] if "slide_B" in str(p)]
+    assert inputs.paths == [notes, *slide_b, missing]
+
+
+def test_files_from_list_and_blank_lines(tmp_path):
+    tree = slide_tree(tmp_path)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{tree['images'][1]}\n\n{tmp_path / 'slide_B' / 'sub'}\r\n")
+    inputs = collect_inputs([tree["images"][0]], files_from=listing)
+    assert inputs.paths == [
+        tree["images"][0],
+        tree["images"][1],
+        *walk_images(tmp_path / "slide_B" / "sub"),
+    ]
+    assert list(read_path_list(io.StringIO(" spaced name.jpg \n\n"))) == [" spaced name.jpg "]
+
+
+def test_subject_parser_lives_in_the_runtime():
+    assert parse_subject("slides/UID_h3_4_1_hem.bmp") == "H3"
+    assert parse_subject("UID_011_1_1_all.bmp") == "11"
+    assert parse_subject("WBC-Benign-420.jpg") is None
+
+
+# ---------------------------------------------------------------- ordered parallel map
+def test_ordered_map_keeps_input_order_with_shuffled_work_times():
+    rng = random.Random(0)
+    delays = [rng.uniform(0, 0.02) for _ in range(60)]
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def work(i: int) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(delays[i])
+        with lock:
+            running[0] -= 1
+        return i * i
+
+    out = [(i, f.result()) for i, f in ordered_map(work, range(60), workers=4, max_pending=8)]
+    assert out == [(i, i * i) for i in range(60)]
+    assert 2 <= peak[0] <= 4  # parallel, never more than the workers
+
+
+def test_ordered_map_reads_input_lazily_and_stops_when_closed():
+    submitted = []
+
+    def items():
+        for i in range(1000):
+            submitted.append(i)
+            yield i
+
+    gen = ordered_map(lambda i: i, items(), workers=2, max_pending=5)
+    first = [next(gen)[0] for _ in range(3)]
+    gen.close()
+    assert first == [0, 1, 2]
+    assert len(submitted) <= 3 + 5  # bounded look-ahead: memory stays flat
+
+
+def test_ordered_map_keeps_exceptions_per_item():
+    def work(i: int) -> int:
+        if i == 2:
+            raise ValueError("bad item")
+        return i
+
+    outcomes = list(ordered_map(work, range(4), workers=2))
+    assert [i for i, _ in outcomes] == [0, 1, 2, 3]
+    assert isinstance(outcomes[2][1].exception(), ValueError)
+    assert outcomes[3][1].result() == 3
+
+
+def test_classify_paths_equals_one_by_one_in_order(classifier, tmp_path):
+    paths = [EXAMPLES / name for name in (FIELD, BENIGN, *CELLS)] * 3
+    paths.insert(5, tmp_path / "missing.jpg")
+    outcomes = list(classify_paths(classifier, paths, workers=3))
+    assert [o.path for o in outcomes] == paths
+    assert isinstance(outcomes[5].error, FileNotFoundError) and outcomes[5].result is None
+    for outcome in outcomes[:5] + outcomes[6:]:
+        alone = classifier.classify(outcome.path)
+        assert outcome.error is None
+        assert outcome.result.probabilities == alone.probabilities
+        assert outcome.result.label == alone.label
+
+
+def test_default_workers_is_one_more_than_interpreters():
+    assert default_workers(2) == 3 and default_workers(1) == 2
+
+
+# ---------------------------------------------------------------- records and writers
+def test_records_carry_the_model_and_its_sha256(classifier, tmp_path):
+    model = ModelInfo.of(classifier)
+    import hashlib
+
+    assert model.sha256 == hashlib.sha256(classifier.model_path.read_bytes()).hexdigest()
+    result = classifier.classify(EXAMPLES / FIELD)
+    ok = result_record(EXAMPLES / FIELD, result, model)
+    assert ok["path"] == str(EXAMPLES / FIELD) and ok["label"] == result.label
+    assert ok["probabilities"] == result.probabilities
+    assert (ok["model"], ok["model_sha256"]) == (classifier.metadata.name, model.sha256)
+    assert status_of(ok) == "ok" and ok["reason"] is None and ok["error"] is None
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes((EXAMPLES / FIELD).read_bytes()[:1500])
+    try:
+        classifier.classify(cut)
+    except Exception as exc:  # noqa: BLE001
+        bad = error_record(cut, exc, model)
+    assert bad["status"] == "error" and bad["reason"] == "decode_error"
+    assert bad["error"].startswith(f"{cut}: ") and bad["label"] is None
+    missing = error_record("gone.jpg", FileNotFoundError(2, "No such file", "gone.jpg"), model)
+    assert missing["reason"] == "not_found" and missing["error"] == "gone.jpg: No such file"
+
+
+def _model(labels=("ALL", "HEM")) -> ModelInfo:
+    return ModelInfo("m", "1.0", "ab" * 32, tuple(labels), labels[0])
+
+
+def test_csv_rows_hold_every_record_in_columns(tmp_path):
+    quality = {
+        "height": 224,
+        "width": 224,
+        "grey_mean": 150.5,
+        "grey_std": 30.25,
+        "saturated_fraction": 0.0,
+        "laplacian_variance": 80.0,
+        "colourfulness": 40.0,
+    }
+    records = [
+        {"path": "a.jpg", "status": "ok", "reason": None, "message": "ALL: p(ALL) 0.750",
+         "label": "ALL", "probabilities": {"ALL": 0.75, "HEM": 0.25}, "score": 0.75,
+         "model_label": "ALL", "model_probabilities": {"ALL": 0.75, "HEM": 0.25},
+         "ood_distance": 12.5, "quality": quality, "failed_checks": [], "model": "m",
+         "model_version": "1.0", "model_sha256": "ab" * 32, "error": None, "source": "a.jpg"},
+        {"path": "r.jpg", "status": "rejected", "reason": "out_of_focus", "message": "blurred",
+         "label": None, "probabilities": None, "score": None, "model_label": "HEM",
+         "model_probabilities": {"ALL": 0.1, "HEM": 0.9}, "ood_distance": None,
+         "quality": quality, "failed_checks": ["out_of_focus", "out_of_domain"], "model": "m",
+         "model_version": "1.0", "model_sha256": "ab" * 32, "error": None},
+        {"path": "b, with comma.jpg", "label": None, "probabilities": None, "score": None,
+         "status": "error", "reason": "decode_error", "model": "m", "model_version": "1.0",
+         "model_sha256": "ab" * 32, "error": "b.jpg: truncated", "quality": None},
+    ]  # fmt: skip
+    target = tmp_path / "out" / "calls.csv"
+    writer = CsvWriter(target, _model())
+    for record in records:
+        writer.write(record)
+    writer.close()
+    with open(target, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    stats = ["height", "width", "grey_mean", "grey_std", "saturated_fraction",
+             "laplacian_variance", "colourfulness"]  # fmt: skip
+    assert list(rows[0]) == csv_columns(["ALL", "HEM"]) == [
+        "path", "status", "label", "reason", "p_ALL", "p_HEM", "score", "message",
+        "model_label", "model_p_ALL", "model_p_HEM", "ood_distance",
+        *[f"quality_{k}" for k in stats], "failed_checks", "error", "model", "model_version",
+        "model_sha256",
+    ]  # fmt: skip
+    ok, rejected, bad = rows
+    assert ok["p_ALL"] == "0.75" and ok["label"] == "ALL" and ok["error"] == ""
+    assert (ok["ood_distance"], ok["quality_grey_std"], ok["failed_checks"]) == (
+        "12.5",
+        "30.25",
+        "",
+    )
+    assert (rejected["label"], rejected["p_ALL"], rejected["model_p_HEM"]) == ("", "", "0.9")
+    assert rejected["failed_checks"] == "out_of_focus;out_of_domain"
+    assert bad["path"] == "b, with comma.jpg" and bad["p_ALL"] == "" and bad["quality_width"] == ""
+    assert (bad["status"], bad["reason"]) == ("error", "decode_error")
+    assert not list(target.parent.glob(".*.partial"))
+
+
+def test_atomic_file_respects_umask_and_keeps_target_until_commit(tmp_path):
+    target = tmp_path / "r.jsonl"
+    target.write_text("previous run\n")
+    old = os.umask(0o027)
+    try:
+        writer = JsonLinesWriter(target)
+        writer.write({"path": "a.jpg"})
+        assert target.read_text() == "previous run\n"  # untouched while writing
+        partial = writer.file.temp_path
+        assert partial.parent == tmp_path and partial.read_text() == '{"path": "a.jpg"}\n'
+        writer.close()
+    finally:
+        os.umask(old)
+    assert target.read_text() == '{"path": "a.jpg"}\n' and not partial.exists()
+    assert target.stat().st_mode & 0o777 == 0o640  # 0o666 minus the umask, not mkstemp's 0o600
+    discarded = AtomicTextFile(tmp_path / "never.csv")
+    discarded.write("x\n")
+    discarded.discard()
+    assert not (tmp_path / "never.csv").exists() and not list(tmp_path.glob(".*.partial"))
+
+
+def test_atomic_file_commits_what_was_written_when_interrupted(tmp_path):
+    target = tmp_path / "r.jsonl"
+    with pytest.raises(KeyboardInterrupt), AtomicTextFile(target) as out:
+        out.write('{"n": 1}\n')
+        raise KeyboardInterrupt
+    assert [json.loads(line) for line in target.read_text().splitlines()] == [{"n": 1}]
+
+
+# ---------------------------------------------------------------- group statistics
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [
+        # By hand: p̂ = k/n, z = 1.95996; centre (p̂ + z²/2n)/(1 + z²/n),
+        # half-width z/(1 + z²/n)·√(p̂(1−p̂)/n + z²/4n²).
+        (8, 10, 0.490162, 0.943318),  # Brown, Cai & DasGupta 2001 list 0.490, 0.943
+        (0, 10, 0.0, 0.277533),
+        (4, 4, 0.510109, 1.0),
+        (3, 3, 0.438503, 1.0),
+        (50, 100, 0.403832, 0.596168),
+    ],
+)
+def test_wilson_interval_by_hand(k, n, low, high):
+    got = wilson_interval(k, n)
+    assert got == pytest.approx((low, high), abs=2e-6)
+
+
+def test_wilson_interval_edges():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def _rec(path, status="ok", label=None, p_all=None):
+    probs = None if p_all is None else {"ALL": p_all, "HEM": 1 - p_all}
+    return {"path": path, "status": status, "label": label, "probabilities": probs,
+            "error": "x" if status == "error" else None}  # fmt: skip
+
+
+def test_group_summary_by_hand():
+    records = [
+        _rec("s/1.jpg", "ok", "ALL", 0.9),
+        _rec("s/2.jpg", "ok", "ALL", 0.8),
+        _rec("s/3.jpg", "ok", "ALL", 0.7),
+        _rec("s/4.jpg", "ok", "ALL", 0.6),
+        _rec("s/5.jpg", "ok", "HEM", 0.2),
+        _rec("s/6.jpg", "refer", None, 0.5),
+        _rec("s/7.jpg", "rejected", None, None),
+        _rec("s/8.jpg", "error"),
+    ]
+    s = summarise("s", records, ["ALL", "HEM"])
+    assert s.n == 8 and s.counts == {"ok": 5, "refer": 1, "rejected": 1, "error": 1}
+    assert s.positive == 4 and s.fraction == pytest.approx(0.8)
+    assert (s.ci_low, s.ci_high) == pytest.approx((0.375535, 0.963776), abs=2e-6)  # 4 of 5
+    assert s.mean_probability == pytest.approx((0.9 + 0.8 + 0.7 + 0.6 + 0.2 + 0.5) / 6)
+    assert s.call == "refer" and "0.5" in s.call_reason  # 0.376 < ½: not sure of a majority
+    row = s.as_row()
+    assert list(row) == summary_columns("ALL")
+    assert (row["n_ALL"], row["ci_low"], row["call"]) == (4, "0.375535", "refer")
+
+
+def test_group_call_rule():
+    all_five = [_rec(f"{i}.jpg", "ok", "ALL", 0.9) for i in range(5)]
+    hem_five = [_rec(f"{i}.jpg", "ok", "HEM", 0.1) for i in range(5)]
+    assert summarise("a", all_five, ["ALL", "HEM"]).call == "ALL"  # [0.566, 1]
+    assert summarise("h", hem_five, ["ALL", "HEM"]).call == "HEM"  # [0, 0.434]
+    assert summarise("3", all_five[:3], ["ALL", "HEM"]).call == "refer"  # [0.439, 1]
+    assert summarise("4", all_five[:4], ["ALL", "HEM"]).call == "ALL"  # [0.510, 1]
+    unusable = all_five + [_rec(f"r{i}.jpg", "rejected") for i in range(6)]
+    s = summarise("u", unusable, ["ALL", "HEM"])
+    assert s.call == "refer" and s.call_reason.startswith("6 of 11 images not ok")
+    assert summarise("u", unusable, ["ALL", "HEM"], rule=GroupRule(max_unusable=0.6)).call == "ALL"
+    assert summarise("e", [_rec("x.jpg", "error")], ["ALL", "HEM"]).call == "refer"
+
+
+def test_group_keys_and_map(tmp_path):
+    path = "2026-05-01/slide_12/UID_H6_7_1_hem.bmp"
+    assert group_key(path, "slide") == "slide_12"
+    assert group_key(path, "folder") == "2026-05-01/slide_12"
+    assert group_key(path, "subject") == "H6"
+    assert group_key("f.jpg", "subject") == NO_GROUP
+    (tmp_path / "day").mkdir()
+    mapping_csv = tmp_path / "map.csv"
+    mapping_csv.write_text("Path,Slide\nday/a.jpg,S1\nb.jpg,S2\n")
+    mapping = GroupMap(mapping_csv)
+    assert group_key(tmp_path / "day" / "a.jpg", "slide", mapping) == "S1"
+    assert group_key(tmp_path / "elsewhere" / "b.jpg", "slide", mapping) == "S2"  # by name
+    assert group_key(tmp_path / "day" / "c.jpg", "slide", mapping) == UNMAPPED
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,label\n")
+    with pytest.raises(ValueError, match="path"):
+        GroupMap(bad)
+
+
+def test_summarise_all_groups_by_slide():
+    records = [_rec("A/1.jpg", "ok", "ALL", 0.9), _rec("B/1.jpg", "ok", "HEM", 0.1),
+               _rec("A/2.jpg", "error")]  # fmt: skip
+    summaries = summarise_all(records, "slide", ["ALL", "HEM"])
+    assert [(s.group, s.n, s.positive) for s in summaries] == [("A", 2, 1), ("B", 1, 0)]

@@ -1,0 +1,337 @@
+"""Statuses end to end in the SDK and the CLI: out_of_domain, uncertain (refer), the error
+reasons, overrides, models without the new parts, and ``leukedge info``.
+
+Runtime only (no TensorFlow, no ../shared/data): the embedded model, and the same model
+with its head's pooled 1,280-d vector (``head_gap``) marked as a second output by editing the
+flatbuffer, with an out-of-domain model fitted on rotations and mirror images of the two
+example fields. That stand-in tests the wiring; how well the real embedding separates
+out-of-domain inputs is measured in tools/ood_study.py.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import flatbuffers
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from leukedge.classifier import (
+    REASONS,
+    ClassificationResult,
+    Classifier,
+    ClassifierOptions,
+    default_model_path,
+)
+from leukedge.cli import app
+from leukedge.decision import DecisionSpec
+from leukedge.errors import LeukedgeWarning
+from leukedge.metadata import read_metadata, write_metadata
+from leukedge.ood import MahalanobisScorer, fit_mahalanobis
+from leukedge.preprocess import load_and_resize
+from leukedge.quality import QualityThresholds
+from leukedge.runtime import TFLiteEngine
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
+BENIGN = EXAMPLES / "WBC-Benign-420.jpg"  # p(ALL) 0.431 with the embedded model
+PRE = EXAMPLES / "WBC-Malignant-Pre-810.jpg"
+CELL = EXAMPLES / "UID_3_4_2_all.bmp"
+
+
+def _with_head_gap_output(content: bytes) -> bytes:
+    """The model with its ``head_gap`` Mean tensor (1, 1280) added as a second output."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    graph = model.subgraphs[0]
+    names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in graph.tensors]
+    index = [i for i, name in enumerate(names) if name.endswith("head_gap_1/Mean")]
+    assert len(index) == 1
+    graph.outputs = [*index, *graph.outputs]  # first: the runtime must not rely on order
+    builder = flatbuffers.Builder(len(content) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _views(rgb: np.ndarray) -> list[np.ndarray]:
+    """The 8 rotations and mirror images of a field."""
+    out = []
+    for k in range(4):
+        r = np.rot90(rgb, k)
+        out += [np.ascontiguousarray(r), np.ascontiguousarray(r[:, ::-1])]
+    return out
+
+
+@pytest.fixture(scope="module")
+def ood_model() -> bytes:
+    """Embedded model + embedding output + an OOD spec on 16 views of the example fields;
+    threshold 10 × the median in-sample distance (measured: views 1,118 median, 1,485 max;
+    noise 72,688, a C-NMC cell 48,704)."""
+    content = _with_head_gap_output(default_model_path().read_bytes())
+    engine = TFLiteEngine(content)
+    embeddings, y = [], []
+    for path, cls in ((PRE, 0), (BENIGN, 1)):
+        for view in _views(load_and_resize(path, (224, 224))):
+            embeddings.append(engine.run_with_embedding(view)[1])
+            y.append(cls)
+    spec = fit_mahalanobis(np.array(embeddings), np.array(y), ["ALL", "HEM"], rank=4)
+    spec.threshold = 10 * float(np.median(MahalanobisScorer(spec).distances(embeddings)))
+    spec.embedding_output = engine.embedding_name
+    metadata = read_metadata(content)
+    metadata.ood = spec
+    return write_metadata(content, metadata)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LeukedgeWarning)
+        return Classifier()
+
+
+def test_out_of_domain_is_rejected_with_the_model_opinion_apart(ood_model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LeukedgeWarning)  # every check available: no warning
+        classifier = Classifier(
+            ClassifierOptions(model_content=ood_model, quality=QualityThresholds())
+        )
+    assert classifier.unchecked == [
+        "too_small",
+        "blank",
+        "underexposed",
+        "saturated",
+        "out_of_focus",
+        "not_stained",
+    ]
+    noise = np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    r = classifier.classify(noise)
+    assert (r.status, r.reason, r.label, r.probabilities, r.score) == (
+        "rejected",
+        "out_of_domain",
+        None,
+        None,
+        None,
+    )
+    assert r.failed_checks == ["out_of_domain"] and r.ood_distance > classifier.ood_threshold
+    assert r.model_label in ("ALL", "HEM") and sum(r.model_probabilities.values()) == pytest.approx(
+        1.0, abs=0.01
+    )
+    assert "out of domain" in r.message
+    cell = classifier.classify(CELL)
+    assert cell.reason == "out_of_domain"
+    # An in-domain field, even brightened a little, gets a call; its distance is the
+    # scorer's on the engine's embedding.
+    field = load_and_resize(BENIGN, (224, 224))
+    brighter = np.clip(field * 1.05, 0, 255).astype(np.uint8)
+    ok = classifier.classify(brighter)
+    assert ok.status == "ok" and ok.label == ok.model_label and ok.failed_checks == []
+    engine = TFLiteEngine(ood_model)
+    expected = MahalanobisScorer(read_metadata(ood_model).ood).distances(
+        engine.run_with_embedding(brighter)[1]
+    )
+    assert ok.ood_distance == pytest.approx(expected)
+    # The threshold can be overridden (inf: check off).
+    off = Classifier(
+        ClassifierOptions(
+            model_content=ood_model, quality=QualityThresholds(), ood_threshold=float("inf")
+        )
+    )
+    assert off.classify(noise).status == "ok"
+
+
+def test_quality_failure_comes_before_out_of_domain(ood_model):
+    classifier = Classifier(ClassifierOptions(model_content=ood_model))
+    black = classifier.classify(np.zeros((224, 224, 3), dtype=np.uint8))
+    # Built-in thresholds (the model has none): blank first, then out of domain.
+    assert black.reason == "blank" and black.failed_checks == ["blank", "out_of_domain"]
+    assert "(also: out_of_domain)" in black.message
+
+
+def test_refer_band_gives_uncertain(classifier):
+    p_all = classifier.classify(BENIGN).probabilities["ALL"]
+    assert p_all == pytest.approx(0.431, abs=0.002)
+    refer = Classifier(ClassifierOptions(decision_threshold=0.45, refer_band=(0.4, 0.5)))
+    r = refer.classify(BENIGN)
+    assert (r.status, r.reason, r.label) == ("refer", "uncertain", None)
+    assert r.probabilities["ALL"] == pytest.approx(p_all) and r.model_label == "HEM"
+    assert r.score == pytest.approx(r.probabilities["HEM"])
+    assert "[0.400, 0.500)" in r.message
+    # Just outside the band: a call.
+    outside = Classifier(ClassifierOptions(decision_threshold=0.45, refer_band=(0.44, 0.5)))
+    assert outside.classify(BENIGN).label == "HEM"
+    # Threshold below p(ALL): called ALL. An empty band switches the band off.
+    low = Classifier(ClassifierOptions(decision_threshold=0.4, refer_band=(0.0, 0.0)))
+    assert low.refer_band is None and low.classify(BENIGN).label == "ALL"
+
+
+def test_operating_point_from_metadata_and_overrides(classifier):
+    content = default_model_path().read_bytes()
+    metadata = read_metadata(content)
+    metadata.decision = DecisionSpec(threshold=0.3, refer_band=[0.25, 0.45])
+    model = write_metadata(content, metadata)
+    c = Classifier(ClassifierOptions(model_content=model))
+    assert (c.decision_threshold, c.refer_band) == (0.3, (0.25, 0.45))
+    assert c.classify(BENIGN).status == "refer"
+    # A threshold override drops the model's band (it belonged to the model's threshold).
+    t = Classifier(ClassifierOptions(model_content=model, decision_threshold=0.5))
+    assert t.refer_band is None and t.classify(BENIGN).label == "HEM"
+    with pytest.raises(ValueError, match="contain the threshold"):
+        Classifier(ClassifierOptions(decision_threshold=0.5, refer_band=(0.6, 0.7)))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        Classifier(ClassifierOptions(decision_threshold=1.5))
+    # The embedded model (no decision metadata): 0.5, the arg-max.
+    assert (classifier.decision_threshold, classifier.refer_band) == (0.5, None)
+
+
+def test_model_without_embedding_warns_once_and_reports_unchecked():
+    with pytest.warns(LeukedgeWarning, match="out-of-domain check unavailable") as record:
+        c = Classifier()
+    assert len([w for w in record if issubclass(w.category, LeukedgeWarning)]) == 1
+    assert "no quality thresholds" in str(record[0].message)
+    r = c.classify(BENIGN)
+    assert r.ood_distance is None and r.status == "ok"
+    assert r.unchecked == [
+        "underexposed",
+        "saturated",
+        "out_of_focus",
+        "not_stained",
+        "out_of_domain",
+    ]
+    assert r.quality["width"] == 224 and r.quality["grey_std"] > 10
+
+
+def test_ood_data_for_another_embedding_width_is_unavailable(ood_model):
+    metadata = read_metadata(ood_model)
+    metadata.ood.embedding_dim = 64
+    content = write_metadata(ood_model, metadata)
+    with pytest.warns(LeukedgeWarning, match="expects a 64-d embedding"):
+        c = Classifier(ClassifierOptions(model_content=content))
+    assert c.ood_threshold is None and "out_of_domain" in c.unchecked
+
+
+def test_error_results_have_reasons(tmp_path, classifier):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    cases = {
+        "not_found": tmp_path / "missing.png",
+        "decode_error": broken,
+    }
+    for reason, path in cases.items():
+        with pytest.raises(Exception) as info:
+            classifier.classify(path)
+        r = ClassificationResult.from_error(info.value, str(path), "m", "1")
+        assert (r.status, r.reason, r.label, r.model_label) == ("error", reason, None, None)
+        assert str(path.name) in r.message
+    small_cap = Classifier(ClassifierOptions(max_pixels=100))
+    with pytest.raises(Exception) as info:
+        small_cap.classify(BENIGN)
+    assert ClassificationResult.from_error(info.value).reason == "too_large"
+    assert ClassificationResult.from_error(RuntimeError("boom")).reason == "error"
+    assert set(REASONS) >= {"too_large", "decode_error", "not_found", "uncertain"}
+
+
+def test_to_dict_is_the_one_json_shape(classifier):
+    d = classifier.classify(BENIGN).to_dict()
+    assert list(d) == [
+        "status",
+        "reason",
+        "message",
+        "label",
+        "probabilities",
+        "score",
+        "model_label",
+        "model_probabilities",
+        "ood_distance",
+        "quality",
+        "failed_checks",
+        "unchecked",
+        "model",
+        "model_version",
+        "source",
+        "timestamp_ms",
+    ]
+    json.dumps(d)
+
+
+# ------------------------------------------------------------------------------- CLI
+def test_cli_json_statuses_and_exit_codes(tmp_path):
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((224, 224, 3), dtype=np.uint8)).save(black)
+    runner = CliRunner()
+    result = runner.invoke(app, ["classify", "--json", str(BENIGN), str(black)])
+    assert result.exit_code == 0  # a rejected input is an answer, not a failure
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert [(r["status"], r["reason"], r["label"]) for r in lines] == [
+        ("ok", None, "HEM"),
+        ("rejected", "blank", None),
+    ]
+    assert lines[1]["model_label"] == "ALL" and lines[1]["error"] is None
+    assert lines[0]["path"] == str(BENIGN)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 nope")
+    failed = runner.invoke(app, ["classify", "--json", str(BENIGN), str(broken)])
+    assert failed.exit_code == 1
+    last = json.loads([ln for ln in failed.stdout.splitlines() if ln.startswith("{")][-1])
+    assert (last["status"], last["reason"]) == ("error", "decode_error")
+    assert last["error"].startswith(str(broken))
+
+
+def test_cli_refer_band_threshold_and_table():
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["classify", "--json", "--threshold", "0.45", "--refer-band", "0.4,0.5", str(BENIGN)]
+    )
+    assert result.exit_code == 0
+    record = json.loads([ln for ln in result.stdout.splitlines() if ln.startswith("{")][0])
+    assert (record["status"], record["reason"]) == ("refer", "uncertain")
+    off = runner.invoke(app, ["classify", "--json", "--refer-band", "off", str(BENIGN)])
+    assert json.loads(off.stdout.splitlines()[-1])["status"] == "ok"
+    bad = runner.invoke(app, ["classify", "--refer-band", "0.4", str(BENIGN)])
+    assert bad.exit_code == 2 and "LOW,HIGH" in bad.output
+    outside = runner.invoke(
+        app, ["classify", "--threshold", "0.45", "--refer-band", "0.5,0.6", str(BENIGN)]
+    )
+    assert outside.exit_code == 2 and "contain the threshold" in outside.output
+    table = runner.invoke(
+        app, ["classify", "--threshold", "0.45", "--refer-band", "0.4,0.5", str(BENIGN)]
+    )
+    assert table.exit_code == 0
+    assert "status" in table.stdout and "refer" in table.stdout and "uncertain" in table.stdout
+    assert "call ALL when p(ALL) >= 0.450; refer when 0.400 <= p < 0.500" in table.stdout
+
+
+def test_info_prints_operating_point_band_ood_and_quality(tmp_path, ood_model):
+    content = ood_model
+    metadata = read_metadata(content)
+    metadata.decision = DecisionSpec(
+        threshold=0.3,
+        refer_band=[0.25, 0.45],
+        target_sensitivity=0.98,
+        coverage_target=0.95,
+        source="validation split, n=410",
+        validation={
+            "operating_point": {
+                "n": 410,
+                "sensitivity": 0.991,
+                "specificity": 0.8,
+                "coverage": 0.96,
+                "ok_accuracy": 0.98,
+            }
+        },
+    )
+    metadata.quality = QualityThresholds(focus_min=38.3, stain_min=6.5, source="training split")
+    path = tmp_path / "m.tflite"
+    path.write_bytes(write_metadata(content, metadata))
+    out = CliRunner().invoke(app, ["info", str(path)]).stdout
+    assert "call    ALL when p(ALL) >= 0.3000: operating point for sensitivity >= 0.98" in out
+    assert "refer   0.2500 <= p(ALL) < 0.4500" in out
+    assert "n=410: sensitivity 0.991, specificity 0.800, coverage 0.960" in out
+    assert "ood     mahalanobis, 1280-d embedding" in out and "rank 4" in out
+    assert "out_of_focus: Laplacian variance < 38.3" in out
+    default = CliRunner().invoke(app, ["info"]).stdout
+    assert "ood     unavailable (no embedding output)" in default
+    assert "the arg-max; the model carries no operating point" in default
