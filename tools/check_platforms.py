@@ -70,6 +70,7 @@ SHOWN = [
     "opencv-python-headless",
     "typer",
     "flatbuffers",
+    "watchdog",
     "ml-dtypes",
 ]
 """Installed versions reported in the table (ml-dtypes comes with LiteRT)."""
@@ -334,7 +335,7 @@ def markdown(runs: list[Run], platform_name: str) -> str:
             cls = run.problem or "-"
         else:
             cls = f"{'same' if run.labels_equal else 'DIFFERENT'} labels, {run.max_abs_dp:.4f}"
-        tests = re.sub(r" in [\d.]+s.*$", "", run.tests) or "-"  # counts, not timings
+        tests = re.sub(r"(, \d+ warnings?)? in [\d.]+s.*$", "", run.tests) or "-"  # counts only
         cells = [
             run.python,
             run.deps,
