@@ -11,9 +11,10 @@ here. Results arrive in a callback on a worker thread; frames that arrive while 
 previous one is still being classified are dropped, so the preview never lags.
 
 Picamera2 names its formats after the 32-bit word, so memory order is the reverse of the
-name (``PICAMERA2_PIXEL_FORMATS``): ``"XRGB8888"`` (its preview default, 4 bytes a pixel) is
-``[B, G, R, X]`` in the array (``pixel_format="BGRX"``), ``"RGB888"`` is ``[B, G, R]``
-(``"BGR"``). OpenCV cameras and video files deliver ``"BGR"``.
+name (``PICAMERA2_PIXEL_FORMATS``): ``"XBGR8888"`` (its default for preview and video
+configurations, 4 bytes a pixel) is ``[R, G, B, X]`` in the array (``pixel_format="RGBX"``),
+``"XRGB8888"`` is ``[B, G, R, X]`` (``"BGRX"``), ``"RGB888"`` is ``[B, G, R]`` (``"BGR"``).
+OpenCV cameras and video files deliver ``"BGR"``.
 
 Decision support only: the label is one model's opinion on one field of view, not a
 diagnosis. Nothing here imports TensorFlow; the model runs on LiteRT.
@@ -149,7 +150,7 @@ class PiCamera:
     name = "Picamera2"
     ended = False
 
-    def __init__(self, index: int, width: int, height: int, fmt: str = "XRGB8888"):
+    def __init__(self, index: int, width: int, height: int, fmt: str = "XBGR8888"):
         from picamera2 import Picamera2  # apt: python3-picamera2
 
         cameras = Picamera2.global_camera_info()
@@ -336,8 +337,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--picamera2-format",
         choices=tuple(PICAMERA2_PIXEL_FORMATS),
-        default="XRGB8888",
-        help="Picamera2 pixel format (default XRGB8888, its preview default)",
+        default="XBGR8888",
+        help="Picamera2 pixel format (default XBGR8888, Picamera2's own default)",
     )
     parser.add_argument(
         "--video",
