@@ -56,6 +56,13 @@ def run(
         list[str] | None,
         typer.Option(help="TFLite tensor names kept in float (selective int8; see the report)."),
     ] = None,
+    float_islands: Annotated[
+        bool,
+        typer.Option(
+            help="int8: keep LayerNormalization and the attention core in float, inside "
+            "XNNPACK (faster, and closer to the float model; see README, Performance)."
+        ),
+    ] = True,
     max_delta: Annotated[
         float, typer.Option(help="Largest allowed accuracy loss, percentage points.")
     ] = 1.0,
@@ -122,6 +129,7 @@ def run(
         eval_data=str(eval_data) if eval_data else None,
         io_dtype=io_dtype,
         keep_float=keep_float or (),
+        float_islands=float_islands,
         max_delta=max_delta,
         min_agreement=min_agreement,
         max_mean_abs_prob_diff=max_mean_dp,

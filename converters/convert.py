@@ -58,6 +58,10 @@ class ConvertConfig:
         io_dtype: int8 model input/output tensor type, ``"uint8"`` or ``"int8"``.
         keep_float: TFLite tensor names (from the debugger's report) to keep in float
             (selective int8 quantization).
+        float_islands: int8 keeps the operators of LayerNormalization and of the
+            attention core in float, where LiteRT's XNNPACK delegate runs them
+            (:func:`~leukedge.converters.tflite.island_layers`; README, "Performance");
+            ``False``: every operator that has an int8 kernel is int8.
         auto_keep_float: when int8 fails the gate, keep the worst 1, 2, 4… tensors (by the
             debugger's RMSE/scale) in float until it passes, up to ``max_keep_float``.
         max_delta, min_agreement, max_mean_abs_prob_diff, max_ece_increase: the gate
@@ -81,6 +85,7 @@ class ConvertConfig:
     eval_data: str | None = None
     io_dtype: str = "uint8"
     keep_float: Sequence[str] = ()
+    float_islands: bool = True
     max_delta: float = 1.0
     min_agreement: float = 0.98
     max_mean_abs_prob_diff: float = 0.05
@@ -171,6 +176,8 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
         PRECISIONS,
         ConversionError,
         convert_keras,
+        float_island_nodes,
+        island_layers,
         load_keras_model,
         with_embedding_output,
     )
@@ -282,11 +289,21 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
             "n": ref_metrics["n"],
         }
     failures = {}
+    float_layers: list[str] = []
+    island_nodes: tuple[str, ...] = ()
+    if config.float_islands and "int8" in config.precisions:
+        # Names from the graph that will be quantized: the exported model (with its
+        # embedding output), converted at fp32.
+        float_layers = island_layers(export_model)
+        if float_layers:
+            fp32 = convert_keras(export_model, "fp32")
+            island_nodes = tuple(float_island_nodes(fp32, float_layers))
+            print(f"int8 float islands: {', '.join(float_layers)} ({len(island_nodes)} operators)")
 
     def convert_and_gate(precision: str, keep_float: Sequence[str]):
-        content = convert_keras(
-            export_model, precision, representative, config.io_dtype, keep_float
-        )
+        islands = island_nodes if precision == "int8" else ()
+        keep = tuple(dict.fromkeys([*islands, *keep_float]))
+        content = convert_keras(export_model, precision, representative, config.io_dtype, keep)
         # The file must load and run in the SDK's runtime, or it is not written at all
         # (RuntimeError / ValueError are reported per precision below).
         engine = TFLiteEngine(content)
@@ -294,6 +311,7 @@ def convert_model(config: ConvertConfig) -> dict[str, Any]:
         figures: dict[str, Any] = {
             "size_bytes": len(content),
             "keep_float": list(keep_float),
+            "float_islands": float_layers if islands else [],
             "embedding_dim": engine.embedding_dim,
         }
         if config.check:
@@ -462,6 +480,9 @@ def _model_card(
         "precision": precision,
         "gate": None,
     }
+    if precision == "int8":
+        card["float_islands"] = figures.get("float_islands", [])
+        card["keep_float"] = figures.get("keep_float", [])
     if keras_figures is not None and "accuracy" in figures:
         card["gate"] = {
             "eval_split": "val",

@@ -22,6 +22,17 @@ For ``int8`` the input tensor's scale and zero point come from the calibration r
 the RGB 0–255 representative images (typically scale 1.0, zero point 0 for ``uint8``); the
 runtime quantizes pixels with whatever the file says (:class:`leukedge.runtime.TFLiteEngine`).
 
+**Float islands.** ``int8`` may keep the operators inside named Keras layers in float
+(:func:`island_layers`: every ``LayerNormalization``, and the core of every
+``MultiHeadAttention``, i.e. all but its ``FULLY_CONNECTED`` projections). Measured with
+:mod:`leukedge.converters.op_profile` on proposed-lite (README, "Performance"): in a plain
+int8 model these operators fall outside LiteRT's XNNPACK delegate (int8
+``SQUARED_DIFFERENCE``, ``RSQRT``, ``BATCH_MATMUL``, ``SOFTMAX``, ``ADD`` with a broadcast
+constant) and run on slow reference kernels, about a quarter of the model's time, and the
+attention's batch matmuls are its worst-quantized tensors. In float they run inside
+XNNPACK, between ``DEQUANTIZE``/``QUANTIZE`` pairs it also runs; the projections, backbone
+and head (nearly all weights and multiply-adds) stay int8, so the file is as small.
+
 Models trained under any Keras backend convert: the ``.keras`` file is loaded under the
 TensorFlow backend. ``TFLiteConverter.from_keras_model`` is tried first; if it fails for a
 Keras 3 model, the model is exported as a SavedModel and that is converted.
@@ -30,6 +41,7 @@ Keras 3 model, the model is exported as a SavedModel and that is converted.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -75,6 +87,8 @@ def load_keras_model(path: str | os.PathLike):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: Keras model file not found")
     keras = require_tensorflow_backend()
+    import leukedge.training.models  # noqa: F401 - registers leukedge's custom layers
+
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError… all mean "corrupt"
@@ -207,12 +221,74 @@ def _converters(model) -> Iterator[tuple[str, Callable[[], object]]]:
     yield "from_saved_model", via_saved_model
 
 
+def island_layers(model) -> list[str]:
+    """Names of the Keras layers whose operators ``int8`` keeps in float (float islands).
+
+    Every ``LayerNormalization`` and every ``MultiHeadAttention`` of ``model``, nested models
+    included (proposed / proposed-lite: ``attention_mha`` and ``attention_norm``), and the
+    in-graph input normalisation (:data:`leukedge.training.models.INPUT_NORM_LAYERS`: the
+    blur and the per-image standardisation, whose variance of 0–255 pixel deviations has no
+    useful int8 scale — measured on the default model v2: in int8 the gate failed, 3.9 pp
+    and 92.7 % agreement; in float it passes); empty for models without any (the baselines).
+    """
+    import keras
+
+    from leukedge.training.models import INPUT_NORM_LAYERS
+
+    kinds = (keras.layers.LayerNormalization, keras.layers.MultiHeadAttention)
+    found = []
+
+    def walk(layer) -> None:
+        if isinstance(layer, kinds) or layer.name in INPUT_NORM_LAYERS:
+            found.append(layer.name)
+        for child in getattr(layer, "layers", None) or []:
+            walk(child)
+
+    walk(model)
+    return found
+
+
+def float_island_nodes(float_content: bytes, layer_names: Sequence[str]) -> list[str]:
+    """Output-tensor names of the operators that :func:`island_layers` keeps in float.
+
+    Args:
+        float_content: the model converted at ``fp32`` (the same TensorFlow graph, so the
+            same tensor names, as the calibrated model the int8 quantizer sees).
+        layer_names: Keras layer names; a TFLite tensor belongs to a layer when one of the
+            ``;``-joined names it carries has the path segment ``<layer>`` or
+            ``<layer>_<n>`` (Keras numbers traced scopes).
+
+    Returns:
+        The first output tensor name of every operator inside those layers, except the
+        ``FULLY_CONNECTED`` projections of attention (they hold the weights and stay int8).
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    if not layer_names:
+        return []
+    scope = re.compile(r"(^|/)(" + "|".join(re.escape(n) for n in layer_names) + r")(_\d+)?/")
+    interpreter = Interpreter(
+        model_content=float_content,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    names = {t["index"]: t["name"] for t in interpreter.get_tensor_details()}
+    nodes = []
+    for op in interpreter._get_ops_details():
+        if op["op_name"] == "FULLY_CONNECTED" or not len(op["outputs"]):
+            continue
+        name = names[op["outputs"][0]]
+        if any(scope.search(part) for part in name.split(";")):
+            nodes.append(name)
+    return nodes
+
+
 def convert_keras(
     model,
     precision: str = "fp32",
     representative: np.ndarray | None = None,
     io_dtype: str = "uint8",
     keep_float: Sequence[str] = (),
+    float_layers: Sequence[str] = (),
 ) -> bytes:
     """Convert a Keras model to a ``.tflite`` flatbuffer.
 
@@ -224,6 +300,9 @@ def convert_keras(
         io_dtype: ``"uint8"`` or ``"int8"`` input/output tensors for ``int8``.
         keep_float: names of TFLite ops (from the quantization debugger's report) to keep in
             float32 (selective quantization; only with ``int8``).
+        float_layers: Keras layer names whose operators ``int8`` keeps in float (float
+            islands, :func:`island_layers` and :func:`float_island_nodes`); ignored by the
+            other precisions.
 
     Returns:
         The model bytes (no leukedge metadata yet; see :mod:`leukedge.metadata`).
@@ -242,7 +321,10 @@ def convert_keras(
         )
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"unknown io dtype {io_dtype!r}; choose one of {IO_DTYPES}")
-    if keep_float:
+    if precision == "int8" and float_layers:
+        islands = float_island_nodes(convert_keras(model, "fp32"), float_layers)
+        keep_float = tuple(dict.fromkeys([*islands, *keep_float]))
+    if keep_float and precision == "int8":
         return _convert_selective(model, representative, keep_float, io_dtype)
     errors = []
     for route, make in _converters(model):
@@ -260,8 +342,14 @@ def convert_keras(
 
 
 def _convert_selective(model, representative, keep_float: Sequence[str], io_dtype: str) -> bytes:
-    """int8 with the named ops left in float32, via TFLite's quantization debugger."""
+    """int8 with the named ops left in float32, via TFLite's quantization debugger.
+
+    The debugger's model has float input and output; they are turned into ``io_dtype``
+    exactly as the converter does for ``inference_input_type`` (its own
+    ``modify_model_io_type`` step), so a selective model has the same I/O as a full one.
+    """
     import tensorflow as tf
+    from tensorflow.lite.python.util import modify_model_io_type
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     _configure(converter, "int8", representative, io_dtype, keep_float)
@@ -271,4 +359,5 @@ def _convert_selective(model, representative, keep_float: Sequence[str], io_dtyp
         debug_dataset=representative_dataset(representative[: min(8, len(representative))]),
         debug_options=options,
     )
-    return bytes(debugger.get_nondebug_quantized_model())
+    dtype = {"uint8": tf.uint8, "int8": tf.int8}[io_dtype]
+    return bytes(modify_model_io_type(debugger.get_nondebug_quantized_model(), dtype, dtype))

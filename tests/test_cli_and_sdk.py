@@ -459,8 +459,8 @@ def test_cli_bench_json(tmp_path, interpreter_threads):
     assert report["path"] == str(path) and report["size_bytes"] == path.stat().st_size
     assert set(report["latency_ms"]) == {"1", "2"} and interpreter_threads == [1, 2]
     for figures in report["latency_ms"].values():
-        assert set(figures) == {"median", "p90"}
-        assert 0 < figures["median"] <= figures["p90"]
+        assert set(figures) == {"median", "p90", "cpu_median"}
+        assert 0 < figures["median"] <= figures["p90"] and figures["cpu_median"] > 0
     assert _invoke("bench", "--threads", "0").exit_code == 2
     missing = _invoke("bench", tmp_path / "missing.tflite", "--runs", "1")
     assert missing.exit_code == 2 and "missing.tflite" in missing.output

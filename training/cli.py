@@ -55,21 +55,36 @@ def run(
     ] = "field",
     image_size: Annotated[int, typer.Option(min=32, help="Input side, pixels.")] = 224,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    head_epochs: Annotated[int, typer.Option(min=0, help="Phase 1: backbone frozen.")] = 4,
-    finetune_epochs: Annotated[int, typer.Option(min=0, help="Phase 2: top layers unfrozen.")] = 4,
-    unfreeze_top: Annotated[int, typer.Option(min=0, help="Backbone layers unfrozen.")] = 20,
-    head_lr: Annotated[float, typer.Option()] = 1e-3,
-    finetune_lr: Annotated[float, typer.Option()] = 1e-4,
+    recipe: Annotated[
+        str,
+        typer.Option(
+            help="camera (default: the default model's recipe) | paper (the source paper's "
+            "setting); options below override it."
+        ),
+    ] = "camera",
+    head_epochs: Annotated[
+        int | None, typer.Option(min=0, help="Phase 1: backbone frozen. [recipe]")
+    ] = None,
+    finetune_epochs: Annotated[
+        int | None, typer.Option(min=0, help="Phase 2: top layers unfrozen. [recipe]")
+    ] = None,
+    unfreeze_top: Annotated[
+        int | None, typer.Option(min=0, help="Backbone layers unfrozen. [recipe]")
+    ] = None,
+    head_lr: Annotated[float | None, typer.Option(help="[recipe]")] = None,
+    finetune_lr: Annotated[float | None, typer.Option(help="[recipe]")] = None,
     split: Annotated[str, typer.Option(help="auto | subject | blocks | kfold")] = "auto",
     folds: Annotated[int, typer.Option(min=3, help="k-fold: number of subject folds.")] = 5,
     fold: Annotated[int, typer.Option(min=0, help="k-fold: which fold is the test split.")] = 0,
     class_weights: Annotated[bool, typer.Option(help="Balance the loss by class.")] = True,
-    augment: Annotated[bool, typer.Option(help="Paper's augmentation on train.")] = True,
-    rotation: Annotated[float, typer.Option(help="Augmentation: max rotation, degrees.")] = 20.0,
-    zoom: Annotated[float, typer.Option(help="Augmentation: max zoom fraction.")] = 0.2,
-    shift: Annotated[float, typer.Option(help="Augmentation: max shift fraction.")] = 0.2,
-    shear: Annotated[float, typer.Option(help="Augmentation: max shear factor.")] = 0.2,
-    flip: Annotated[bool, typer.Option(help="Augmentation: horizontal flips.")] = True,
+    augment: Annotated[bool, typer.Option(help="Augmentation on train (as the recipe).")] = True,
+    rotation: Annotated[
+        float | None, typer.Option(help="Augmentation: max rotation, degrees. [recipe]")
+    ] = None,
+    zoom: Annotated[float | None, typer.Option(help="Augmentation: max zoom fraction.")] = None,
+    shift: Annotated[float | None, typer.Option(help="Augmentation: max shift fraction.")] = None,
+    shear: Annotated[float | None, typer.Option(help="Augmentation: max shear factor.")] = None,
+    flip: Annotated[bool | None, typer.Option(help="Augmentation: horizontal flips.")] = None,
     early_stopping_patience: Annotated[
         int, typer.Option(min=0, help="Epochs without better val weighted F1 (0 = off).")
     ] = 0,
@@ -108,6 +123,32 @@ def run(
     if data is None:
         typer.echo("error: --data is required (unless --resume or --config)", err=True)
         raise typer.Exit(2)
+    from leukedge.training.recipes import recipe as recipe_values
+
+    try:
+        settings = recipe_values(recipe)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    given = {
+        "head_epochs": head_epochs,
+        "finetune_epochs": finetune_epochs,
+        "unfreeze_top": unfreeze_top,
+        "head_lr": head_lr,
+        "finetune_lr": finetune_lr,
+    }
+    settings |= {k: v for k, v in given.items() if v is not None}
+    augmentation = settings.pop("augment", AugmentConfig())
+    for name, value in {
+        "rotation_degrees": rotation,
+        "zoom": zoom,
+        "shift": shift,
+        "shear": shear,
+        "horizontal_flip": flip,
+    }.items():
+        if value is not None:
+            setattr(augmentation, name, value)
+    augmentation.enabled = augment
     try:
         config = TrainConfig(
             data=str(data),
@@ -118,23 +159,11 @@ def run(
             weights=None if weights.lower() == "none" else weights,
             image_size=image_size,
             batch_size=batch_size,
-            head_epochs=head_epochs,
-            finetune_epochs=finetune_epochs,
-            unfreeze_top=unfreeze_top,
-            head_lr=head_lr,
-            finetune_lr=finetune_lr,
             split=split,
             folds=folds,
             fold=fold,
             class_weights=class_weights,
-            augment=AugmentConfig(
-                rotation_degrees=rotation,
-                zoom=zoom,
-                shift=shift,
-                shear=shear,
-                horizontal_flip=flip,
-                enabled=augment,
-            ),
+            augment=augmentation,
             seed=seed,
             max_per_split=max_per_split,
             early_stopping_patience=early_stopping_patience,
@@ -142,6 +171,8 @@ def run(
             tensorboard=tensorboard,
             mixed_precision=mixed_precision,
             distribute=distribute,
+            recipe=recipe,
+            **settings,
         )
     except ValueError as exc:  # a setting out of range: a usage error, before any file
         typer.echo(f"error: {exc}", err=True)
@@ -189,18 +220,25 @@ def evaluate_cmd(
     update_card: Annotated[
         bool, typer.Option(help="Write the figures into the .tflite's model card.")
     ] = False,
+    robustness: Annotated[
+        bool,
+        typer.Option(
+            help="Also report how often the call flips under noise, zoom, exposure, stain "
+            "and JPEG changes (training/robustness.py)."
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a run's model on one split (predictions joined to labels by file name)."""
     from leukedge.training.evaluate import evaluate_run
 
     try:
-        metrics = evaluate_run(run_dir, split, model, update_card)
+        metrics = evaluate_run(run_dir, split, model, update_card, robustness)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     from leukedge.training.metrics import headline
 
-    summary = headline(metrics)
+    summary = headline(metrics, extra=("robustness",) if robustness else ())
     typer.echo(json.dumps(summary, indent=2))
 
 

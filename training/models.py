@@ -32,6 +32,155 @@ BACKBONE_NAMES = {
 
 
 @dataclass
+class InputNormConfig:
+    """Fixed input normalisation inside the graph, before the backbone (off in the paper).
+
+    Two steps that make the call steady under what differs between cameras and labs, both
+    fixed (no trainable weights), so the ``.tflite`` carries them and no caller can forget:
+
+    1. a Gaussian low-pass of ``blur_sigma`` pixels (a depthwise convolution): removes
+       sensor noise and JPEG blocking that the backbone would otherwise read as texture;
+    2. per-image, per-channel standardisation to the training set's typical statistics,
+       ``(x - mean_c(x)) / std_c(x) · target_std_c + target_mean_c``: a global colour-transfer
+       normalisation in RGB (in the spirit of Reinhard et al., *Color transfer between
+       images*, IEEE CG&A 2001), which cancels exposure and white-balance changes.
+       ``std_c(x)`` is floored at ``min_std`` grey levels, so a nearly blank image is not
+       amplified into noise (the runtime's quality checks refuse such images anyway).
+
+    Attributes:
+        blur_sigma: Gaussian sigma in pixels at the model's input size (0 = off).
+        standardize: per-image channel standardisation on/off.
+        target_mean, target_std: RGB statistics the standardised image is mapped to;
+            ``None`` until measured on the training split (``train()`` fills them in).
+        min_std: floor of the per-image standard deviation, grey levels.
+    """
+
+    blur_sigma: float = 0.0
+    standardize: bool = False
+    target_mean: tuple[float, float, float] | None = None
+    target_std: tuple[float, float, float] | None = None
+    min_std: float = 8.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any normalisation layer is built."""
+        return bool(self.blur_sigma) or self.standardize
+
+
+INPUT_NORM_LAYERS = ("input_blur", "input_standardize")
+"""Names of the input-normalisation layers (the converter keeps them in float in int8)."""
+
+
+@keras.saving.register_keras_serializable(package="leukedge")
+class PerImageStandardization(layers.Layer):
+    """``(x - mean) / max(std, min_std) · target_std + target_mean``, per image and channel.
+
+    Input and output: float ``(batch, H, W, C)``; statistics over ``H, W``. See
+    :class:`InputNormConfig`. Built from MEAN, SUB, MUL, SQUARED_DIFFERENCE, MAXIMUM and RSQRT,
+    all TFLite builtins with int8 kernels.
+    """
+
+    def __init__(self, target_mean, target_std, min_std: float = 8.0, **kwargs):
+        super().__init__(**kwargs)
+        self.target_mean = [float(v) for v in target_mean]
+        self.target_std = [float(v) for v in target_std]
+        self.min_std = float(min_std)
+
+    def call(self, x):
+        from keras import ops
+
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)
+        variance = ops.mean(ops.square(x - mean), axis=(1, 2), keepdims=True)
+        inv_std = ops.rsqrt(ops.maximum(variance, self.min_std**2))
+        scale = ops.convert_to_tensor(self.target_std, dtype=x.dtype)
+        offset = ops.convert_to_tensor(self.target_mean, dtype=x.dtype)
+        return (x - mean) * inv_std * scale + offset
+
+    def get_config(self):
+        return super().get_config() | {
+            "target_mean": self.target_mean,
+            "target_std": self.target_std,
+            "min_std": self.min_std,
+        }
+
+
+def gaussian_blur_layer(sigma: float, channels: int = 3) -> layers.DepthwiseConv2D:
+    """A fixed (non-trainable) Gaussian blur of ``sigma`` pixels as a depthwise convolution.
+
+    The kernel spans ±3 sigma (odd size), is separable-exact and sums to 1; padding is
+    ``"same"``. Input and output: ``(batch, H, W, channels)``.
+    """
+    import numpy as np
+
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-(x**2) / (2.0 * sigma**2))
+    g /= g.sum()
+    kernel = np.outer(g, g)[:, :, None, None] * np.ones((1, 1, channels, 1))
+    return layers.DepthwiseConv2D(
+        kernel_size=2 * radius + 1,
+        padding="same",
+        use_bias=False,
+        trainable=False,
+        depthwise_initializer=keras.initializers.Constant(kernel.astype("float32")),
+        name=INPUT_NORM_LAYERS[0],
+    )
+
+
+def input_norm_layers(config: InputNormConfig | None) -> list[layers.Layer]:
+    """The layers of :class:`InputNormConfig` (empty when off).
+
+    Raises:
+        ValueError: ``standardize`` without measured ``target_mean`` / ``target_std``.
+    """
+    if config is None or not config.enabled:
+        return []
+    stack: list[layers.Layer] = []
+    if config.blur_sigma:
+        stack.append(gaussian_blur_layer(config.blur_sigma))
+    if config.standardize:
+        if config.target_mean is None or config.target_std is None:
+            raise ValueError(
+                "input standardisation needs target_mean and target_std (measured on the "
+                "training split by train())"
+            )
+        stack.append(
+            PerImageStandardization(
+                config.target_mean, config.target_std, config.min_std, name=INPUT_NORM_LAYERS[1]
+            )
+        )
+    return stack
+
+
+def channel_statistics(images) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean over images of the per-image channel means and standard deviations.
+
+    Args:
+        images: iterable of ``(H, W, 3)`` RGB arrays, 0–255.
+
+    Returns:
+        ``(target_mean, target_std)``, each three floats in grey levels, for
+        :class:`InputNormConfig`.
+
+    Raises:
+        ValueError: no images.
+    """
+    import numpy as np
+
+    means, stds = [], []
+    for image in images:
+        x = np.asarray(image, dtype=np.float64)
+        means.append(x.mean(axis=(0, 1)))
+        stds.append(x.std(axis=(0, 1)))
+    if not means:
+        raise ValueError("no images to measure channel statistics on")
+    return (
+        tuple(float(v) for v in np.mean(means, axis=0)),
+        tuple(float(v) for v in np.mean(stds, axis=0)),
+    )
+
+
+@dataclass
 class HeadConfig:
     """The proposed head (paper, section IV.F).
 
@@ -154,6 +303,7 @@ def build_model(
     weights: str | os.PathLike | None = "imagenet",
     head: HeadConfig | None = None,
     frozen_batchnorm: bool | None = None,
+    input_norm: InputNormConfig | None = None,
 ) -> keras.Model:
     """Build a classifier by name.
 
@@ -180,6 +330,8 @@ def build_model(
         head: :class:`HeadConfig` for the proposed head.
         frozen_batchnorm: call the backbone with ``training=False``; default: ``True`` for
             pretrained weights, ``False`` for ``weights=None``.
+        input_norm: :class:`InputNormConfig`: fixed blur and per-image standardisation
+            before the backbone (and before its own preprocessing); ``None`` = off (paper).
 
     Returns:
         Uncompiled ``keras.Model``: ``(batch, input_size, input_size, 3)`` RGB 0–255 →
@@ -195,7 +347,7 @@ def build_model(
     backbone.trainable = False
     inputs = layers.Input(shape=(input_size, input_size, 3), name="image")
     x = inputs
-    for layer in preprocessing_layers(arch):
+    for layer in [*input_norm_layers(input_norm), *preprocessing_layers(arch)]:
         x = layer(x)
     if frozen_batchnorm is None:
         frozen_batchnorm = weights is not None

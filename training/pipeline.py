@@ -2,9 +2,10 @@
 
 Images are decoded and resized by :func:`leukedge.preprocess.load_and_resize`, the same
 function the runtime uses, and fed as float32 RGB 0–255 (the model normalises in-graph).
-Augmentation (paper, section IV.C: rotation 20°, zoom 20 %, width/height shift 20 %, shear,
-horizontal flip, nearest fill) is a stack of Keras preprocessing layers applied to training
-batches only.
+Augmentation is applied to training batches only: the geometric part (paper, section IV.C:
+rotation 20°, zoom 20 %, width/height shift 20 %, shear, horizontal flip, nearest fill) is a
+stack of Keras preprocessing layers; the photometric part (stain, colour, exposure, blur,
+noise, JPEG; :mod:`leukedge.training.augment`) is drawn per image after it.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
 from leukedge.preprocess import load_and_resize
+from leukedge.training.augment import PhotometricConfig, photometric
 from leukedge.training.data import Sample
 from leukedge.training.seeding import reseed
 
@@ -32,7 +34,14 @@ class AugmentConfig:
         shift: maximum width/height shift as a fraction of the side (0.2).
         shear: maximum shear factor (0.2).
         horizontal_flip: random left-right flips.
-        fill_mode: how new pixels are filled (``"nearest"``).
+        vertical_flip: random up-down flips (a smear field has no up; off in the paper).
+        rot90: random rotations by 0, 90, 180 or 270 degrees (exact: no pixel is invented,
+            unlike an arbitrary angle, whose corners must be filled).
+        zoom_in_only: draw zooms in ``[1, 1 + zoom]`` only, so no border is filled.
+        fill_mode: how new pixels are filled (``"nearest"``; ``"reflect"`` keeps fields
+            looking like fields).
+        photometric: :class:`~leukedge.training.augment.PhotometricConfig` (off in the
+            paper's setting).
         enabled: master switch (``--no-augment``).
     """
 
@@ -41,8 +50,19 @@ class AugmentConfig:
     shift: float = 0.2
     shear: float = 0.2
     horizontal_flip: bool = True
+    vertical_flip: bool = False
+    rot90: bool = False
+    zoom_in_only: bool = False
     fill_mode: str = "nearest"
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
     enabled: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AugmentConfig:
+        """Inverse of ``dataclasses.asdict`` (``photometric`` may be absent: older runs)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["photometric"] = PhotometricConfig(**known.get("photometric", {}))
+        return cls(**known)
 
 
 def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential | None:
@@ -54,8 +74,14 @@ def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential | 
         return None
     fill = config.fill_mode
     stack: list[keras.layers.Layer] = []
-    if config.horizontal_flip:
-        stack.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    flip = {
+        (True, False): "horizontal",
+        (False, True): "vertical",
+        (True, True): "horizontal_and_vertical",
+    }
+    mode = flip.get((config.horizontal_flip, config.vertical_flip))
+    if mode:
+        stack.append(keras.layers.RandomFlip(mode, seed=seed))
     if config.rotation_degrees:
         stack.append(
             keras.layers.RandomRotation(
@@ -63,7 +89,9 @@ def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential | 
             )
         )
     if config.zoom:
-        stack.append(keras.layers.RandomZoom(config.zoom, fill_mode=fill, seed=seed + 2))
+        # Keras: a negative factor zooms in, a positive one out.
+        factor = (-config.zoom, 0.0) if config.zoom_in_only else config.zoom
+        stack.append(keras.layers.RandomZoom(factor, fill_mode=fill, seed=seed + 2))
     if config.shift:
         stack.append(
             keras.layers.RandomTranslation(
@@ -74,6 +102,8 @@ def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential | 
         stack.append(
             keras.layers.RandomShear(config.shear, config.shear, fill_mode=fill, seed=seed + 4)
         )
+    if not stack:
+        return None
     return keras.Sequential(stack, name="augmentation")
 
 
@@ -90,6 +120,10 @@ class ImageSequence(keras.utils.PyDataset):
         augmenter: from :func:`build_augmenter`, or ``None``. Batch ``i`` of epoch ``e`` is
             augmented with random states reset from ``(seed, e, i)``, so the transforms
             depend on nothing but the seed, the epoch and the batch (resume replays them).
+        photometric: :class:`~leukedge.training.augment.PhotometricConfig` drawn per image
+            after the geometric augmenter, from a generator seeded with ``(seed, e, i)``;
+            ``None`` = none.
+        rot90: rotate each training image by a random multiple of 90° (same generator).
         seed: shuffling seed (epoch ``e`` uses ``seed + e``).
         with_labels: yield ``(x, y)``; otherwise ``x`` alone (prediction).
 
@@ -107,6 +141,8 @@ class ImageSequence(keras.utils.PyDataset):
         shuffle: bool = False,
         augmenter: keras.Sequential | None = None,
         seed: int = 0,
+        photometric: PhotometricConfig | None = None,
+        rot90: bool = False,
         with_labels: bool = True,
         **kwargs,
     ):
@@ -122,6 +158,8 @@ class ImageSequence(keras.utils.PyDataset):
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augmenter = augmenter
+        self.photometric = photometric if photometric is not None and photometric.enabled else None
+        self.rot90 = rot90
         self.seed = seed
         self.with_labels = with_labels
         self._order = np.arange(len(self.samples))
@@ -160,6 +198,13 @@ class ImageSequence(keras.utils.PyDataset):
                 x = keras.ops.convert_to_numpy(self.augmenter(x, training=True))
             x = x.astype(np.float32)
             np.clip(x, 0.0, 255.0, out=x)
+        if self.photometric is not None or self.rot90:
+            rng = np.random.default_rng((self.seed, self._epoch, index))
+            if self.rot90:
+                x = np.stack([np.rot90(image, int(rng.integers(4))) for image in x])
+            if self.photometric is not None:
+                x = np.stack([photometric(image, rng, self.photometric) for image in x])
+            x = np.ascontiguousarray(x, dtype=np.float32)
         if not self.with_labels:
             return x
         y = np.zeros((len(batch), len(self.labels)), dtype=np.float32)

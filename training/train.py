@@ -40,6 +40,7 @@ from leukedge.training.data import (
     make_split,
     write_split,
 )
+from leukedge.training.models import InputNormConfig
 from leukedge.training.pipeline import AugmentConfig
 
 
@@ -65,6 +66,9 @@ class TrainConfig:
             or ``kfold`` (by subject; ``folds`` folds, fold ``fold`` is the test split).
         fractions: train/validation/test fractions.
         dropout: dropout after the head's Dense 256 and Dense 128 (paper: 0.5, 0.3).
+        input_norm: :class:`~leukedge.training.models.InputNormConfig`, fixed blur and
+            per-image standardisation in the graph (off in the paper's setting); its target
+            statistics are measured on the training split when not given.
         class_weights: weight the loss by inverse class frequency ("balanced").
         augment: :class:`AugmentConfig` (training split only).
         seed: non-negative; seeds Python, NumPy and the backend
@@ -81,6 +85,13 @@ class TrainConfig:
         mixed_precision: ``None``, ``"mixed_float16"`` or ``"mixed_bfloat16"`` (GPUs).
         distribute: ``none``, ``mirrored``, ``multiworker`` or ``data-parallel``
             (:mod:`leukedge.training.distribute`).
+        ema_momentum: keep an exponential moving average of the trainable weights
+            (Polyak averaging; Keras' ``use_ema``) with this momentum, validate and save
+            the averaged weights (``SwapEMAWeights``); ``None`` = off (the paper's setting).
+            It damps the epoch-to-epoch swings of a small head on few benign fields.
+        recipe: the named recipe the settings started from
+            (:mod:`leukedge.training.recipes`), recorded for the model card; the fields
+            above are what ran.
     """
 
     data: str
@@ -101,6 +112,7 @@ class TrainConfig:
     folds: int = 5
     fold: int = 0
     dropout: tuple[float, float] = (0.5, 0.3)
+    input_norm: InputNormConfig = field(default_factory=InputNormConfig)
     class_weights: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     seed: int = 0
@@ -111,6 +123,8 @@ class TrainConfig:
     tensorboard: bool = True
     mixed_precision: str | None = None
     distribute: str = "none"
+    ema_momentum: float | None = None
+    recipe: str = "paper"
 
     def __post_init__(self) -> None:
         """Check every setting before anything is written, and make ``data`` absolute.
@@ -179,7 +193,12 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict` (unknown keys ignored)."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["augment"] = AugmentConfig(**known.get("augment", {}))
+        known["augment"] = AugmentConfig.from_dict(known.get("augment", {}))
+        norm = dict(known.get("input_norm", {}))
+        for key in ("target_mean", "target_std"):
+            if norm.get(key) is not None:
+                norm[key] = tuple(norm[key])
+        known["input_norm"] = InputNormConfig(**norm)
         known["fractions"] = tuple(known.get("fractions", (0.7, 0.15, 0.15)))
         known["dropout"] = tuple(known.get("dropout", (0.5, 0.3)))
         return cls(**known)
@@ -302,6 +321,22 @@ def train(
         if missing and name != "train":
             print(f"note: the {name} split has no {', '.join(missing)} images (no ROC there)")
 
+    norm = config.input_norm
+    if norm.standardize and (norm.target_mean is None or norm.target_std is None):
+        from leukedge.preprocess import load_and_resize
+        from leukedge.training.models import channel_statistics
+
+        size = (config.image_size, config.image_size)
+        norm.target_mean, norm.target_std = channel_statistics(
+            load_and_resize(s.path, size) for s in splits["train"]
+        )
+        print(
+            "input standardisation targets (training split): mean "
+            + ", ".join(f"{v:.1f}" for v in norm.target_mean)
+            + "; std "
+            + ", ".join(f"{v:.1f}" for v in norm.target_std)
+        )
+
     # Everything that can fail on a bad setting (architecture, weights file, empty split)
     # runs before the run directory is written, so a failed start leaves nothing behind.
     scope, replicas = distribution_scope(config.distribute)
@@ -312,6 +347,7 @@ def train(
             config.image_size,
             config.weights,
             head=HeadConfig(dropout=tuple(config.dropout)),
+            input_norm=config.input_norm,
         )
     train_seq = ImageSequence(
         splits["train"],
@@ -321,6 +357,8 @@ def train(
         shuffle=True,
         augmenter=build_augmenter(config.augment, config.seed),
         seed=config.seed,
+        photometric=config.augment.photometric if config.augment.enabled else None,
+        rot90=config.augment.enabled and config.augment.rot90,
     )
     if not splits.get("val"):
         raise ValueError("empty validation split: no samples to select the best epoch on")
@@ -361,16 +399,27 @@ def train(
             f"{replicas} replica(s)"
         )
         with scope():
+            ema = (
+                {"use_ema": True, "ema_momentum": config.ema_momentum}
+                if config.ema_momentum
+                else {}
+            )
             model.compile(
-                optimizer=keras.optimizers.Adam(lr),
+                optimizer=keras.optimizers.Adam(lr, **ema),
                 loss="categorical_crossentropy",
                 metrics=["accuracy"],
             )
+        backup = keras.callbacks.BackupAndRestore(str(out / "backup" / name))
+        logger = keras.callbacks.CSVLogger(str(history_csv), append=True)
+        if config.ema_momentum:
+            # At an epoch's end the backup keeps the raw weights, then the averaged ones are
+            # swapped in for validation, the best-epoch checkpoint and the log.
+            ordered = [backup, keras.callbacks.SwapEMAWeights(swap_on_epoch=True), best, logger]
+        else:
+            ordered = [best, logger, backup]
         phase_callbacks = [
             EpochSync(train_seq, config.seed),
-            best,
-            keras.callbacks.CSVLogger(str(history_csv), append=True),
-            keras.callbacks.BackupAndRestore(str(out / "backup" / name)),
+            *ordered,
             *_schedule_callbacks(config, out),
             *(callbacks or []),
         ]
@@ -480,6 +529,7 @@ def save_model(model, config: TrainConfig, path: Path) -> None:
         weights=None,
         head=HeadConfig(dropout=tuple(config.dropout)),
         frozen_batchnorm=config.weights is not None,
+        input_norm=config.input_norm,
     )
     fresh.set_weights(model.get_weights())
     tmp = path.with_name(path.stem + ".partial.keras")

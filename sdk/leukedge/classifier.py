@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from leukedge.calibration import apply_temperature
+from leukedge.calibration import temperature_scaled
 from leukedge.decision import decide, validate_operating_point
 from leukedge.engine_pool import EnginePool, default_pool_size
 from leukedge.errors import LeukedgeWarning
@@ -337,6 +337,7 @@ class Classifier:
                 f"{engine.num_classes} outputs"
             )
         self._decode_size = decode_size(engine.input_size)
+        self._temperature = float(self.metadata.temperature or 1.0)
         self._configure_checks(engine.origin)
         self._last_timestamp: int | None = None
         self._busy = threading.Lock()
@@ -488,8 +489,11 @@ class Classifier:
         rgb, decoded_size = loaded
         stats = image_statistics(rgb, decoded_size)
         failures = [(f.reason, f.message) for f in check_quality(stats, self.quality_thresholds)]
-        raw, embedding = self._pool.run_with_embedding(rgb)
-        probs = apply_temperature(raw, float(self.metadata.temperature or 1.0))
+        # The probabilities stay plain Python: NumPy calls on these few numbers, right after
+        # the invoke, would cost more than the rest of the SDK's own work (README,
+        # "Performance": SDK overhead).
+        raw, embedding = self._pool.probabilities_with_embedding(rgb)
+        probs = temperature_scaled(raw, self._temperature)
         labels = self.metadata.labels
         distance = None
         if self._scorer is not None and embedding is not None:
@@ -505,7 +509,8 @@ class Classifier:
                     )
                 )
         if self._positive is None:  # not a two-class model: the arg-max, no band
-            model_index, status, p_positive = int(np.argmax(probs)), "ok", None
+            model_index = max(range(len(probs)), key=probs.__getitem__)
+            status, p_positive = "ok", None
         else:
             p_positive = float(probs[self._positive])
             decision = decide(p_positive, self.decision_threshold, self.refer_band)

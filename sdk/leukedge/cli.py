@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -615,8 +614,71 @@ def bench(
         list[int], typer.Option("--threads", help="Thread counts to measure (repeatable).")
     ] = [1, 2],  # noqa: B006
     runs: Annotated[int, typer.Option(min=1, help="Timed runs per setting.")] = 50,
+    sdk: Annotated[
+        bool,
+        typer.Option(
+            "--sdk",
+            help="Also measure the SDK at 1 thread: classify() on a 224x224 array and on a "
+            "2592x1944 camera JPEG against a bare invoke, peak RSS, and the cold start of "
+            "`leukedge classify one.jpg`.",
+        ),
+    ] = False,
+    profile_ops: Annotated[
+        bool,
+        typer.Option(
+            "--profile-ops",
+            help="Per-operator latency of MODEL, with and without XNNPACK, and which "
+            "operators XNNPACK leaves to LiteRT's builtin kernels.",
+        ),
+    ] = False,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare",
+            help="A trained .keras: compare Keras, LiteRT, ONNX Runtime and OpenVINO on it "
+            "(speed, memory and validation accuracy); needs the 'train' extra, and the "
+            "'compare' extra for ONNX Runtime and OpenVINO.",
+        ),
+    ] = None,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(help="--compare: the run's split.csv (default: beside the .keras)."),
+    ] = None,
+    engine: Annotated[
+        list[str] | None,
+        typer.Option("--engine", help="--compare: engines to run (repeatable; default all)."),
+    ] = None,
+    max_val: Annotated[
+        int | None, typer.Option(min=1, help="--compare: at most this many validation images.")
+    ] = None,
+    calibration_size: Annotated[
+        int, typer.Option(min=1, help="--compare: int8 calibration images (train split).")
+    ] = 200,
+    reuse_models: Annotated[
+        bool,
+        typer.Option(help="--compare: reuse model files of an earlier run of the same .keras."),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write the results here: a JSON file, or with --compare a folder "
+            "(default bench-compare/)."
+        ),
+    ] = None,
 ) -> None:
-    """Single-image latency (median and p90, ms) per thread count: a benchmark, not a test."""
+    """Latency of a .tflite per thread count (median and p90, ms): a benchmark, not a test.
+
+    --sdk adds the SDK's own costs, --profile-ops a per-operator profile, and
+    --compare RUN/model.keras the side-by-side comparison of engines.
+    """
+    if any(n < 1 for n in threads):
+        typer.echo(f"error: --threads must be >= 1, got {threads}", err=True)
+        raise typer.Exit(2)
+    if compare is not None:
+        _bench_compare(
+            compare, split_file, engine, threads, runs, max_val, calibration_size, reuse_models, out
+        )
+        return
     import numpy as np
 
     from leukedge.classifier import default_model_path
@@ -624,30 +686,97 @@ def bench(
     from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
-    if any(n < 1 for n in threads):
-        typer.echo(f"error: --threads must be >= 1, got {threads}", err=True)
-        raise typer.Exit(2)
     try:
         engines = {n: TFLiteEngine(path, num_threads=n) for n in threads}
     except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: cannot load model: {exc}", err=True)
         raise typer.Exit(2) from exc
     rng = np.random.default_rng(0)
+    if profile_ops:
+        _bench_profile_ops(engines[min(threads)], rng, out)
+        return
+    from leukedge.bench import environment, time_calls
+
     results = {"path": str(path), "size_bytes": path.stat().st_size, "latency_ms": {}}
     for n, engine in engines.items():
         image = rng.integers(0, 256, (*engine.input_size, 3), dtype=np.uint8)
-        for _ in range(5):
-            engine.run(image)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            engine.run(image)
-            times.append(1000 * (time.perf_counter() - start))
+        stats = time_calls(lambda engine=engine, image=image: engine.run(image), runs)
         results["latency_ms"][n] = {
-            "median": float(np.median(times)),
-            "p90": float(np.percentile(times, 90)),
+            "median": stats["p50_ms"],
+            "p90": stats["p90_ms"],
+            "cpu_median": stats["cpu_p50_ms"],
         }
-    typer.echo(json.dumps(results, indent=2))
+    if sdk:
+        from leukedge.bench import example_image, sdk_measurements
+
+        with example_image() as image:
+            results["sdk"] = sdk_measurements(model, image)
+    results["environment"] = environment()
+    text = json.dumps(results, indent=2)
+    if out is not None:
+        out.write_text(text)
+    typer.echo(text)
+
+
+def _bench_profile_ops(engine, rng, out: Path | None) -> None:
+    import numpy as np
+
+    from leukedge.converters.op_profile import as_dicts, profile_ops, summarize
+
+    image = rng.integers(0, 256, (*engine.input_size, 3), dtype=np.uint8)
+    timings = profile_ops(engine.model_content, image, threads=engine.num_threads or 1)
+    typer.echo(
+        f"{'operator':<20}{'dtypes':<34}{'XNNPACK':<9}{'count':>6}{'ms':>9}{'builtin ms':>12}"
+    )
+    for r in summarize(timings):
+        typer.echo(
+            f"{r['op']:<20}{r['dtypes']:<34}{'yes' if r['xnnpack'] else 'NO':<9}"
+            f"{r['count']:>6}{r['ms_default']:>9.3f}{r['ms_builtin']:>12.3f}"
+        )
+    outside = [t for t in timings if not t.xnnpack]
+    typer.echo(
+        f"sum of {len(timings)} operators alone: {sum(t.ms_default for t in timings):.2f} ms; "
+        f"outside XNNPACK: {len(outside)} operators, "
+        f"{sum(t.ms_default for t in outside):.2f} ms"
+    )
+    if out is not None:
+        out.write_text(json.dumps({"operators": as_dicts(timings)}, indent=1))
+
+
+def _bench_compare(
+    keras_model, split_file, engines, threads, runs, max_val, calibration_size, reuse, out
+) -> None:
+    try:
+        from leukedge.converters.compare import CompareConfig, run_compare
+    except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    config = CompareConfig(
+        model=str(keras_model),
+        out=str(out or "bench-compare"),
+        split_file=str(split_file) if split_file else None,
+        engines=engines or None,
+        threads=threads,
+        runs=runs,
+        max_val=max_val,
+        calibration_size=calibration_size,
+        reuse_models=reuse,
+    )
+    try:
+        run_compare(config)
+    except ModuleNotFoundError as exc:
+        if exc.name in ("tensorflow", "keras", "sklearn", "matplotlib"):
+            typer.echo(
+                f"error: leukedge bench --compare needs the 'train' extra ({exc.name} is not "
+                'installed): pip install "leukedge[train]"',
+                err=True,
+            )
+            raise typer.Exit(2) from exc
+        raise
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"wrote {config.out}/compare.md, compare.json, latency_vs_accuracy.png")
 
 
 def _register_heavy_groups() -> None:
