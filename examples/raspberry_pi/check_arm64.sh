@@ -134,8 +134,10 @@ use_profile() {
     PROFILE=$1
 }
 in_root() {
+    local cpu=max  # qemu's default until a profile is chosen
+    [ -n "$PROFILE" ] && cpu=${QEMU_CPUS[$PROFILE]}
     chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
-        QEMU_CPU="${QEMU_CPUS[$PROFILE]:-max}" PIP_CERT=/etc/ssl/host-ca-bundle.crt \
+        QEMU_CPU="$cpu" PIP_CERT=/etc/ssl/host-ca-bundle.crt \
         PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 /bin/bash -c "$1"
 }
 [ "$(in_root 'uname -m')" = aarch64 ] || { echo "error: the root is not aarch64" >&2; exit 2; }
@@ -143,7 +145,8 @@ in_root() {
 # ------------------------------------------------------------------ wheel, inputs
 log "build the wheel"
 rm -rf "$OUT/wheel"
-python3 -m pip wheel -q --no-deps -w "$OUT/wheel" "$REPO"
+python3 -m pip wheel -q --no-deps -w "$OUT/wheel" "$REPO" ||
+    { echo "error: building the wheel failed (another build in $REPO at the same time?)" >&2; exit 2; }
 WHEEL=$(ls "$OUT"/wheel/leukedge-*.whl)
 STAGE=/tmp/leukedge-check  # inside the root; the host sees it as $ROOT$STAGE
 rm -rf "$ROOT$STAGE" && mkdir -p "$ROOT$STAGE/images" "$ROOT$STAGE/data/Benign" \
