@@ -105,3 +105,103 @@ def tiny_run(tiny_config, tmp_path_factory) -> tuple[Path, dict]:
         out, head_epochs=1, finetune_epochs=1, augment=AugmentConfig(), tensorboard=True
     )
     return out, train(config)
+
+
+# ------------------------------------------------------------------ edited embedded models
+# The embedded model (v2) carries every check and takes float32 input (its in-graph
+# normalisation stays float). Tests of what a model *without* those parts does build one
+# from it here, without TensorFlow (the TFLite schema's object API in ai-edge-litert, and
+# leukedge's own metadata writer), so they never depend on which model is embedded.
+
+
+def rewrite_model(content: bytes, edit) -> bytes:
+    """``content`` (a ``.tflite`` file's bytes) after ``edit(model, schema)`` changed its
+    object tree (``schema``: ai-edge-litert's ``schema_py_generated``)."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    edit(model, schema)
+    builder = flatbuffers.Builder(len(content) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.fixture(scope="session")
+def model_without_checks() -> bytes:
+    """The embedded model as one converted before the checks existed: no embedding output
+    (dropped from the graph's outputs; the weights are unchanged) and no quality
+    thresholds, out-of-domain model or operating point in its metadata. A Classifier on it
+    runs only the built-in too_small and blank checks, calls at 0.5 without a refer band,
+    and warns once at load."""
+    from leukedge.classifier import default_model_path
+    from leukedge.metadata import read_metadata, write_metadata
+    from leukedge.runtime import TFLiteEngine
+
+    content = default_model_path().read_bytes()
+    embedding = TFLiteEngine(content).embedding_name
+    assert embedding is not None, "the embedded model has no embedding output to drop"
+
+    def drop_embedding(model, schema):
+        graph = model.subgraphs[0]
+        names = {i: graph.tensors[i].name for i in graph.outputs}
+        keep = [i for i in graph.outputs if names[i] not in (embedding, embedding.encode())]
+        assert len(keep) == len(graph.outputs) - 1
+        graph.outputs = keep
+        for signature in model.signatureDefs or []:
+            signature.outputs = [o for o in signature.outputs if o.tensorIndex in keep]
+
+    stripped = rewrite_model(content, drop_embedding)
+    metadata = read_metadata(stripped)
+    metadata.quality = metadata.ood = metadata.decision = None
+    return write_metadata(stripped, metadata)
+
+
+@pytest.fixture(scope="session")
+def integer_input_model():
+    """``make(dtype, zero_point) -> bytes``: the embedded model with an integer input
+    (``np.uint8`` or ``np.int8``, scale 1, the given zero point) that a DEQUANTIZE op turns
+    into the float32 tensor the model had as input. ``(q − zero_point) · 1`` is the pixel
+    value exactly, so a runtime that quantizes with the right zero point gets the embedded
+    model's probabilities bit for bit, and one that ignores it does not."""
+    import numpy as np
+
+    from leukedge.classifier import default_model_path
+
+    content = default_model_path().read_bytes()
+
+    def make(dtype, zero_point: int) -> bytes:
+        def prepend_dequantize(model, schema):
+            graph = model.subgraphs[0]
+            (old,) = graph.inputs
+            float_input = graph.tensors[old]
+            assert float_input.type == schema.TensorType.FLOAT32
+            quantization = schema.QuantizationParametersT()
+            quantization.scale = np.array([1.0], np.float32)
+            quantization.zeroPoint = np.array([zero_point], np.int64)
+            tensor = schema.TensorT()
+            tensor.name, float_input.name = float_input.name, b"dequantized_image"
+            tensor.shape = np.array(float_input.shape, np.int32)
+            tensor.type = {np.dtype(np.uint8): schema.TensorType.UINT8}.get(
+                np.dtype(dtype), schema.TensorType.INT8
+            )
+            tensor.quantization = quantization
+            model.buffers.append(schema.BufferT())
+            tensor.buffer = len(model.buffers) - 1
+            graph.tensors.append(tensor)
+            new = len(graph.tensors) - 1
+            codes = [max(c.builtinCode, c.deprecatedBuiltinCode) for c in model.operatorCodes]
+            op = schema.OperatorT()
+            op.opcodeIndex = codes.index(schema.BuiltinOperator.DEQUANTIZE)
+            op.inputs = np.array([new], np.int32)
+            op.outputs = np.array([old], np.int32)
+            graph.operators.insert(0, op)
+            graph.inputs = np.array([new], np.int32)
+            for signature in model.signatureDefs or []:
+                for entry in signature.inputs:
+                    if entry.tensorIndex == old:
+                        entry.tensorIndex = new
+
+        return rewrite_model(content, prepend_dequantize)
+
+    return make

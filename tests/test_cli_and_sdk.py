@@ -66,13 +66,14 @@ def test_default_model_is_embedded_int8_with_metadata():
     assert card["split"]["strategy"] in ("auto", "blocks")
     assert card["gate"]["passed"] is True
     assert "taleqani" in card["training_data"]
-    # The README's model card is read from this file: its figures must be the file's.
-    assert round(meta.temperature, 2) == 0.79
+    # The README's model card is read from this file: its figures must be the file's
+    # (model v2, the "camera" recipe; `leukedge info` prints them).
+    assert round(meta.temperature, 3) == 1.173
     test = card["test_metrics"]
-    assert (round(test["accuracy"], 3), round(test["weighted_f1"], 3)) == (0.937, 0.932)
-    assert test["confusion_matrix"] == [[342, 4], [22, 42]] and test["n"] == 410
+    assert (round(test["accuracy"], 3), round(test["weighted_f1"], 3)) == (0.944, 0.942)
+    assert test["confusion_matrix"] == [[340, 6], [17, 47]] and test["n"] == 410
     assert (
-        round(card["gate"]["delta_pp"], 2) == 0.49 and round(card["gate"]["agreement"], 3) == 0.995
+        round(card["gate"]["delta_pp"], 2) == 0.73 and round(card["gate"]["agreement"], 3) == 0.983
     )
 
 
@@ -81,8 +82,7 @@ def test_default_model_carries_the_checks():
     from leukedge.runtime import TFLiteEngine
 
     meta = read_metadata(default_model_path())
-    if meta.ood is None:
-        pytest.skip("the embedded model predates the checks; re-convert it (README, Statuses)")
+    assert meta.schema_version == 2 and meta.ood is not None
     engine = TFLiteEngine(default_model_path())
     assert engine.embedding_dim == meta.ood.embedding_dim == 1280
     assert meta.ood.fitted_on == "train" and meta.ood.validation["accepted"] >= 0.97
@@ -124,13 +124,18 @@ def test_inputs_agree_path_pil_array(classifier, example_images):
 
 
 def test_cell_of_other_size_is_resized(classifier, example_images):
-    """README: any size is resized whole (bilinear) to the model's input; the default model
-    calls both C-NMC example cells (450×450, out of its domain) ALL."""
+    """README: any size is resized whole (bilinear) to the model's input. The two C-NMC
+    example cells (450×450, out of the default model's domain) are rejected (underexposed:
+    black background), and the model's opinion behind that is HEM for both."""
     for name in CELLS:
         rgb = load_rgb(example_images / name)
         assert rgb.shape == (450, 450, 3)
         result = classifier.classify(example_images / name)
-        assert result.model_label == "ALL", name
+        assert (result.status, result.reason, result.model_label) == (
+            "rejected",
+            "underexposed",
+            "HEM",
+        ), name
         resized = classifier.classify(resize_rgb(rgb, classifier.input_size))
         assert result.model_probabilities == resized.model_probabilities, name
     # The whole image, not its centre: a centre crop of the last cell is another input.
@@ -237,13 +242,14 @@ def _invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-def _rewritten(edit, path):
-    """The embedded model changed by ``edit(model)`` (TFLite schema object API of
-    ai-edge-litert, no TensorFlow), written to ``path``."""
+def _rewritten(edit, path, content: bytes | None = None):
+    """``content`` (default: the embedded model) changed by ``edit(model)`` (TFLite schema
+    object API of ai-edge-litert, no TensorFlow), written to ``path``."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
-    model = schema.ModelT.InitFromPackedBuf(bytearray(default_model_path().read_bytes()), 0)
+    content = default_model_path().read_bytes() if content is None else content
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
     edit(model, schema)
     builder = flatbuffers.Builder(0)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
@@ -264,19 +270,23 @@ def model_without_metadata(tmp_path_factory):
     return path
 
 
-def test_int8_io_zero_points_are_applied(tmp_path, example_images, classifier):
+def test_int8_io_zero_points_are_applied(tmp_path, example_images, classifier, integer_input_model):
     """int8 input and output tensors with zero point −128 (what ``convert --io-dtype int8``
-    writes): the embedded model with its uint8 I/O tensors retyped. Its first and last
-    QUANTIZE ops then requantize int8 → int8 with equal parameters, so a runtime that
+    writes). The embedded model's input is float32 (its in-graph normalisation stays
+    float), so the int8 input comes from ``integer_input_model``: a DEQUANTIZE op in front
+    gives back the pixel values exactly. Its uint8 probabilities are retyped to int8: the
+    last QUANTIZE then requantizes int8 → int8 with equal parameters. A runtime that
     applies both zero points gives the embedded model's probabilities exactly."""
 
-    def int8_io(model, schema):
+    def int8_output(model, schema):
         graph = model.subgraphs[0]
-        for index in (graph.inputs[0], graph.outputs[0]):
-            graph.tensors[index].type = schema.TensorType.INT8
-            graph.tensors[index].quantization.zeroPoint = np.array([-128])
+        index = next(i for i in graph.outputs if graph.tensors[i].shape[-1] == 2)
+        assert graph.tensors[index].type == schema.TensorType.UINT8
+        graph.tensors[index].type = schema.TensorType.INT8
+        graph.tensors[index].quantization.zeroPoint = np.array([-128])
 
-    path = _rewritten(int8_io, tmp_path / "int8_io.tflite")
+    int8_input = integer_input_model(np.int8, -128)
+    path = _rewritten(int8_output, tmp_path / "int8_io.tflite", int8_input)
     engine = TFLiteEngine(path)
     assert (engine.input_dtype, engine.input_quantization) == (np.int8, (1.0, -128))
     assert (engine.output_dtype, engine.output_quantization) == (np.int8, (1 / 256, -128))
@@ -331,25 +341,36 @@ def test_cli_json_lines_with_good_corrupt_and_text_inputs(tmp_path, example_imag
 
 
 def test_cli_table_and_exit_zero(classifier, example_images):
-    paths = [example_images / BENIGN, example_images / FIELD]
+    """The table's cells are the SDK's result; a rejected input shows no call and the
+    model's probabilities in brackets."""
+    paths = [example_images / BENIGN, example_images / FIELD, example_images / CELLS[1]]
     proc = _run_cli("classify", *map(str, paths))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stderr  # a rejected input is an answer
     assert "p(ALL)" in proc.stdout and "p(HEM)" in proc.stdout
     for path in paths:
         row = next(line for line in proc.stdout.splitlines() if path.name in line)
         cells = [cell.strip() for cell in row.split("│")[1:-1]]
         expected = classifier.classify(path)
-        p = expected.probabilities
+        p = expected.probabilities or expected.model_probabilities
+        shown = "{:.3f}" if expected.probabilities else "({:.3f})"
         assert cells[:5] == [
             str(path),
             expected.status,
-            expected.label,
-            f"{p['ALL']:.3f}",
-            f"{p['HEM']:.3f}",
+            expected.label or "-",
+            shown.format(p["ALL"]),
+            shown.format(p["HEM"]),
         ]
         assert cells[5] == (expected.reason or "")
-    # The two example fields get different calls, so a constant answer cannot pass.
-    assert {classifier.classify(p).label for p in paths} == {"ALL", "HEM"}
+    # The rows differ, so a constant answer cannot pass: the default model calls both
+    # example fields ALL (the benign one wrongly, p(ALL) 0.944 against 1.000) and rejects
+    # the C-NMC cell (black background: underexposed).
+    results = [classifier.classify(p) for p in paths]
+    assert [(r.status, r.label) for r in results] == [
+        ("ok", "ALL"),
+        ("ok", "ALL"),
+        ("rejected", None),
+    ]
+    assert round(results[0].probabilities["ALL"], 3) == 0.944
 
 
 def test_cli_help_lists_every_command_and_option():
@@ -415,31 +436,45 @@ def test_cli_info_prints_metadata_and_tensors():
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
     assert info["metadata"]["labels"] == ["ALL", "HEM"]
-    assert info["input"]["dtype"] in ("uint8", "int8") and info["input"]["scale"] > 0
-    assert "CONV_2D" in info["operators"]
+    # float32 input (the in-graph normalisation stays float), quantized outputs.
+    assert (info["input"]["dtype"], info["input"]["scale"]) == ("float32", 0.0)
+    assert (info["output"]["dtype"], info["output"]["scale"]) == ("uint8", 1 / 256)
+    assert (info["embedding"]["dtype"], info["embedding"]["shape"]) == ("uint8", [1, 1280])
+    assert "CONV_2D" in info["operators"] and "MIRROR_PAD" in info["operators"]
 
 
 def test_cli_info_text(tmp_path, model_without_metadata):
-    """README: uint8 input (scale 1.0, zero point 0), uint8 output (scale 1/256), labels,
-    input kind and size, temperature and the model card, read from the file itself."""
+    """README: float32 input (the in-graph normalisation stays float; scale 0, zero point
+    0), uint8 output (scale 1/256), uint8 embedding, labels, input kind and size,
+    temperature and the model card, read from the file itself."""
     path = default_model_path()
     meta = read_metadata(path)
+    embedding = TFLiteEngine(path).details()["embedding"]
     result = _invoke("info")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].endswith(": uint8 [1, 224, 224, 3], scale 1, zero point 0")
+    assert lines[0].endswith(": float32 [1, 224, 224, 3], scale 0, zero point 0")
     assert lines[1].endswith(": uint8 [1, 2], scale 0.00390625, zero point 0")
+    assert lines[2] == (
+        f"embedding {embedding['name']}: uint8 [1, 1280], scale {embedding['scale']:g}, "
+        "zero point 0"
+    )
     assert (
-        lines[2]
+        lines[3]
         == f"size    {path.stat().st_size / 1e6:.2f} MB; runtime ai_edge_litert.interpreter"
     )
-    ops = lines[3].removeprefix("ops     ").split(", ")
+    ops = lines[4].removeprefix("ops     ").split(", ")
     assert "CONV_2D" in ops and "SOFTMAX" in ops and ops == sorted(ops)
-    assert lines[4] == (
+    assert lines[5] == (
         f"model   leukedge_default (int8), leukedge {meta.version}, labels ['ALL', 'HEM'], "
-        "input field 224x224 RGB 0-255, temperature 0.792"
+        "input field 224x224 RGB 0-255, temperature 1.173"
     )
-    assert lines[5].startswith("call    ALL when p(ALL) >= ")
+    # The model's operating point (p(ALL) >= 0.429, refer band [0.160, 0.755)).
+    assert lines[6] == (
+        "call    ALL when p(ALL) >= 0.4294: operating point for sensitivity >= 0.98 on "
+        f"{meta.decision.source}"
+    )
+    assert lines[7].startswith("refer   0.1599 <= p(ALL) < 0.7552: ")
     start = next(i for i, line in enumerate(lines) if line.startswith("card    "))
     card = "\n".join(lines[start:])
     assert json.loads(card[len("card    ") :]) == meta.model_card

@@ -33,10 +33,15 @@ def _formula(rgb: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarra
 )
 def test_input_quantization_shortcuts_give_the_formula(dtype, scale, zero_point):
     """The integer shortcuts (uint8 scale 1 / zp 0: the image itself; int8 scale 1 / zp −128:
-    top bit flipped) and the general path all equal round(x / scale) + zero_point, clipped."""
+    top bit flipped) and the general path all equal round(x / scale) + zero_point, clipped.
+
+    The embedded model's input is float32, so the engine is told it has an integer one:
+    quantization first (with a float dtype that re-resolves to no quantization at all),
+    then the dtype, which re-resolves the quantizer with both."""
     engine = TFLiteEngine(default_model_path())
-    engine.input_dtype = np.dtype(dtype)
-    engine.input_quantization = (scale, zero_point)  # re-resolves the quantizer
+    assert engine.input_dtype == np.float32
+    engine.input_quantization = (scale, zero_point)
+    engine.input_dtype = np.dtype(dtype)  # re-resolves the quantizer
     rgb = np.arange(256, dtype=np.uint8).repeat(3).reshape(16, 16, 3)
     got = engine._quantize(rgb)
     np.testing.assert_array_equal(got, engine._quantize_input(rgb))
@@ -69,10 +74,13 @@ def test_classify_gives_run_with_temperature(temperature):
         )
 
 
-def test_run_accepts_a_non_contiguous_view():
+def test_run_accepts_a_non_contiguous_view(integer_input_model):
     """The uint8 shortcut hands the image itself to the interpreter: a strided view (a crop
-    of a larger frame) must give the same probabilities as its contiguous copy."""
-    engine = TFLiteEngine(default_model_path())
+    of a larger frame) must give the same probabilities as its contiguous copy. The
+    embedded model's input is float32, so this runs on it with a uint8 input (scale 1,
+    zero point 0) in front."""
+    engine = TFLiteEngine(integer_input_model(np.uint8, 0))
+    assert (engine.input_dtype, engine.input_quantization) == (np.uint8, (1.0, 0))
     frame = np.zeros((300, 300, 3), np.uint8)
     frame[:224, :224] = load_and_resize(BENIGN, (224, 224))
     view = frame[:224, :224]

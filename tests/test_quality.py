@@ -8,6 +8,7 @@ field (224×224), the model the embedded one.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict
@@ -112,15 +113,21 @@ STAT_OF = {
 
 @pytest.fixture(scope="module")
 def classifiers():
-    """One Classifier per reason, with only that check on (the embedded model)."""
+    """One Classifier per reason, with only that check on (the embedded model): its
+    out-of-domain check and refer band are switched off, since a degraded field may leave
+    the training domain or the band before it crosses the quality threshold."""
     from leukedge.classifier import Classifier, ClassifierOptions
     from leukedge.errors import LeukedgeWarning
 
     out = {}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LeukedgeWarning)  # no OOD output: expected here
+        warnings.simplefilter("error", LeukedgeWarning)  # every check is there to turn off
         for reason, (attr, value) in THRESHOLDS.items():
-            options = ClassifierOptions(quality=QualityThresholds(**{attr: value}))
+            options = ClassifierOptions(
+                quality=QualityThresholds(**{attr: value}),
+                ood_threshold=math.inf,
+                refer_band=(0.0, 0.0),
+            )
             out[reason] = Classifier(options)
     return out
 

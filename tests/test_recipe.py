@@ -19,6 +19,7 @@ from leukedge.training.models import (  # noqa: E402
     PerImageStandardization,
     build_model,
     channel_statistics,
+    gaussian_kernel,
 )
 from leukedge.training.recipes import RECIPES, recipe  # noqa: E402
 
@@ -51,6 +52,9 @@ def test_blur_kernel_is_a_normalised_gaussian():
     np.testing.assert_allclose(flat, 200.0, rtol=1e-5)
     assert response[7, 7] == pytest.approx(1 / (2 * np.pi), rel=0.05)  # peak of a σ=1 2-D Gaussian
     np.testing.assert_allclose(response, response.T, atol=1e-7)
+    # Two 1-D passes give the 2-D kernel: the outer product of the 1-D Gaussian.
+    g = gaussian_kernel(1.0)
+    np.testing.assert_allclose(response[4:11, 4:11], np.outer(g, g), atol=1e-6)
 
 
 def test_model_with_input_norm_round_trips_through_keras_file(tmp_path):

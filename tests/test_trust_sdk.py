@@ -1,11 +1,18 @@
 """Statuses end to end in the SDK and the CLI: out_of_domain, uncertain (refer), the error
 reasons, overrides, models without the new parts, and ``leukedge info``.
 
-Runtime only (no TensorFlow, no ../shared/data): the embedded model, and the same model
-with its head's pooled 1,280-d vector (``head_gap``) marked as a second output by editing the
-flatbuffer, with an out-of-domain model fitted on rotations and mirror images of the two
-example fields. That stand-in tests the wiring; how well the real embedding separates
-out-of-domain inputs is measured in tools/ood_study.py.
+Runtime only (no TensorFlow, no ../shared/data): the embedded model (v2: an embedding
+output and fitted checks: quality thresholds, out-of-domain model, operating point and
+refer band), and two models made from it without TensorFlow:
+
+- ``ood_model``: its out-of-domain model replaced by a stand-in fitted on rotations and
+  mirror images of the two example fields, and its quality thresholds and operating point
+  removed, so that the out-of-domain check is the only fitted one at work. That stand-in
+  tests the wiring; how well the real embedding separates out-of-domain inputs is measured
+  in tools/ood_study.py.
+- ``model_without_checks`` (conftest.py): a model as converted before the checks existed
+  (no embedding output, no fitted checks), for the fallback: built-in too_small and blank
+  only, the arg-max, one warning at load.
 """
 
 from __future__ import annotations
@@ -14,7 +21,6 @@ import json
 import warnings
 from pathlib import Path
 
-import flatbuffers
 import numpy as np
 import pytest
 from PIL import Image
@@ -37,24 +43,12 @@ from leukedge.quality import QualityThresholds
 from leukedge.runtime import TFLiteEngine
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
-BENIGN = EXAMPLES / "WBC-Benign-420.jpg"  # p(ALL) 0.431 with the embedded model
+# A benign field that the embedded model (v2) calls ALL, p(ALL) 0.944: a genuine error of
+# the model on this field. Tests that need a refer or a HEM call put 0.944 inside a refer
+# band or below a threshold of their own.
+BENIGN = EXAMPLES / "WBC-Benign-420.jpg"
 PRE = EXAMPLES / "WBC-Malignant-Pre-810.jpg"
 CELL = EXAMPLES / "UID_3_4_2_all.bmp"
-
-
-def _with_head_gap_output(content: bytes) -> bytes:
-    """The model with its ``head_gap`` Mean tensor (1, 1280) added as a second output."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    graph = model.subgraphs[0]
-    names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in graph.tensors]
-    index = [i for i, name in enumerate(names) if name.endswith("head_gap_1/Mean")]
-    assert len(index) == 1
-    graph.outputs = [*index, *graph.outputs]  # first: the runtime must not rely on order
-    builder = flatbuffers.Builder(len(content) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
 
 
 def _views(rgb: np.ndarray) -> list[np.ndarray]:
@@ -68,10 +62,12 @@ def _views(rgb: np.ndarray) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def ood_model() -> bytes:
-    """Embedded model + embedding output + an OOD spec on 16 views of the example fields;
-    threshold 10 × the median in-sample distance (measured: views 1,118 median, 1,485 max;
-    noise 72,688, a C-NMC cell 48,704)."""
-    content = _with_head_gap_output(default_model_path().read_bytes())
+    """Embedded model with an OOD spec on 16 views of the example fields (its own
+    embedding output) instead of its fitted one, and no quality thresholds or operating
+    point (built-in checks, the arg-max); threshold 10 × the median in-sample distance
+    (measured: views 1,051 median, 1,933 max; noise 70,462, a C-NMC cell 66,878, the
+    benign field 5 % brighter 2,758)."""
+    content = default_model_path().read_bytes()
     engine = TFLiteEngine(content)
     embeddings, y = [], []
     for path, cls in ((PRE, 0), (BENIGN, 1)):
@@ -83,13 +79,14 @@ def ood_model() -> bytes:
     spec.embedding_output = engine.embedding_name
     metadata = read_metadata(content)
     metadata.ood = spec
+    metadata.quality = metadata.decision = None
     return write_metadata(content, metadata)
 
 
 @pytest.fixture(scope="module")
 def classifier() -> Classifier:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", LeukedgeWarning)
+        warnings.simplefilter("error", LeukedgeWarning)  # the embedded model runs every check
         return Classifier()
 
 
@@ -144,7 +141,8 @@ def test_out_of_domain_is_rejected_with_the_model_opinion_apart(ood_model):
 
 
 def test_quality_failure_comes_before_out_of_domain(ood_model):
-    classifier = Classifier(ClassifierOptions(model_content=ood_model))
+    with pytest.warns(LeukedgeWarning, match="no quality thresholds"):
+        classifier = Classifier(ClassifierOptions(model_content=ood_model))
     black = classifier.classify(np.zeros((224, 224, 3), dtype=np.uint8))
     # Built-in thresholds (the model has none): blank first, then out of domain.
     assert black.reason == "blank" and black.failed_checks == ["blank", "out_of_domain"]
@@ -152,46 +150,73 @@ def test_quality_failure_comes_before_out_of_domain(ood_model):
 
 
 def test_refer_band_gives_uncertain(classifier):
-    p_all = classifier.classify(BENIGN).probabilities["ALL"]
-    assert p_all == pytest.approx(0.431, abs=0.002)
-    refer = Classifier(ClassifierOptions(decision_threshold=0.45, refer_band=(0.4, 0.5)))
+    """BENIGN's p(ALL) 0.944 lies outside the model's own band [0.160, 0.755) (an ok ALL
+    call); a threshold of 0.95 with the band [0.9, 0.96) puts it inside, deliberately."""
+    default = classifier.classify(BENIGN)
+    p_all = default.probabilities["ALL"]
+    assert p_all == pytest.approx(0.944, abs=0.002)
+    assert (default.status, default.label) == ("ok", "ALL")
+    refer = Classifier(ClassifierOptions(decision_threshold=0.95, refer_band=(0.9, 0.96)))
     r = refer.classify(BENIGN)
     assert (r.status, r.reason, r.label) == ("refer", "uncertain", None)
+    # The model's opinion at this operating point: below 0.95, so HEM.
     assert r.probabilities["ALL"] == pytest.approx(p_all) and r.model_label == "HEM"
     assert r.score == pytest.approx(r.probabilities["HEM"])
-    assert "[0.400, 0.500)" in r.message
+    assert "[0.900, 0.960)" in r.message
     # Just outside the band: a call.
-    outside = Classifier(ClassifierOptions(decision_threshold=0.45, refer_band=(0.44, 0.5)))
+    outside = Classifier(ClassifierOptions(decision_threshold=0.95, refer_band=(0.945, 0.96)))
     assert outside.classify(BENIGN).label == "HEM"
     # Threshold below p(ALL): called ALL. An empty band switches the band off.
-    low = Classifier(ClassifierOptions(decision_threshold=0.4, refer_band=(0.0, 0.0)))
+    low = Classifier(ClassifierOptions(decision_threshold=0.93, refer_band=(0.0, 0.0)))
     assert low.refer_band is None and low.classify(BENIGN).label == "ALL"
 
 
-def test_operating_point_from_metadata_and_overrides(classifier):
+def test_operating_point_from_metadata_and_overrides(classifier, model_without_checks):
     content = default_model_path().read_bytes()
     metadata = read_metadata(content)
-    metadata.decision = DecisionSpec(threshold=0.3, refer_band=[0.25, 0.45])
+    # An operating point of our own whose band holds BENIGN's p(ALL) 0.944.
+    metadata.decision = DecisionSpec(threshold=0.95, refer_band=[0.9, 0.96])
     model = write_metadata(content, metadata)
     c = Classifier(ClassifierOptions(model_content=model))
-    assert (c.decision_threshold, c.refer_band) == (0.3, (0.25, 0.45))
+    assert (c.decision_threshold, c.refer_band) == (0.95, (0.9, 0.96))
     assert c.classify(BENIGN).status == "refer"
     # A threshold override drops the model's band (it belonged to the model's threshold).
     t = Classifier(ClassifierOptions(model_content=model, decision_threshold=0.5))
-    assert t.refer_band is None and t.classify(BENIGN).label == "HEM"
+    assert t.refer_band is None
+    assert (t.classify(BENIGN).status, t.classify(BENIGN).label) == ("ok", "ALL")
     with pytest.raises(ValueError, match="contain the threshold"):
         Classifier(ClassifierOptions(decision_threshold=0.5, refer_band=(0.6, 0.7)))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         Classifier(ClassifierOptions(decision_threshold=1.5))
-    # The embedded model (no decision metadata): 0.5, the arg-max.
-    assert (classifier.decision_threshold, classifier.refer_band) == (0.5, None)
+    # The embedded model: its own operating point (p(ALL) >= 0.429, band [0.160, 0.755)).
+    spec = read_metadata(content).decision
+    assert (classifier.decision_threshold, classifier.refer_band) == (
+        spec.threshold,
+        tuple(spec.refer_band),
+    )
+    assert (round(spec.threshold, 3), [round(b, 3) for b in spec.refer_band]) == (
+        0.429,
+        [0.16, 0.755],
+    )
+    # A model without decision metadata: 0.5, the arg-max, no band.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LeukedgeWarning)  # it has no checks: expected
+        plain = Classifier(ClassifierOptions(model_content=model_without_checks))
+    assert (plain.decision_threshold, plain.refer_band) == (0.5, None)
 
 
-def test_model_without_embedding_warns_once_and_reports_unchecked():
+def test_model_without_embedding_warns_once_and_reports_unchecked(model_without_checks):
+    """A model converted before the checks (no embedding output, no fitted thresholds):
+    one warning at load, the missing checks in every result; the embedded model, which
+    has them all, loads without a warning and reports nothing unchecked."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LeukedgeWarning)
+        assert Classifier().classify(BENIGN).unchecked == []
     with pytest.warns(LeukedgeWarning, match="out-of-domain check unavailable") as record:
-        c = Classifier()
+        c = Classifier(ClassifierOptions(model_content=model_without_checks))
     assert len([w for w in record if issubclass(w.category, LeukedgeWarning)]) == 1
     assert "no quality thresholds" in str(record[0].message)
+    assert "(no embedding output)" in str(record[0].message)
     r = c.classify(BENIGN)
     assert r.ood_distance is None and r.status == "ok"
     assert r.unchecked == [
@@ -265,11 +290,13 @@ def test_cli_json_statuses_and_exit_codes(tmp_path):
     result = runner.invoke(app, ["classify", "--json", str(BENIGN), str(black)])
     assert result.exit_code == 0  # a rejected input is an answer, not a failure
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    # The embedded model calls this benign field ALL (p 0.944): its error, reported as is.
     assert [(r["status"], r["reason"], r["label"]) for r in lines] == [
-        ("ok", None, "HEM"),
+        ("ok", None, "ALL"),
         ("rejected", "blank", None),
     ]
-    assert lines[1]["model_label"] == "ALL" and lines[1]["error"] is None
+    # The model's opinion on the black image is kept apart (HEM with model v2).
+    assert lines[1]["model_label"] == "HEM" and lines[1]["error"] is None
     assert lines[0]["path"] == str(BENIGN)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 nope")
@@ -281,9 +308,10 @@ def test_cli_json_statuses_and_exit_codes(tmp_path):
 
 
 def test_cli_refer_band_threshold_and_table():
+    """--threshold 0.95 --refer-band 0.9,0.96 put BENIGN's p(ALL) 0.944 in the band."""
     runner = CliRunner()
     result = runner.invoke(
-        app, ["classify", "--json", "--threshold", "0.45", "--refer-band", "0.4,0.5", str(BENIGN)]
+        app, ["classify", "--json", "--threshold", "0.95", "--refer-band", "0.9,0.96", str(BENIGN)]
     )
     assert result.exit_code == 0
     record = json.loads([ln for ln in result.stdout.splitlines() if ln.startswith("{")][0])
@@ -297,14 +325,16 @@ def test_cli_refer_band_threshold_and_table():
     )
     assert outside.exit_code == 2 and "contain the threshold" in outside.output
     table = runner.invoke(
-        app, ["classify", "--threshold", "0.45", "--refer-band", "0.4,0.5", str(BENIGN)]
+        app, ["classify", "--threshold", "0.95", "--refer-band", "0.9,0.96", str(BENIGN)]
     )
     assert table.exit_code == 0
     assert "status" in table.stdout and "refer" in table.stdout and "uncertain" in table.stdout
-    assert "call ALL when p(ALL) >= 0.450; refer when 0.400 <= p < 0.500" in table.stdout
+    assert "call ALL when p(ALL) >= 0.950; refer when 0.900 <= p < 0.960" in table.stdout
 
 
-def test_info_prints_operating_point_band_ood_and_quality(tmp_path, ood_model):
+def test_info_prints_operating_point_band_ood_and_quality(
+    tmp_path, ood_model, model_without_checks
+):
     content = ood_model
     metadata = read_metadata(content)
     metadata.decision = DecisionSpec(
@@ -332,6 +362,11 @@ def test_info_prints_operating_point_band_ood_and_quality(tmp_path, ood_model):
     assert "n=410: sensitivity 0.991, specificity 0.800, coverage 0.960" in out
     assert "ood     mahalanobis, 1280-d embedding" in out and "rank 4" in out
     assert "out_of_focus: Laplacian variance < 38.3" in out
-    default = CliRunner().invoke(app, ["info"]).stdout
-    assert "ood     unavailable (no embedding output)" in default
-    assert "the arg-max; the model carries no operating point" in default
+    plain = tmp_path / "without_checks.tflite"
+    plain.write_bytes(model_without_checks)
+    without = CliRunner().invoke(app, ["info", str(plain)]).stdout
+    assert "ood     unavailable (no embedding output)" in without
+    assert "the arg-max; the model carries no operating point" in without
+    default = CliRunner().invoke(app, ["info"]).stdout  # the embedded model has them all
+    assert "ood     mahalanobis, 1280-d embedding" in default and "unavailable" not in default
+    assert "call    ALL when p(ALL) >= 0.4294: operating point" in default

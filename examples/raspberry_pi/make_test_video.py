@@ -5,9 +5,9 @@ Each image is shown for ``--seconds`` at ``--fps`` frames per second, in the ord
 in an AVI container, by default losslessly (FFV1, through the FFmpeg inside the OpenCV
 wheels), so every frame has exactly the image's pixels and the demo's calls can be checked
 against ``leukedge classify`` on the files. ``--codec MJPG`` writes Motion-JPEG instead, as
-many USB cameras deliver it: a second JPEG generation changes calls near the boundary (the
-Benign example goes from HEM 0.57 as a file to ALL 0.63 as MJPG frames). Every frame has the
-first image's size; other images are resized to it.
+many USB cameras deliver it: a second JPEG generation moves the probabilities (the Benign
+example goes from p(ALL) 0.94 as a file to 0.95 as MJPG frames), which changes calls near
+the boundary. Every frame has the first image's size; other images are resized to it.
 
 Example::
 
