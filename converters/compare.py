@@ -17,7 +17,7 @@ For a trained ``.keras`` (proposed-lite) and its run's ``split.csv``:
 4. accuracy is scored against the labels and against the Keras float model (the gate's
    :func:`~leukedge.converters.gate.compare`: Δ accuracy, label agreement, max |Δp|), so no
    speed is shown without what it costs;
-5. LiteRT models are profiled per operator (:mod:`leukedge.converters.op_profile`), and the
+5. LiteRT models are profiled per operator (:mod:`leukedge.op_profile`), and the
    SDK's own figures are measured on the int8 model (:func:`leukedge.bench.sdk_measurements`:
    overhead on a 224×224 array, a 2592×1944 camera JPEG end to end, cold start).
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -43,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "leukedge-bench-compare/1"
 """``schema`` field of ``compare.json``; bumped when its layout changes."""
@@ -215,7 +218,7 @@ def build_artifact(kind: str, model, keras_path: Path, folder: Path, calibration
     path = files[kind]
     if path.is_file():
         return path
-    print(f"making {path.name} ...", flush=True)
+    log.info(f"making {path.name} ...")
     tmp = path.with_name(path.name + ".partial")
     if kind.startswith("tflite-"):
         precision = kind.split("-")[1]
@@ -275,13 +278,13 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
     """
     from leukedge import __version__
     from leukedge.bench import environment, sdk_measurements
-    from leukedge.converters.convert import _samples_from, sha256_file, stratified_subset
+    from leukedge.converters.convert import sha256_file
     from leukedge.converters.gate import compare
-    from leukedge.converters.tflite import load_keras_model
+    from leukedge.evaluation.data import LABELS, samples_from, stratified_subset
+    from leukedge.evaluation.predict import predict_keras
     from leukedge.metadata import InputSpec, ModelMetadata
+    from leukedge.modeling.saving import load_keras_model
     from leukedge.preprocess import load_and_resize
-    from leukedge.training.data import LABELS
-    from leukedge.training.train import predict_samples
 
     names = list(config.engines or [e.name for e in ENGINES])
     known = {e.name: e for e in ENGINES}
@@ -307,18 +310,18 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
     )
     labels = list(run_config.get("labels", LABELS))
 
-    val = _samples_from(str(split_file), "val")
+    val = samples_from(str(split_file), "val")
     if config.max_val:
         val = stratified_subset(val, config.max_val, config.seed)
     if not val:
         raise ValueError(f"{split_file}: no validation images")
     calibration_samples = stratified_subset(
-        _samples_from(str(split_file), "train"), config.calibration_size, config.seed
+        samples_from(str(split_file), "train"), config.calibration_size, config.seed
     )
     calibration = np.stack([load_and_resize(s.path, size) for s in calibration_samples])
     truth = {str(s.path): s.label for s in val}
-    print(f"validation images: {len(val)}; calibration images: {len(calibration)}", flush=True)
-    reference = predict_samples(model, val, size[0])
+    log.info(f"validation images: {len(val)}; calibration images: {len(calibration)}")
+    reference = predict_keras(model, val, size[0])
 
     source_sha = sha256_file(keras_path)
     manifest = {
@@ -365,7 +368,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
                     "status": "skipped",
                     "reason": f"{', '.join(missing)} not installed ({INSTALL_HINT})",
                 }
-                print(f"{spec.name}: skipped ({row['reason']})", flush=True)
+                log.info(f"{spec.name}: skipped ({row['reason']})")
                 continue
             try:
                 artifact = build_artifact(
@@ -376,7 +379,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
                 for i, threads in enumerate(config.threads):
                     accuracy_pass = i == 0 and not spec.runtime.startswith("keras")
                     val_file = str(work / "val.npy") if accuracy_pass else None
-                    print(f"{spec.name}: {threads} thread(s) ...", flush=True)
+                    log.info(f"{spec.name}: {threads} thread(s) ...")
                     result = _run_engine(spec, artifact, threads, work, config, val_file)
                     probabilities = result.pop("probabilities", None)
                     by_threads[str(threads)] = result
@@ -390,7 +393,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
                 row |= {"status": "ok", "by_threads": by_threads}
             except Exception as exc:  # noqa: BLE001 - one engine's failure must not cost the rest
                 row |= {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
-                print(f"{spec.name}: error: {row['reason']}", flush=True)
+                log.info(f"{spec.name}: error: {row['reason']}")
 
     report: dict[str, Any] = {
         "schema": SCHEMA,
@@ -411,7 +414,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
         write_report(report, out)
     int8 = next((r for r in rows if r["name"] == "litert-int8" and r["status"] == "ok"), None)
     if config.sdk and int8 is not None:
-        print("SDK figures on the int8 model ...", flush=True)
+        log.info("SDK figures on the int8 model ...")
         image = config.sdk_image or val[0].path
         try:
             report["sdk"] = sdk_measurements(
@@ -424,7 +427,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
 
 
 def _profile_litert(rows, out: Path, size, image_path) -> dict[str, Any]:
-    from leukedge.converters.op_profile import as_dicts, profile_ops, summarize
+    from leukedge.op_profile import as_dicts, profile_ops, summarize
     from leukedge.preprocess import load_and_resize
 
     image = load_and_resize(image_path, size)
@@ -434,7 +437,7 @@ def _profile_litert(rows, out: Path, size, image_path) -> dict[str, Any]:
         # cut out alone they are not what the model spends its time on: not profiled.
         if row["runtime"] != "litert" or row["status"] != "ok" or row["precision"] == "float16":
             continue
-        print(f"per-operator profile of {row['name']} ...", flush=True)
+        log.info(f"per-operator profile of {row['name']} ...")
         try:
             timings = profile_ops(Path(row["file"]).read_bytes(), image, threads=1)
         except Exception as exc:  # noqa: BLE001 - reported in the files, not lost

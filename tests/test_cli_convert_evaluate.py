@@ -21,10 +21,10 @@ from test_conversion import INT8_MAX_ABS_PROB_DIFF, INT8_MEAN_ABS_PROB_DIFF  # n
 
 from leukedge.classifier import Classifier  # noqa: E402
 from leukedge.cli import app  # noqa: E402
+from leukedge.evaluation.data import LABELS, read_split  # noqa: E402
 from leukedge.metadata import read_metadata  # noqa: E402
 from leukedge.preprocess import load_and_resize  # noqa: E402
 from leukedge.runtime import TFLiteEngine  # noqa: E402
-from leukedge.training.data import LABELS, read_split  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -265,7 +265,7 @@ def test_import_weights_writes_where_weights_imagenet_reads(lite0_weights, tmp_p
     ``~/.keras/models/efficientnet_lite0_imagenet.weights.h5``, which ``--weights imagenet``
     loads; a wrong file name is a usage error."""
     import leukedge.converters.import_weights as import_weights
-    from leukedge.training.models import build_backbone
+    from leukedge.modeling.models import build_backbone
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     target = tmp_path / "models" / "efficientnet_lite0_imagenet.weights.h5"

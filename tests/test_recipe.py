@@ -10,16 +10,16 @@ from PIL import Image
 
 keras = pytest.importorskip("keras", reason="training needs Keras (pip install .[train])")
 
-from leukedge.preprocess import load_rgb  # noqa: E402
-from leukedge.training import robustness  # noqa: E402
-from leukedge.training.augment import PhotometricConfig, photometric  # noqa: E402
-from leukedge.training.models import (  # noqa: E402
-    InputNormConfig,
+from leukedge.evaluation import robustness  # noqa: E402
+from leukedge.modeling.config import InputNormConfig  # noqa: E402
+from leukedge.modeling.layers import (  # noqa: E402
     PerImageStandardization,
-    build_model,
     channel_statistics,
     gaussian_blur_layer,
 )
+from leukedge.modeling.models import build_model  # noqa: E402
+from leukedge.preprocess import load_rgb  # noqa: E402
+from leukedge.training.augment import PhotometricConfig, photometric  # noqa: E402
 from leukedge.training.recipes import RECIPES, recipe  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
@@ -58,7 +58,7 @@ def test_model_with_input_norm_round_trips_through_keras_file(tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     path = tmp_path / "m.keras"
     model.save(path)
-    from leukedge.converters.tflite import load_keras_model
+    from leukedge.modeling.saving import load_keras_model
 
     again = load_keras_model(path)
     np.testing.assert_allclose(again.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)
@@ -86,7 +86,9 @@ def test_photometric_is_seeded_and_changes_the_image():
     np.testing.assert_array_equal(first, again)
     assert np.abs(first.astype(int) - rgb).mean() > 1.0
     assert np.abs(first.astype(int) - other).mean() > 0.5
-    np.testing.assert_array_equal(photometric(rgb, np.random.default_rng(0), PhotometricConfig()), rgb)
+    np.testing.assert_array_equal(
+        photometric(rgb, np.random.default_rng(0), PhotometricConfig()), rgb
+    )
 
 
 def test_recipes_paper_is_the_dataclass_default_and_camera_differs():
