@@ -81,14 +81,3 @@ PRECISIONS: tuple[str, ...] = tuple(PRECISION_TABLE)
 SELECTIVE_OPS = ("TFLITE_BUILTINS_INT8", "TFLITE_BUILTINS")
 """``supported_ops`` of a calibrated precision with tensors kept in float (selective
 quantization: the denylisted operators run the float builtins)."""
-
-
-def precision_spec(name: str) -> PrecisionSpec:
-    """The row of ``name``.
-
-    Raises:
-        ValueError: unknown name (the message lists the precisions).
-    """
-    if name not in PRECISION_TABLE:
-        raise ValueError(f"unknown precision {name!r}; choose one of {PRECISIONS}")
-    return PRECISION_TABLE[name]

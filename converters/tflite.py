@@ -38,9 +38,10 @@ import numpy as np
 
 from leukedge.converters.precisions import (
     IO_DTYPES,
+    PRECISION_TABLE,
+    PRECISIONS,
     SELECTIVE_OPS,
     PrecisionSpec,
-    precision_spec,
 )
 from leukedge.errors import LeukedgeError
 from leukedge.modeling.config import INPUT_NORM_LAYERS
@@ -254,7 +255,9 @@ def convert_keras(
     """
     # Every argument is checked here, before the converter runs: whatever the converter
     # raises after this point is the converter's failure.
-    spec = precision_spec(precision)
+    spec = PRECISION_TABLE.get(precision)
+    if spec is None:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
     if not spec.runs_layernorm and has_layer_normalization(model):
         raise ConversionError(
             f"{precision} refused: the model has LayerNormalization, and LiteRT has no int16 "
@@ -293,7 +296,7 @@ def _convert_selective(model, representative, keep_float: Sequence[str], io_dtyp
     from tensorflow.lite.python.util import modify_model_io_type
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    _configure(converter, precision_spec("int8"), representative, io_dtype, keep_float)
+    _configure(converter, PRECISION_TABLE["int8"], representative, io_dtype, keep_float)
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float))
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter,

@@ -77,6 +77,11 @@ def test_every_precision_is_written_with_metadata_but_int16x8_is_refused(convert
     assert "int16x8" in result.output and not (out / "tiny_int16x8.tflite").exists()
     report = json.loads((out / "conversion.json").read_text())
     assert "SQUARED_DIFFERENCE" in report["precisions"]["int16x8"]["error"]
+    # Seconds per step, logged and kept (the failed precision's attempt too).
+    steps = {"load", "calibration_images", "float_reference", "trust_sets", "float_islands"}
+    assert steps | {f"convert_{p}" for p in (*WRITTEN, "int16x8")} <= set(report["timings_s"])
+    assert all(seconds >= 0 for seconds in report["timings_s"].values())
+    assert report["timings_s"]["convert_int8"] > 0
     sha = hashlib.sha256((run / "model.keras").read_bytes()).hexdigest()
     temperature = json.loads((run / "calibration.json").read_text())["temperature"]
     for precision in WRITTEN:

@@ -184,6 +184,11 @@ def test_tiny_run_writes_every_artefact(tiny_run, tiny_config, tmp_path):
     assert json.loads((out / "checkpoints/best.json").read_text())["epoch"] == f1.index(max(f1))
     assert metrics["weighted_f1"] == pytest.approx(max(f1))
     assert json.loads((out / "metrics_val.json").read_text()) == metrics
+    # Each step's seconds, as logged; training time is the two phases'.
+    timings = metrics["timings_s"]
+    assert {"data", "build", "phase_head", "phase_finetune", "save", "evaluate_val"} <= set(timings)
+    phases = timings["phase_head"] + timings["phase_finetune"]
+    assert metrics["train_seconds"] == pytest.approx(phases, abs=0.1) and phases > 0
     assert f"| weighted_f1 | {metrics['weighted_f1']:.4f} |" in (out / "report.md").read_text()
     with open(out / "predictions_val.csv") as handle:
         predicted = {r["path"] for r in csv.DictReader(handle)}
