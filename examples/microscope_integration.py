@@ -5,7 +5,8 @@ Microscope camera SDKs (UVC, GenICam/Basler pylon, vendor DLLs…) typically del
 a callback ``on_frame(buffer, timestamp)`` on their own thread. :class:`SmoothedClassifier`
 sits behind such a callback:
 
-1. it converts the frame to RGB ``uint8`` (check your SDK's pixel format!);
+1. it hands the frame to leukedge with its channel order (``pixel_format``: check your
+   SDK's pixel format!);
 2. it classifies the frame with a leukedge ``Classifier`` in ``VIDEO`` mode, passing the
    frame's timestamp in milliseconds (strictly increasing; duplicates are skipped);
 3. it keeps the last N per-frame results and reports a **majority vote** of the frames that
@@ -141,23 +142,22 @@ class SmoothedClassifier:
                 returning.
             timestamp_us: the SDK's frame timestamp in microseconds (use the camera's own
                 clock where it has one: it reflects exposure time, not arrival time).
-            pixel_format: ``"BGR"`` or ``"RGB"``, as the SDK delivers.
+            pixel_format: the frame's channel order in memory, as the SDK delivers it:
+                ``"BGR"``, ``"RGB"``, ``"BGRA"``, ``"RGBA"``, ``"BGRX"`` or ``"RGBX"``;
+                leukedge converts (a mono ``(H, W)`` frame takes none: pass ``None``).
 
         Returns:
             The :class:`SmoothedCall`, or ``None`` if the frame was skipped because its
             timestamp (in ms) is not after the previous frame's.
         """
-        if pixel_format == "BGR" and frame.ndim == 3:
-            frame = frame[..., ::-1]  # BGR -> RGB
-        elif pixel_format != "RGB" and frame.ndim == 3:
-            raise ValueError(f"unsupported pixel format {pixel_format!r}; convert to RGB")
-        rgb = np.ascontiguousarray(frame)  # uint8 expected; other dtypes are refused
         timestamp_ms = int(timestamp_us // 1000)
         with self._lock:
             if self._last_ts is not None and timestamp_ms <= self._last_ts:
                 return None  # same millisecond as the previous frame, or clock went back
             self._last_ts = timestamp_ms
-            result = self._classifier.classify_for_video(rgb, timestamp_ms)
+            result = self._classifier.classify_for_video(
+                frame, timestamp_ms, pixel_format=pixel_format if frame.ndim == 3 else None
+            )
             self._recent.append(result)
             call = self._smoothed(result)
         if self._on_call is not None:

@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""Live ALL/HEM calls from a microscope camera on a Raspberry Pi.
+"""Live ALL/HEM calls from a microscope camera on a Raspberry Pi (or from a video file).
 
-Frames come from a Raspberry Pi camera module (Picamera2, if it imports) or from any camera
-OpenCV can open (``cv2.VideoCapture(index)``: USB/UVC microscope eyepiece cameras). Each
-frame is converted from BGR to RGB, cropped to its centre square (the model was trained on
-square smear fields; ``--full-frame`` keeps the whole frame) and handed to a leukedge
-``Classifier`` in ``LIVE_STREAM`` mode. Results arrive in a callback on a worker thread;
-frames that arrive while the previous one is still being classified are dropped, so the
-preview never lags.
+Frames come from a Raspberry Pi camera module (Picamera2, if it imports), from any camera
+OpenCV can open (``cv2.VideoCapture(index)``: USB/UVC microscope eyepiece cameras), or, with
+``--video FILE``, from a video file played at its own frame rate (to try the program without
+a camera). Each frame's centre square (the model was trained on square smear fields;
+``--full-frame`` keeps the whole frame) goes to a leukedge ``Classifier`` in
+``LIVE_STREAM`` mode with the frame's own channel order as ``pixel_format``: no conversion
+here. Results arrive in a callback on a worker thread; frames that arrive while the
+previous one is still being classified are dropped, so the preview never lags.
+
+Picamera2 names its formats after the 32-bit word, so memory order is the reverse of the
+name (``PICAMERA2_PIXEL_FORMATS``): ``"XBGR8888"`` (its default for preview and video
+configurations, 4 bytes a pixel) is ``[R, G, B, X]`` in the array (``pixel_format="RGBX"``),
+``"XRGB8888"`` is ``[B, G, R, X]`` (``"BGRX"``), ``"RGB888"`` is ``[B, G, R]`` (``"BGR"``).
+OpenCV cameras and video files deliver ``"BGR"``.
 
 Decision support only: the label is one model's opinion on one field of view, not a
 diagnosis. Nothing here imports TensorFlow; the model runs on LiteRT.
@@ -17,15 +24,17 @@ Examples::
     python3 examples/raspberry_pi_camera.py                      # preview window
     python3 examples/raspberry_pi_camera.py --headless           # over SSH: print only
     python3 examples/raspberry_pi_camera.py --camera 1 --every-n-frames 5 --threads 4
-    python3 examples/raspberry_pi_camera.py --model my_model_int8.tflite --backend opencv
+    python3 examples/raspberry_pi_camera.py --video smear.avi --headless --json
 
-Exit codes: 0 normal end (q, Esc, Ctrl+C, or --frames reached); 1 no camera, or the camera
-stopped delivering frames; 2 the model cannot be loaded.
+Exit codes: 0 normal end (q, Esc, Ctrl+C, --frames reached, end of the video); 1 no
+camera, a video that cannot be opened, or the camera stopped delivering frames; 2 the model
+cannot be loaded.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
@@ -40,10 +49,18 @@ from leukedge.classifier import (
     ClassifierOptions,
     RunningMode,
 )
+from leukedge.preprocess import array_to_rgb
 
 WINDOW = "leukedge (decision support, not a diagnosis)"
 MAX_READ_FAILURES = 30
 """Consecutive failed reads after which the camera is considered gone."""
+PICAMERA2_PIXEL_FORMATS = {
+    "XRGB8888": "BGRX",
+    "XBGR8888": "RGBX",
+    "RGB888": "BGR",
+    "BGR888": "RGB",
+}
+"""Picamera2 format name -> leukedge ``pixel_format`` (memory order, first byte first)."""
 
 
 class NoCameraError(RuntimeError):
@@ -55,6 +72,8 @@ class OpenCVCamera:
     """Any camera OpenCV opens by index (USB/UVC cameras; ``/dev/video<index>`` on Linux)."""
 
     name = "OpenCV"
+    pixel_format = "BGR"
+    ended = False  # a camera never ends; a video file does
 
     def __init__(self, index: int, width: int, height: int):
         self._cap = cv2.VideoCapture(index)
@@ -72,21 +91,66 @@ class OpenCVCamera:
             self._cap.release()
             raise NoCameraError(f"camera index {index} opened but delivers no frames")
 
-    def read_bgr(self) -> np.ndarray | None:
-        """Next frame, BGR ``uint8`` ``(H, W, 3)``, or ``None`` if the read failed."""
+    def read(self) -> tuple[np.ndarray, int | None] | None:
+        """``(BGR uint8 (H, W, 3), None)`` (no timestamp of its own), or ``None``."""
         ok, frame = self._cap.read()
-        return frame if ok else None
+        return (frame, None) if ok else None
+
+    def close(self) -> None:
+        self._cap.release()
+
+
+class VideoFile:
+    """A video file as the camera, played at its own frame rate (``pace=True``).
+
+    Timestamps are the video's (frame index × 1000 / fps, in ms), so a run is repeatable
+    frame for frame; at the end, :attr:`ended` turns ``True`` and :meth:`read` gives ``None``.
+    """
+
+    name = "video file"
+    pixel_format = "BGR"
+
+    def __init__(self, path: str, pace: bool = True):
+        if not os.path.isfile(path):
+            raise NoCameraError(f"video file {path} not found")
+        self._cap = cv2.VideoCapture(path)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise NoCameraError(f"OpenCV cannot open {path} as a video")
+        fps = self._cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if 0 < fps <= 1000 else 25.0
+        self._pace = pace
+        self._index = 0
+        self._start = time.monotonic()
+        self.ended = False
+
+    def read(self) -> tuple[np.ndarray, int] | None:
+        """``(BGR uint8 (H, W, 3), timestamp ms)``, or ``None`` at the end of the file."""
+        ok, frame = self._cap.read()
+        if not ok:
+            self.ended = True
+            return None
+        timestamp_ms = round(self._index * 1000 / self.fps)
+        if self._pace:  # wait until this frame is due, as a camera would deliver it
+            time.sleep(max(0.0, self._start + timestamp_ms / 1000 - time.monotonic()))
+        self._index += 1
+        return frame, timestamp_ms
 
     def close(self) -> None:
         self._cap.release()
 
 
 class PiCamera:
-    """A Raspberry Pi camera module through Picamera2 (libcamera)."""
+    """A Raspberry Pi camera module through Picamera2 (libcamera).
+
+    ``fmt`` is a key of :data:`PICAMERA2_PIXEL_FORMATS`; frames are handed to leukedge with
+    the matching ``pixel_format`` (e.g. ``"XRGB8888"`` -> ``"BGRX"``), never converted here.
+    """
 
     name = "Picamera2"
+    ended = False
 
-    def __init__(self, index: int, width: int, height: int):
+    def __init__(self, index: int, width: int, height: int, fmt: str = "XBGR8888"):
         from picamera2 import Picamera2  # apt: python3-picamera2
 
         cameras = Picamera2.global_camera_info()
@@ -95,41 +159,46 @@ class PiCamera:
                 f"Picamera2 sees {len(cameras)} camera(s), none at index {index}. Check the "
                 "ribbon cable and `rpicam-hello --list-cameras`."
             )
+        self.pixel_format = PICAMERA2_PIXEL_FORMATS[fmt]
         self._cam = Picamera2(index)
-        # Picamera2's "RGB888" is stored [B, G, R] per pixel: the same order as OpenCV.
         config = self._cam.create_preview_configuration(
-            main={"size": (width, height), "format": "RGB888"}
+            main={"size": (width, height), "format": fmt}
         )
         self._cam.configure(config)
         self._cam.start()
 
-    def read_bgr(self) -> np.ndarray | None:
-        """Next frame, BGR ``uint8`` ``(H, W, 3)``."""
-        return self._cam.capture_array()
+    def read(self) -> tuple[np.ndarray, int | None]:
+        """``(uint8 (H, W, 3 or 4) in self.pixel_format, None)``."""
+        return self._cam.capture_array(), None
 
     def close(self) -> None:
         self._cam.stop()
         self._cam.close()
 
 
-def open_camera(backend: str, index: int, width: int, height: int):
-    """The first camera that opens: Picamera2 (if importable), then OpenCV.
+def open_camera(args: argparse.Namespace):
+    """The video file (``--video``), else the first camera that opens: Picamera2 (if
+    importable), then OpenCV.
 
     Raises:
         NoCameraError: nothing opened; the message lists every attempt.
     """
+    if args.video:
+        return VideoFile(args.video)
+    backend, index, width, height = args.backend, args.camera, args.width, args.height
     tried = []
     if backend in ("auto", "picamera2"):
         try:
-            return PiCamera(index, width, height)
-        except ImportError:
+            return PiCamera(index, width, height, args.picamera2_format)
+        except ImportError as exc:
             tried.append(
-                "Picamera2: not installed (sudo apt install python3-picamera2; in a "
-                "venv created with --system-site-packages)"
+                f"Picamera2: cannot import ({exc}). Install it with apt (sudo apt install "
+                "python3-picamera2) and create the venv with --system-site-packages; see "
+                "examples/raspberry_pi/README.md"
             )
         except NoCameraError as exc:
             tried.append(f"Picamera2: {exc}")
-        except (RuntimeError, OSError, IndexError) as exc:
+        except (RuntimeError, OSError, IndexError, ValueError) as exc:
             tried.append(f"Picamera2: {type(exc).__name__}: {exc}")
     if backend in ("auto", "opencv"):
         try:
@@ -164,6 +233,16 @@ def describe(result: ClassificationResult) -> str:
     if result.status != "ok":
         return f"{result.status}: {result.reason}  (model, not a call: {probs})"
     return f"{result.label} {result.score:.2f}  ({probs})"
+
+
+def as_json(result: ClassificationResult | None, timestamp_ms: int, error: Exception | None) -> str:
+    """One JSON line per result: ``result.to_dict()`` (the shape ``leukedge classify --json``
+    prints) with the frame's ``timestamp_ms`` and ``error``."""
+    if error is not None or result is None:
+        return json.dumps(
+            {"timestamp_ms": timestamp_ms, "status": "error", "label": None, "error": str(error)}
+        )
+    return json.dumps({**result.to_dict(), "timestamp_ms": timestamp_ms, "error": None})
 
 
 # --------------------------------------------------------------------------- drawing
@@ -231,7 +310,8 @@ def display_available() -> tuple[bool, str]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Classify microscope camera frames as ALL or HEM, live "
-        "(decision support, not a diagnosis)."
+        "(decision support, not a diagnosis).",
+        allow_abbrev=False,  # options in a unit file or script are spelled out in full
     )
     parser.add_argument(
         "--model", default=None, help="a leukedge .tflite model (default: the embedded model)"
@@ -255,6 +335,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="camera library (default: Picamera2 if importable, else OpenCV)",
     )
     parser.add_argument(
+        "--picamera2-format",
+        choices=tuple(PICAMERA2_PIXEL_FORMATS),
+        default="XBGR8888",
+        help="Picamera2 pixel format (default XBGR8888, Picamera2's own default)",
+    )
+    parser.add_argument(
+        "--video",
+        metavar="FILE",
+        default=None,
+        help="read frames from a video file (at its frame rate) instead of a camera",
+    )
+    parser.add_argument(
         "--every-n-frames",
         type=int,
         default=3,
@@ -269,6 +361,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--headless", action="store_true", help="no preview window; print results only"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object per result instead of text"
     )
     parser.add_argument(
         "--frames",
@@ -294,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     ) -> None:
         # Runs on the classifier's worker thread: keep it short, never touch the GUI here.
         latest.set(result, error)
-        if error is not None:
+        if args.json:
+            print(as_json(result, timestamp_ms, error), flush=True)
+        elif error is not None:
             print(f"{timestamp_ms:>10} ms  error: {error}", file=sys.stderr, flush=True)
         else:
             print(f"{timestamp_ms:>10} ms  {describe(result)}", flush=True)
@@ -314,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"model: {meta.name} {meta.version} ({meta.precision}), input "
         f"{classifier.input_size[1]}x{classifier.input_size[0]} {meta.input.kind}, "
-        f"{args.threads} thread(s)"
+        f"{args.threads} thread(s)",
+        file=sys.stderr if args.json else sys.stdout,
     )
     if meta.input.kind == "cell":
         print(
@@ -323,12 +421,16 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     try:
-        camera = open_camera(args.backend, args.camera, args.width, args.height)
+        camera = open_camera(args)
     except NoCameraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         classifier.close()
         return 1
-    print(f"camera: {camera.name} index {args.camera}")
+    source = args.video if args.video else f"index {args.camera}"
+    print(
+        f"camera: {camera.name} {source}, pixel format {camera.pixel_format}",
+        file=sys.stderr if args.json else sys.stdout,
+    )
 
     show = not args.headless
     if show:
@@ -340,8 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with classifier:  # on exit, waits for the frame still being classified
             while args.frames == 0 or count < args.frames:
-                bgr = camera.read_bgr()
-                if bgr is None:
+                got = camera.read()
+                if got is None:
+                    if camera.ended:
+                        break  # end of the video file
                     failures += 1
                     if failures >= MAX_READ_FAILURES:
                         print("error: the camera stopped delivering frames", file=sys.stderr)
@@ -349,21 +453,24 @@ def main(argv: list[str] | None = None) -> int:
                         break
                     time.sleep(0.05)
                     continue
+                frame, own_ts = got
                 failures = 0
                 count += 1
                 # Timestamps must increase strictly; two frames in one millisecond get +1.
-                timestamp_ms = max(int(time.monotonic() * 1000), last_ts + 1)
+                timestamp_ms = own_ts if own_ts is not None else int(time.monotonic() * 1000)
+                timestamp_ms = max(timestamp_ms, last_ts + 1)
                 last_ts = timestamp_ms
-                roi = None if args.full_frame else centre_square(bgr)
+                roi = None if args.full_frame else centre_square(frame)
                 if count % args.every_n_frames == 0:
                     crop = (
-                        bgr
+                        frame
                         if roi is None
-                        else bgr[roi[1] : roi[1] + roi[2], roi[0] : roi[0] + roi[2]]
+                        else frame[roi[1] : roi[1] + roi[2], roi[0] : roi[0] + roi[2]]
                     )
-                    rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
-                    classifier.classify_async(rgb, timestamp_ms)  # False: busy, frame dropped
+                    # The frame's own channel order; leukedge converts. False: busy, dropped.
+                    classifier.classify_async(crop, timestamp_ms, pixel_format=camera.pixel_format)
                 if show:
+                    bgr = np.ascontiguousarray(array_to_rgb(frame, camera.pixel_format)[:, :, ::-1])
                     draw_overlay(bgr, latest, roi)
                     cv2.imshow(WINDOW, bgr)
                     if (cv2.waitKey(1) & 0xFF) in (ord("q"), 27):

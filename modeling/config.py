@@ -14,6 +14,11 @@ InputKind = Literal["field", "cell"]
 """What one input image shows: a smear field or one segmented cell (stored in the
 ``.tflite``'s metadata, :class:`leukedge.metadata.InputSpec`)."""
 
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+"""ImageNet's RGB channel means and standard deviations in 0–255 grey levels (the values of
+``torchvision``/Keras ``"torch"`` preprocessing): the statistics the pretrained backbones saw."""
+
 INPUT_NORM_LAYERS = ("input_blur", "input_standardize")
 """Names of the input-normalisation layers (the converter keeps them in float in int8)."""
 
@@ -56,18 +61,22 @@ class InputNormConfig:
 
     1. a Gaussian low-pass of ``blur_sigma`` pixels (a depthwise convolution): removes
        sensor noise and JPEG blocking that the backbone would otherwise read as texture;
-    2. per-image, per-channel standardisation to the training set's typical statistics,
+    2. per-image, per-channel standardisation to target statistics,
        ``(x - mean_c(x)) / std_c(x) · target_std_c + target_mean_c``: a global colour-transfer
        normalisation in RGB (in the spirit of Reinhard et al., *Color transfer between
-       images*, IEEE CG&A 2001), which cancels exposure and white-balance changes.
+       images*, IEEE CG&A 2001), which cancels exposure and white-balance changes. The camera
+       recipe maps to ImageNet's statistics (:data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`), the
+       range the pretrained backbone was trained on; a bright, low-contrast smear field
+       would otherwise use a sliver of it (measured on validation: mapping to the training
+       fields' own statistics gave AUC 0.993 and 7 % of calls flipped by σ = 4 noise).
        ``std_c(x)`` is floored at ``min_std`` grey levels, so a nearly blank image is not
        amplified into noise (the runtime's quality checks refuse such images anyway).
 
     Attributes:
         blur_sigma: Gaussian sigma in pixels at the model's input size (0 = off).
         standardize: per-image channel standardisation on/off.
-        target_mean: RGB means (grey levels) the standardised image is mapped to; ``None``
-            until measured on the training split (``train()`` fills it in).
+        target_mean: RGB means (grey levels) the standardised image is mapped to; ``None``:
+            measured on the training split (``train()`` fills it in).
         target_std: RGB standard deviations (grey levels), as ``target_mean``.
         min_std: floor of the per-image standard deviation, grey levels.
     """

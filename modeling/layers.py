@@ -9,6 +9,7 @@ registered with Keras (package ``leukedge``): importing this module is what lets
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from leukedge.modeling.architectures import Preprocessing
@@ -48,27 +49,44 @@ class PerImageStandardization(layers.Layer):
         }
 
 
-def gaussian_blur_layer(sigma: float, channels: int = 3) -> layers.DepthwiseConv2D:
-    """A fixed (non-trainable) Gaussian blur of ``sigma`` pixels as a depthwise convolution.
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """A normalised 1-D Gaussian of ``sigma`` pixels spanning ±ceil(3 sigma) (odd length).
 
-    The kernel spans ±3 sigma (odd size), is separable-exact and sums to 1; padding is
-    ``"same"``. Input and output: ``(batch, H, W, channels)``.
+    Returns:
+        float64 ``(2 r + 1,)`` weights summing to 1, ``r = max(1, ceil(3 sigma))``.
     """
-    import numpy as np
-
     radius = max(1, int(np.ceil(3.0 * sigma)))
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     g = np.exp(-(x**2) / (2.0 * sigma**2))
-    g /= g.sum()
-    kernel = np.outer(g, g)[:, :, None, None] * np.ones((1, 1, channels, 1))
-    return layers.DepthwiseConv2D(
-        kernel_size=2 * radius + 1,
-        padding="same",
-        use_bias=False,
-        trainable=False,
-        depthwise_initializer=keras.initializers.Constant(kernel.astype("float32")),
-        name=INPUT_NORM_LAYERS[0],
-    )
+    return g / g.sum()
+
+
+@keras.saving.register_keras_serializable(package="leukedge")
+class GaussianBlur(layers.Layer):
+    """A fixed Gaussian blur of ``sigma`` pixels, borders reflected (no dark frame).
+
+    Input and output: float ``(batch, H, W, C)``, same size. The 2-D kernel is the outer
+    product of :func:`gaussian_kernel` with itself (sums to 1); it is a constant, not a
+    weight. Built from MIRROR_PAD and DEPTHWISE_CONV_2D, TFLite builtins.
+    """
+
+    def __init__(self, sigma: float, **kwargs):
+        super().__init__(**kwargs)
+        self.sigma = float(sigma)
+        self.radius = (len(gaussian_kernel(self.sigma)) - 1) // 2
+
+    def call(self, x):
+        from keras import ops
+
+        g = gaussian_kernel(self.sigma)
+        channels = x.shape[-1]
+        kernel = (np.outer(g, g)[:, :, None, None] * np.ones((1, 1, channels, 1))).astype("float32")
+        r = self.radius
+        padded = ops.pad(x, [[0, 0], [r, r], [r, r], [0, 0]], mode="reflect")
+        return ops.depthwise_conv(padded, ops.convert_to_tensor(kernel, x.dtype), padding="valid")
+
+    def get_config(self):
+        return super().get_config() | {"sigma": self.sigma}
 
 
 def input_norm_layers(config: InputNormConfig | None) -> list[layers.Layer]:
@@ -81,7 +99,7 @@ def input_norm_layers(config: InputNormConfig | None) -> list[layers.Layer]:
         return []
     stack: list[layers.Layer] = []
     if config.blur_sigma:
-        stack.append(gaussian_blur_layer(config.blur_sigma))
+        stack.append(GaussianBlur(config.blur_sigma, name=INPUT_NORM_LAYERS[0]))
     if config.standardize:
         if config.target_mean is None or config.target_std is None:
             raise ValueError(
@@ -109,8 +127,6 @@ def channel_statistics(images) -> tuple[tuple[float, ...], tuple[float, ...]]:
     Raises:
         ValueError: no images.
     """
-    import numpy as np
-
     means, stds = [], []
     for image in images:
         x = np.asarray(image, dtype=np.float64)

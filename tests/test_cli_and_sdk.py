@@ -94,6 +94,7 @@ def test_default_model_carries_the_checks():
 
 def test_default_model_on_held_out_test_block(classifier, test_block):
     """Issue 2's bar: accuracy and weighted F1 >= 0.90 on fields the model never saw."""
+    pytest.importorskip("sklearn", reason="the metrics need scikit-learn (the train extra)")
     from leukedge.evaluation.metrics import evaluate
 
     # What the model says on every field, whatever its status (the figures below are the

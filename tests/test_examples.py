@@ -1,13 +1,22 @@
 """The example programs in examples/ run, on the embedded model and examples/images/ (no
-camera, no TensorFlow, no ../shared/data). Kept short: the examples are demonstrations."""
+camera, no TensorFlow, no ../shared/data), with the commands their READMEs show (a video
+file instead of a camera). Kept short: the examples are demonstrations."""
 
 from __future__ import annotations
 
+import configparser
 import csv
+import dataclasses
 import importlib.util
+import json
+import os
+import re
+import shlex
 import shutil
 import subprocess
 import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,13 +117,15 @@ class _FakeCamera:
     """Stands in for a camera: the example field in the middle of a wider BGR frame."""
 
     name = "fake"
+    pixel_format = "BGR"
+    ended = False
 
     def __init__(self, rgb):
         self.frame = np.zeros((rgb.shape[0], rgb.shape[1] + 96, 3), dtype=np.uint8)
         self.frame[:, 48:-48] = rgb[..., ::-1]
 
-    def read_bgr(self):
-        return self.frame.copy()
+    def read(self):
+        return self.frame.copy(), None  # no timestamp of its own, like an OpenCV camera
 
     def close(self):
         pass
@@ -134,7 +145,7 @@ def test_raspberry_pi_camera_headless_loop(example_images, classifier, monkeypat
     # The overlay draws on the frame; no camera is exit 1, an unloadable model exit 2.
     latest = example.LatestResult()
     latest.set(expected, None)
-    frame = camera.read_bgr()
+    frame, _ = camera.read()
     example.draw_overlay(frame, latest, example.centre_square(frame))
     assert not np.array_equal(frame, camera.frame)
 
@@ -144,3 +155,325 @@ def test_raspberry_pi_camera_headless_loop(example_images, classifier, monkeypat
     monkeypatch.setattr(example, "open_camera", no_camera)
     assert example.main(["--headless"]) == 1
     assert example.main(["--model", str(example_images / "missing.tflite")]) == 2
+
+
+# ------------------------------------------------------------------ the READMEs' commands
+# The programs run with the commands their READMEs show: a video file instead of a camera,
+# the example images instead of a slide (classify_folder.py: tested above).
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES_DIR = REPO / "examples"
+READMES = [EXAMPLES_DIR / "README.md", EXAMPLES_DIR / "raspberry_pi" / "README.md"]
+BENIGN_FILE = EXAMPLES_DIR / "images" / BENIGN
+FIELD_FILE = EXAMPLES_DIR / "images" / FIELD
+CAMERA = "examples/raspberry_pi_camera.py"
+NOT_HERE = {"examples/classify_folder.py"}  # the lab CLI's tests cover it
+RESULT_LINE = re.compile(r"^\s*(\d+) ms  (.*)$")
+
+
+def _module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"_example_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def readme_commands(readme: Path) -> list[tuple[str, list[str]]]:
+    """``(command line, argv)`` for every ``python3 examples/...`` line in a bash block."""
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", readme.read_text(), re.S):
+        for line in block.splitlines():
+            argv = shlex.split(line, comments=True)
+            if len(argv) >= 2 and argv[0] == "python3" and argv[1].startswith("examples/"):
+                out.append((line.split(" #")[0].strip(), argv))
+    return out
+
+
+@pytest.fixture(scope="module")
+def camera_example():
+    return _module(EXAMPLES_DIR / "raspberry_pi_camera.py")
+
+
+def _no_display_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# ------------------------------------------------------------------ the README commands
+def _check_video(argv, proc, classifier, camera_example, ran):
+    """Every printed call is the call on the file the frame came from (lossless video)."""
+    assert proc.returncode == 0, proc.stderr
+    video = Path(argv[argv.index("--video") + 1])
+    shown = ran["videos"][video.name]  # (images, frames per image, fps)
+    images, per_image, fps = shown
+    calls: dict[int, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        match = RESULT_LINE.match(line)
+        if match:
+            frame = round(int(match.group(1)) * fps / 1000)
+            calls.setdefault(frame // per_image, []).append(match.group(2))
+    assert sorted(calls) == list(range(len(images))), proc.stdout
+    for index, image in enumerate(images):
+        expected = camera_example.describe(classifier.classify(image))
+        assert len(calls[index]) >= 2 and set(calls[index]) == {expected}, (image, calls)
+    if "--headless" not in argv:  # no display in the test: said so, then headless
+        assert "no preview window" in proc.stderr
+
+
+def _check_microscope(argv, proc):
+    assert proc.returncode == 0, proc.stderr
+    window = int(argv[argv.index("--window") + 1]) if "--window" in argv else 15
+    min_frames = int(argv[argv.index("--min-frames") + 1]) if "--min-frames" in argv else 5
+    moved = [ln.rsplit(" ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("---")]
+    assert moved == [BENIGN, FIELD]
+    calls = [ln for ln in proc.stdout.splitlines() if ln.startswith("t=")]
+    assert len(calls) == 24  # 12 simulated frames per image
+    frames = [int(re.search(r"last (\d+):", ln).group(1)) for ln in calls]
+    assert frames == [min(i + 1, window) for i in range(24)]
+    assert all(ln.endswith("-> no call") for ln in calls[: min_frames - 1])
+    assert calls[-1].endswith("-> ALL")  # the malignant field wins the window at the end
+
+
+def _check_api(argv, proc, classifier):
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines()]
+    assert len(lines) == len(argv) - 2
+    for line in lines:
+        expected = classifier.classify(EXAMPLES_DIR.parent / line["path"])
+        assert (line["label"], line["probabilities"]) == (
+            expected.label,
+            expected.probabilities,
+        )
+
+
+@pytest.mark.slow  # about 10 s each: the videos play at their frame rate
+@pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(REPO)))
+def test_readme_commands_run(readme, tmp_path, classifier, camera_example):
+    """Each README's commands, run in its order from a folder where ``examples`` is the
+    repository's; camera commands (no ``--video``) are parsed, not run."""
+    (tmp_path / "examples").symlink_to(EXAMPLES_DIR)
+    ran: dict = {"videos": {}, "programs": set()}
+    commands = readme_commands(readme)
+    assert commands, f"{readme} shows no python3 examples/... command"
+    for line, argv in commands:
+        program = argv[1]
+        if program in NOT_HERE:
+            continue
+        if program == CAMERA and "--video" not in argv:
+            camera_example.parse_args(argv[2:])  # a typo in an option fails here
+            continue
+        command = shlex.quote(sys.executable) + line[len("python3") :]
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env=_no_display_env(),
+        )
+        ran["programs"].add(program)
+        if program.endswith("make_test_video.py"):
+            assert proc.returncode == 0, proc.stderr
+            images = [tmp_path / a for a in argv[2:] if a.startswith("examples/images/")]
+            images = sorted(images) if any("*" in a for a in argv) else images
+            out = argv[argv.index("--out") + 1]
+            fps = float(argv[argv.index("--fps") + 1]) if "--fps" in argv else 10.0
+            seconds = float(argv[argv.index("--seconds") + 1]) if "--seconds" in argv else 1.5
+            per_image = round(fps * seconds)
+            assert f"{per_image * len(images)} frames" in proc.stdout
+            assert (tmp_path / out).is_file()
+            ran["videos"][Path(out).name] = (images, per_image, fps)
+        elif program == CAMERA:
+            _check_video(argv, proc, classifier, camera_example, ran)
+        elif program.endswith("microscope_integration.py"):
+            _check_microscope(argv, proc)
+        elif program.endswith("api_classify.py"):
+            _check_api(argv, proc, classifier)
+        elif program.endswith("compare_runs.py"):
+            assert proc.returncode == 0 and "OK: same labels" in proc.stdout, proc.stdout
+        else:
+            pytest.fail(f"{program}: a README command this test does not check")
+    assert ran["programs"], f"{readme}: nothing ran"
+
+
+def test_every_example_program_runs_from_some_readme():
+    programs = {argv[1] for readme in READMES for _, argv in readme_commands(readme)}
+    shown = {
+        str(p.relative_to(REPO))
+        for p in [*EXAMPLES_DIR.glob("*.py"), *EXAMPLES_DIR.glob("raspberry_pi/*.py")]
+    }
+    assert shown - NOT_HERE <= programs, f"not in any README: {shown - NOT_HERE - programs}"
+    video_runs = [
+        argv for readme in READMES for _, argv in readme_commands(readme) if "--video" in argv
+    ]
+    assert video_runs, "no README command runs the camera demo on a video file"
+
+
+# ------------------------------------------------------------------ the camera demo, unit
+class _FakePicamera2:
+    """Picamera2 as far as the demo uses it, delivering one RGB picture in the memory order
+    the Picamera2 manual gives for each format (named after the 32-bit word, so reversed)."""
+
+    rgb: np.ndarray = np.zeros((1, 1, 3), np.uint8)
+    ORDER = {  # memory order of the bytes, first byte first
+        "XRGB8888": ("B", "G", "R", "X"),
+        "XBGR8888": ("R", "G", "B", "X"),
+        "RGB888": ("B", "G", "R"),
+        "BGR888": ("R", "G", "B"),
+    }
+
+    def __init__(self, index):
+        self.format = None
+
+    @staticmethod
+    def global_camera_info():
+        return [{"Model": "fake"}]
+
+    def create_preview_configuration(self, main):
+        return main
+
+    def configure(self, config):
+        self.format = config["format"]
+
+    def start(self):
+        pass
+
+    def capture_array(self):
+        planes = {"R": 0, "G": 1, "B": 2}
+        channels = [
+            self.rgb[..., planes[c]] if c in planes else np.full(self.rgb.shape[:2], 255)
+            for c in self.ORDER[self.format]
+        ]
+        return np.stack(channels, axis=-1).astype(np.uint8)
+
+    def stop(self):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("fmt", ["XRGB8888", "XBGR8888", "RGB888", "BGR888"])
+def test_picamera2_formats_reach_the_model_as_rgb(
+    fmt, camera_example, classifier, monkeypatch, capsys
+):
+    rgb = load_rgb(BENIGN_FILE)  # a close call (p 0.57): a swapped channel changes it
+    wide = np.zeros((rgb.shape[0], rgb.shape[1] + 96, 3), np.uint8)
+    wide[:, 48:-48] = rgb  # the field in the centre square of a wider frame
+    monkeypatch.setattr(_FakePicamera2, "rgb", wide)
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=_FakePicamera2))
+    argv = ["--headless", "--frames", "3", "--every-n-frames", "1", "--picamera2-format", fmt]
+    assert camera_example.main(argv) == 0
+    out = capsys.readouterr().out
+    assert (
+        f"camera: Picamera2 index 0, pixel format {camera_example.PICAMERA2_PIXEL_FORMATS[fmt]}"
+        in out
+    )
+    calls = {m.group(2) for m in map(RESULT_LINE.match, out.splitlines()) if m}
+    assert (
+        calls
+        == {camera_example.describe(classifier.classify(rgb))}
+        == {"HEM 0.57  (ALL 0.43, HEM 0.57)"}
+    )
+
+
+def test_result_without_a_call_is_shown_with_its_status(camera_example, classifier):
+    ok = classifier.classify(FIELD_FILE)
+    assert camera_example.describe(ok) == "ALL 1.00  (ALL 1.00, HEM 0.00)"
+    refused = dataclasses.replace(
+        ok, status="rejected", reason="out_of_focus", label=None, score=None, probabilities=None
+    )
+    assert camera_example.describe(refused) == (
+        "rejected: out_of_focus  (model, not a call: ALL 1.00, HEM 0.00)"
+    )
+    line = json.loads(camera_example.as_json(refused, 40, None))
+    assert (line["label"], line["status"], line["timestamp_ms"]) == (None, "rejected", 40)
+    assert line["model_probabilities"] == ok.model_probabilities and line["error"] is None
+    failed = json.loads(camera_example.as_json(None, 80, RuntimeError("decoder")))
+    assert (failed["status"], failed["error"], failed["timestamp_ms"]) == ("error", "decoder", 80)
+    latest = camera_example.LatestResult()
+    latest.set(refused, None)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    camera_example.draw_overlay(frame, latest, camera_example.centre_square(frame))
+    assert frame.any()  # drawn, no exception on a result without a label
+
+
+def test_camera_demo_exit_codes(tmp_path):
+    run = [sys.executable, str(EXAMPLES_DIR / "raspberry_pi_camera.py"), "--headless"]
+    missing = subprocess.run(
+        [*run, "--video", str(tmp_path / "none.avi")], capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode == 1 and "none.avi not found" in missing.stderr
+    (tmp_path / "junk.avi").write_bytes(b"not a video")
+    junk = subprocess.run(
+        [*run, "--video", str(tmp_path / "junk.avi")], capture_output=True, text=True, timeout=60
+    )
+    assert junk.returncode == 1 and "cannot open" in junk.stderr
+    model = subprocess.run(
+        [*run, "--model", str(tmp_path / "none.tflite")], capture_output=True, text=True, timeout=60
+    )
+    assert model.returncode == 2 and "cannot load model" in model.stderr
+
+
+# ------------------------------------------------------------------ the systemd unit
+UNIT = EXAMPLES_DIR / "raspberry_pi" / "leukedge-camera.service"
+
+
+def _unit() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    parser.optionxform = str  # systemd keys are case-sensitive
+    parser.read_string(UNIT.read_text())
+    return parser
+
+
+def test_systemd_unit_starts_the_demo_with_options_it_accepts(camera_example):
+    unit = _unit()
+    assert set(unit.sections()) == {"Unit", "Service", "Install"}
+    assert unit["Unit"]["Description"] and unit["Install"]["WantedBy"] == "default.target"
+    service = unit["Service"]
+    assert service["Restart"] == "on-failure" and service["WorkingDirectory"] == "%h/leukedge"
+    argv = shlex.split(service["ExecStart"])
+    assert argv[0] == "%h/leukedge/.venv/bin/python" and argv[1] == CAMERA
+    assert (REPO / argv[1]).is_file()  # WorkingDirectory is the repository
+    args = camera_example.parse_args(argv[2:])
+    assert args.headless and args.video is None  # at boot: no display, a real camera
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_systemd_unit_verifies(tmp_path):
+    """``systemd-analyze --user verify`` with %h pointing at a home that holds the venv's
+    python: no error and no warning (verify exits 0 even on an unknown key)."""
+    home = tmp_path / "home"
+    (home / "leukedge" / ".venv" / "bin").mkdir(parents=True)
+    (home / "leukedge" / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    unit = tmp_path / UNIT.name
+    unit.write_text(UNIT.read_text())
+    proc = subprocess.run(
+        ["systemd-analyze", "--user", "verify", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "HOME": str(home), "XDG_RUNTIME_DIR": str(runtime)},
+    )
+    if "Failed to initialize manager" in proc.stderr:
+        pytest.skip(f"systemd-analyze cannot run here: {proc.stderr.strip()}")
+    assert proc.returncode == 0 and proc.stderr.strip() == "", proc.stderr
+
+
+def test_microscope_integration_hands_the_sdk_frames_in_their_own_order(classifier):
+    example = _module(EXAMPLES_DIR / "microscope_integration.py")
+    smoothed = example.SmoothedClassifier(window=3, min_frames=1)
+    rgb = load_rgb(BENIGN_FILE)  # a close call: a swapped channel changes it (ALL 0.95)
+    expected = classifier.classify(rgb).probabilities
+    bgrx = np.concatenate([rgb[..., ::-1], np.full(rgb.shape[:2] + (1,), 255, np.uint8)], -1)
+    frames = [(rgb[..., ::-1], "BGR"), (rgb, "RGB"), (bgrx, "BGRX")]
+    for i, (frame, fmt) in enumerate(frames):
+        call = smoothed.on_frame(np.ascontiguousarray(frame), 1_000 * (i + 1), fmt)
+        assert call.latest.probabilities == expected, fmt
+    assert call.label == "HEM" and call.votes == {"ALL": 0, "HEM": 3, "no call": 0}
+    assert smoothed.on_frame(rgb, 3_400, "RGB") is None  # same millisecond: skipped
+    with pytest.raises(ValueError, match="pixel_format"):
+        smoothed.on_frame(bgrx, 5_000, "BGR")  # 4 channels declared as 3

@@ -13,9 +13,9 @@ keras = pytest.importorskip("keras", reason="training needs Keras (pip install .
 from leukedge.evaluation import robustness  # noqa: E402
 from leukedge.modeling.config import InputNormConfig  # noqa: E402
 from leukedge.modeling.layers import (  # noqa: E402
+    GaussianBlur,
     PerImageStandardization,
     channel_statistics,
-    gaussian_blur_layer,
 )
 from leukedge.modeling.models import build_model  # noqa: E402
 from leukedge.preprocess import load_rgb  # noqa: E402
@@ -40,12 +40,15 @@ def test_standardization_is_exact_and_cancels_exposure():
 
 
 def test_blur_kernel_is_a_normalised_gaussian():
-    layer = gaussian_blur_layer(1.0)
+    layer = GaussianBlur(1.0)
     x = np.zeros((1, 15, 15, 3), np.float32)
     x[0, 7, 7, :] = 1.0
     response = keras.ops.convert_to_numpy(layer(x))[0, :, :, 0]
-    assert layer.kernel_size == (7, 7) and not layer.trainable
-    assert response.sum() == pytest.approx(1.0, abs=1e-5)
+    assert layer.radius == 3 and not layer.weights
+    assert response.shape == (15, 15) and response.sum() == pytest.approx(1.0, abs=1e-5)
+    # Reflected borders: a flat image stays flat (no dark frame).
+    flat = keras.ops.convert_to_numpy(layer(np.full((1, 12, 12, 3), 200.0, np.float32)))
+    np.testing.assert_allclose(flat, 200.0, rtol=1e-5)
     assert response[7, 7] == pytest.approx(1 / (2 * np.pi), rel=0.05)  # peak of a σ=1 2-D Gaussian
     np.testing.assert_allclose(response, response.T, atol=1e-7)
 
@@ -98,6 +101,7 @@ def test_recipes_paper_is_the_dataclass_default_and_camera_differs():
     camera = TrainConfig(data=".", out="x", **recipe("camera"))
     assert paper.augment.photometric.enabled is False and not paper.input_norm.enabled
     assert camera.input_norm.blur_sigma == 1.0 and camera.input_norm.standardize
+    assert camera.input_norm.target_mean == pytest.approx((123.675, 116.28, 103.53))
     assert camera.finetune_epochs == 0 and camera.augment.vertical_flip
     assert recipe("camera") is not RECIPES["camera"]  # a copy: callers may change it
     with pytest.raises(ValueError, match="camera"):

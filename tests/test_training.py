@@ -440,7 +440,7 @@ def test_kfold_early_stopping_and_best_epoch_through_the_cli(
         "--data", cnmc, "--weights", lite0_weights, "--image-size", 32, "--batch-size", 4,
         "--head-epochs", 3, "--finetune-epochs", 0, "--split", "kfold", "--folds", 3,
         "--fold", 0, "--early-stopping-patience", 1, "--lr-plateau-patience", 1, "--no-augment",
-        "--no-tensorboard",
+        "--no-tensorboard", "--recipe", "paper",
         "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -453,7 +453,7 @@ def test_kfold_early_stopping_and_best_epoch_through_the_cli(
     # Early stopping: 3 epochs asked; the second had no better F1, so training stopped.
     f1 = [float(r["val_weighted_f1"]) for r in _history(out)]
     assert len(f1) == 2 and f1[1] <= f1[0], f1
-    # The learning-rate schedule halved the head's 1e-3 after that flat epoch.
+    # The learning-rate schedule halved the head's 1e-3 (the paper's recipe) after that flat epoch.
     assert probe.learning_rates == pytest.approx([1e-3, 5e-4])
     # The best epoch (the first) is the one saved, not the last.
     metrics = json.loads((out / "metrics_val.json").read_text())

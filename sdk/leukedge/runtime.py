@@ -45,8 +45,8 @@ def interpreter_class() -> tuple[type, str]:
     import (``ImportError``, ``SystemError``, ``AttributeError``: typically a binary built
     for another NumPy) is skipped with its reason, which the final error (or, if a later
     package works, a :class:`~leukedge.errors.LeukedgeWarning`) reports. tflite-runtime's
-    last release (2.14) is built for NumPy 1.x and cannot load under the NumPy 2 leukedge
-    needs: the message says so and points to ``ai-edge-litert``.
+    last release (2.14) is built for NumPy 1.x and cannot load under NumPy 2: the message
+    says so and points to ``ai-edge-litert``.
 
     Raises:
         RuntimeNotFoundError: none of :data:`INTERPRETER_MODULES` imports.
@@ -80,8 +80,8 @@ def _import_problem(name: str, exc: BaseException) -> str:
     numpy_major = int(np.__version__.split(".")[0])
     if package == "tflite_runtime" and numpy_major >= 2:
         return (
-            f"{what}. tflite-runtime (last release 2.14) is built for NumPy 1.x, and leukedge "
-            f"needs numpy>=2.4 (installed: {np.__version__}), so it cannot work here: "
+            f"{what}. tflite-runtime (last release 2.14) is built for NumPy 1.x and cannot "
+            f"load beside NumPy {np.__version__}: "
             "pip install ai-edge-litert (LiteRT, its successor; wheels for 64-bit Linux on "
             "x86-64 and aarch64 such as 64-bit Raspberry Pi OS, macOS and Windows)"
         )
