@@ -112,3 +112,47 @@ def test_the_rule_is_checked_on_real_imports():
 def test_training_and_converters_do_not_know_each_other():
     for package, module, name, target, _ in _edges():
         assert {package, target} != {"training", "converters"}, f"{module} imports {name}"
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """``{module: modules it imports}`` over every leukedge module, imports inside
+    functions included; package ``__init__`` files (facades that re-export their
+    submodules) are left out."""
+    modules = {}
+    for prefix, root in PACKAGES.values():
+        for path in sorted(root.rglob("*.py")):
+            if path.name != "__init__.py":
+                modules[_module_name(prefix, root, path)] = path
+    graph: dict[str, set[str]] = {}
+    for module, path in modules.items():
+        targets = set()
+        for name, _ in _imports(path, module):
+            while name and name not in modules:  # "a.b.NAME" -> module "a.b"
+                name = name.rpartition(".")[0]
+            if name and name != module:
+                targets.add(name)
+        graph[module] = targets
+    return graph
+
+
+def test_no_module_imports_back_into_its_importer():
+    """No cycles between modules, within a package as well as across (issue 14: a
+    callback module importing back into the training loop that uses it)."""
+    graph = _module_graph()
+    assert graph["leukedge.training.train"] >= {"leukedge.training.callbacks"}
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    cycles = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycles.append(" -> ".join([*path[path.index(target) :], target]))
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "\n".join(cycles)
