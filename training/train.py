@@ -31,6 +31,7 @@ import csv
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,11 @@ def train(
 ) -> dict[str, Any]:
     """Run one training as configured and write the run directory.
 
+    The steps, each timed (``timings_s`` in ``metrics_val.json``): read or make the split
+    (``data``), measure the input standardisation targets when asked (``input_statistics``),
+    build the model (``build``), fit the phases (``phase_head``, ``phase_finetune``), save
+    the best epoch (``save``) and evaluate it on the validation split (``evaluate_val``).
+
     Args:
         config: the settings.
         resume: continue an interrupted run in ``config.out``: its ``split.csv`` is reused,
@@ -117,24 +123,13 @@ def train(
     """
     import keras
 
-    from leukedge.evaluation.data import read_split
-    from leukedge.evaluation.evaluate import write_evaluation
-    from leukedge.evaluation.predict import predict_keras
-    from leukedge.modeling.models import build_model, set_trainable_backbone_layers
-    from leukedge.training.callbacks import EpochSync, ValidationCheckpoint
+    from leukedge.modeling.models import build_model
+    from leukedge.training.callbacks import ValidationCheckpoint
     from leukedge.training.distribute import distribution_scope
     from leukedge.training.pipeline import ImageSequence, build_augmenter
 
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise RunExistsError(f"{out} exists and is not a folder; choose a new --out")
-    if (out / "model.keras").exists():
-        raise RunExistsError(
-            f"{out}/model.keras exists: that run has finished"
-            + ("; nothing to resume" if resume else "; choose a new --out")
-        )
-    if (out / "split.csv").exists() and not resume:
-        raise RunExistsError(f"{out} holds an unfinished run; pass --resume or a new --out")
+    _check_out(out, resume)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy(config.mixed_precision)
@@ -142,40 +137,11 @@ def train(
     times = StepTimes(log)
     split_on_disk = resume and (out / "split.csv").exists()
     with times.step("data"):
-        if split_on_disk:
-            splits = read_split(out / "split.csv")
-            log.info("resuming %s: split read from split.csv", out)
-        else:
-            samples = load_dataset(config.data, config.dataset_kind)
-            splits = make_split(
-                samples, config.split, config.fractions, config.seed, config.folds, config.fold
-            )
-            check_no_subject_leak(splits)
-            splits = _cap(splits, config.max_per_split, config.seed)
+        splits = _splits(config, out if split_on_disk else None)
     counts = {name: class_counts(items) for name, items in splits.items()}
     weights = balanced_class_weights(splits["train"], LABELS) if config.class_weights else None
-    log.info("data %s: %s", config.data, "; ".join(f"{k} {v}" for k, v in counts.items()))
-    log.info("class weights: %s", weights or "off (imbalance not handled)")
-    for name, per_class in counts.items():
-        missing = [label for label in LABELS if not per_class.get(label)]
-        if missing and name != "train":
-            log.info("note: the %s split has no %s images (no ROC there)", name, ", ".join(missing))
-
-    norm = config.input_norm
-    if norm.standardize and (norm.target_mean is None or norm.target_std is None):
-        from leukedge.modeling.layers import channel_statistics
-        from leukedge.preprocess import load_and_resize
-
-        size = (config.image_size, config.image_size)
-        with times.step("input_statistics"):
-            norm.target_mean, norm.target_std = channel_statistics(
-                load_and_resize(s.path, size) for s in splits["train"]
-            )
-        log.info(
-            "input standardisation targets (training split): mean %s; std %s",
-            ", ".join(f"{v:.1f}" for v in norm.target_mean),
-            ", ".join(f"{v:.1f}" for v in norm.target_std),
-        )
+    _log_data(config, counts, weights)
+    _measure_input_norm(config, splits["train"], times)
 
     # Everything that can fail on a bad setting (architecture, weights file, empty split)
     # runs before the run directory is written, so a failed start leaves nothing behind.
@@ -210,38 +176,166 @@ def train(
             config.to_dict() | {"split_counts": counts, "class_weight_values": weights}, indent=2
         )
     )
-    checkpoints = out / "checkpoints"
-    best = ValidationCheckpoint(splits["val"], config.image_size, config.batch_size, checkpoints)
-    history_csv = out / "history.csv"
+    best = ValidationCheckpoint(
+        splits["val"], config.image_size, config.batch_size, out / "checkpoints"
+    )
     if not resume:
-        history_csv.unlink(missing_ok=True)
+        (out / "history.csv").unlink(missing_ok=True)
 
     phases = [
         ("head", config.head_epochs, 0, config.head_lr),
         ("finetune", config.finetune_epochs, config.unfreeze_top, config.finetune_lr),
     ]
+    fitting = _Fitting(
+        model, config, out, train_seq, weights, best, callbacks or [], scope, replicas, times
+    )
     epoch = 0
     for name, epochs, top_n, lr in phases:
-        if epochs <= 0:
-            continue
-        done = checkpoints / f"phase_{name}.weights.h5"
+        if epochs > 0:
+            fitting.phase(name, epoch, epochs, top_n, lr)
+            epoch += epochs
+    seconds = sum(v for k, v in times.seconds.items() if k.startswith("phase_"))
+
+    with times.step("save"):
+        if best.weights_path.is_file():
+            _load_model_weights(model, best.weights_path)
+        save_model(model, config, out / "model.keras")
+    with times.step("evaluate_val"):
+        metrics = _evaluate_val(model, config, out, splits["val"])
+    metrics["best_epoch"] = best.best_epoch + 1
+    metrics["train_seconds"] = round(seconds, 1)
+    metrics["timings_s"] = times.as_dict()
+    (out / "metrics_val.json").write_text(json.dumps(metrics, indent=2))
+    log.info(
+        "kept epoch %d: val accuracy %.4f, weighted F1 %.4f; wrote %s",
+        metrics["best_epoch"],
+        metrics["accuracy"],
+        metrics["weighted_f1"],
+        out,
+    )
+    return metrics
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """Refuse an ``out`` that is a file, a finished run, or (without ``resume``) an
+    unfinished one.
+
+    Raises:
+        RunExistsError: as :func:`train` says.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunExistsError(f"{out} exists and is not a folder; choose a new --out")
+    if (out / "model.keras").exists():
+        raise RunExistsError(
+            f"{out}/model.keras exists: that run has finished"
+            + ("; nothing to resume" if resume else "; choose a new --out")
+        )
+    if (out / "split.csv").exists() and not resume:
+        raise RunExistsError(f"{out} holds an unfinished run; pass --resume or a new --out")
+
+
+def _splits(config: TrainConfig, resumed: Path | None) -> dict[str, list[Sample]]:
+    """The run's split: read from ``resumed/split.csv``, else made from ``config.data``
+    (checked for subjects in two splits, capped at ``max_per_split``)."""
+    from leukedge.evaluation.data import read_split
+
+    if resumed is not None:
+        log.info("resuming %s: split read from split.csv", resumed)
+        return read_split(resumed / "split.csv")
+    samples = load_dataset(config.data, config.dataset_kind)
+    splits = make_split(
+        samples, config.split, config.fractions, config.seed, config.folds, config.fold
+    )
+    check_no_subject_leak(splits)
+    return _cap(splits, config.max_per_split, config.seed)
+
+
+def _log_data(
+    config: TrainConfig, counts: dict[str, dict[str, int]], weights: dict[int, float] | None
+) -> None:
+    """Log the split's class counts, the class weights and any class a split lacks."""
+    log.info("data %s: %s", config.data, "; ".join(f"{k} {v}" for k, v in counts.items()))
+    log.info("class weights: %s", weights or "off (imbalance not handled)")
+    for name, per_class in counts.items():
+        missing = [label for label in LABELS if not per_class.get(label)]
+        if missing and name != "train":
+            log.info("note: the %s split has no %s images (no ROC there)", name, ", ".join(missing))
+
+
+def _measure_input_norm(config: TrainConfig, train_split: list[Sample], times: StepTimes) -> None:
+    """Fill ``config.input_norm``'s standardisation targets with the training split's
+    channel statistics, where standardisation is on and no targets were given (the
+    camera recipe gives ImageNet's)."""
+    norm = config.input_norm
+    if not norm.standardize or (norm.target_mean is not None and norm.target_std is not None):
+        return
+    from leukedge.modeling.layers import channel_statistics
+    from leukedge.preprocess import load_and_resize
+
+    size = (config.image_size, config.image_size)
+    with times.step("input_statistics"):
+        norm.target_mean, norm.target_std = channel_statistics(
+            load_and_resize(s.path, size) for s in train_split
+        )
+    log.info(
+        "input standardisation targets (training split): mean %s; std %s",
+        ", ".join(f"{v:.1f}" for v in norm.target_mean),
+        ", ".join(f"{v:.1f}" for v in norm.target_std),
+    )
+
+
+@dataclass
+class _Fitting:
+    """What the phases of one run share: the model, its settings and run folder, the
+    training sequence, the class weights (``None``: off), the best-epoch checkpoint,
+    extra callbacks, the distribution scope and its number of replicas, and the step
+    timer (each phase's fit is its step ``phase_<name>``)."""
+
+    model: Any
+    config: TrainConfig
+    out: Path
+    sequence: Any
+    class_weight: dict[int, float] | None
+    best: Any
+    extra: list
+    scope: Any
+    replicas: int
+    times: StepTimes
+
+    def phase(self, name: str, epoch: int, epochs: int, top_n: int, lr: float) -> None:
+        """Fit one phase (``name``: ``head`` or ``finetune``) from epoch ``epoch`` for
+        ``epochs`` epochs, the top ``top_n`` backbone layers trainable, at learning rate
+        ``lr``.
+
+        A phase whose weights are in ``checkpoints/phase_<name>.weights.h5`` is finished:
+        its weights are loaded instead. Otherwise the model is compiled (Adam, with the
+        moving average of the weights when ``ema_momentum`` is set), fitted with the
+        best-epoch checkpoint, ``history.csv``, ``backup/<name>`` (for ``--resume``), the
+        schedule callbacks and the extra ones, and its weights are saved there.
+        """
+        import keras
+
+        from leukedge.modeling.models import set_trainable_backbone_layers
+        from leukedge.training.callbacks import EpochSync
+
+        model, config, out = self.model, self.config, self.out
+        done = out / "checkpoints" / f"phase_{name}.weights.h5"
         unfrozen = set_trainable_backbone_layers(
             model, top_n, train_batchnorm=config.weights is None
         )
         if done.is_file():
             _load_model_weights(model, done)
             log.info("phase %s: already finished, weights from %s", name, done)
-            epoch += epochs
-            continue
+            return
         log.info(
             "phase %s: %d epochs, lr %s, %d backbone layers trainable, %d replica(s)",
             name,
             epochs,
             lr,
             unfrozen,
-            replicas,
+            self.replicas,
         )
-        with scope():
+        with self.scope():
             ema = (
                 {"use_ema": True, "ema_momentum": config.ema_momentum}
                 if config.ema_momentum
@@ -252,68 +346,61 @@ def train(
                 loss="categorical_crossentropy",
                 metrics=["accuracy"],
             )
+        history_csv = out / "history.csv"
         backup = keras.callbacks.BackupAndRestore(str(out / "backup" / name))
         logger = keras.callbacks.CSVLogger(str(history_csv), append=True)
         if config.ema_momentum:
             # At an epoch's end the backup keeps the raw weights, then the averaged ones are
             # swapped in for validation, the best-epoch checkpoint and the log.
-            ordered = [backup, keras.callbacks.SwapEMAWeights(swap_on_epoch=True), best, logger]
+            ordered = [
+                backup,
+                keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
+                self.best,
+                logger,
+            ]
         else:
-            ordered = [best, logger, backup]
+            ordered = [self.best, logger, backup]
         phase_callbacks = [
-            EpochSync(train_seq, config.seed),
+            EpochSync(self.sequence, config.seed),
             *ordered,
             *_schedule_callbacks(config, out),
-            *(callbacks or []),
+            *self.extra,
         ]
         # Order the first batches of the epoch fit will start at (a resumed phase starts
         # after its last logged epoch) before the loader prefetches any.
-        train_seq.set_epoch(max(epoch, _logged_epochs(history_csv)))
-        with times.step(f"phase_{name}"):
+        self.sequence.set_epoch(max(epoch, _logged_epochs(history_csv)))
+        with self.times.step(f"phase_{name}"):
             model.fit(
-                train_seq,
+                self.sequence,
                 epochs=epoch + epochs,
                 initial_epoch=epoch,
-                class_weight=weights,
+                class_weight=self.class_weight,
                 callbacks=phase_callbacks,
                 verbose="auto",
                 shuffle=False,  # the sequence shuffles by (seed, epoch); Keras' own order
             )  # is not reproducible across a restart
         model.save_weights(done)
-        epoch += epochs
-    seconds = sum(v for k, v in times.seconds.items() if k.startswith("phase_"))
 
+
+def _evaluate_val(model, config: TrainConfig, out: Path, val: list[Sample]) -> dict[str, Any]:
+    """The kept model on the validation split: predictions and metrics files, the fitted
+    temperature (``calibration.json``), ``report.md`` and the figures; returns the metrics."""
+    from leukedge.evaluation.evaluate import write_evaluation
     from leukedge.evaluation.figures import run_figures
+    from leukedge.evaluation.predict import predict_keras
     from leukedge.evaluation.report import metrics_markdown
     from leukedge.training.calibration import calibrate_run
 
-    with times.step("save"):
-        if best.weights_path.is_file():
-            _load_model_weights(model, best.weights_path)
-        save_model(model, config, out / "model.keras")
-    with times.step("evaluate_val"):
-        val_probs = predict_keras(model, splits["val"], config.image_size, config.batch_size)
-        metrics = write_evaluation(out, "val", splits["val"], val_probs)
-        metrics["best_epoch"] = best.best_epoch + 1
-        metrics["train_seconds"] = round(seconds, 1)
-        (out / "metrics_val.json").write_text(json.dumps(metrics, indent=2))
-        calibration = calibrate_run(out, "val")
-        (out / "report.md").write_text(metrics_markdown(metrics, f"{out.name}: validation"))
-        run_figures(out, "val")
-    metrics["timings_s"] = times.as_dict()
-    (out / "metrics_val.json").write_text(json.dumps(metrics, indent=2))
+    val_probs = predict_keras(model, val, config.image_size, config.batch_size)
+    metrics = write_evaluation(out, "val", val, val_probs)
+    calibration = calibrate_run(out, "val")
+    (out / "report.md").write_text(metrics_markdown(metrics, f"{out.name}: validation"))
+    run_figures(out, "val")
     log.info(
         "temperature %.3f (validation ECE %.4f -> %.4f)",
         calibration["temperature"],
         calibration["ece_before"],
         calibration["ece_after"],
-    )
-    log.info(
-        "kept epoch %d: val accuracy %.4f, weighted F1 %.4f; wrote %s",
-        metrics["best_epoch"],
-        metrics["accuracy"],
-        metrics["weighted_f1"],
-        out,
     )
     return metrics
 
