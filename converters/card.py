@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from leukedge import __version__
+from leukedge.converters.precisions import PRECISION_TABLE
 from leukedge.evaluation.metrics import headline
 
 TRAINING_KEYS = (
@@ -71,7 +72,7 @@ def model_card(
         "precision": precision,
         "gate": None,
     }
-    if precision == "int8":
+    if PRECISION_TABLE[precision].keeps_float:
         card["float_islands"] = figures.get("float_islands", [])
         card["keep_float"] = figures.get("keep_float", [])
     if keras_figures is not None and "accuracy" in figures:

@@ -45,7 +45,7 @@ from leukedge import __version__
 from leukedge.converters import gate
 from leukedge.converters.card import model_card, read_json
 from leukedge.converters.gate import GateConfig, GateFailedError
-from leukedge.converters.precisions import PRECISIONS, IoDtype, Precision
+from leukedge.converters.precisions import PRECISION_TABLE, PRECISIONS, IoDtype, Precision
 from leukedge.converters.tflite import ConversionError
 from leukedge.converters.trust import TrustConfig
 from leukedge.evaluation.data import LABELS, Sample, samples_from, stratified_subset
@@ -195,8 +195,6 @@ class Converter:
         Raises:
             ValueError: no source of calibration images, or an empty one.
         """
-        from leukedge.converters.precisions import PRECISION_TABLE
-
         config = self.config
         if not any(PRECISION_TABLE[p].calibrated for p in config.precisions):
             return None
@@ -314,7 +312,7 @@ class Converter:
         from leukedge.evaluation.predict import infer_tflite
         from leukedge.runtime import TFLiteEngine
 
-        islands = self.island_nodes if precision == "int8" else ()
+        islands = self.island_nodes if PRECISION_TABLE[precision].keeps_float else ()
         keep = tuple(dict.fromkeys([*islands, *keep_float]))
         content = convert_keras(
             self.export_model, precision, self.representative, self.config.io_dtype, keep
@@ -458,7 +456,7 @@ class Converter:
         from leukedge.converters import trust
 
         config = self.config
-        keep = tuple(config.keep_float) if precision == "int8" else ()
+        keep = tuple(config.keep_float) if PRECISION_TABLE[precision].keeps_float else ()
         try:
             with self.times.step(f"convert_{precision}"):
                 content, figures = self.convert(precision, keep)

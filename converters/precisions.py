@@ -47,6 +47,9 @@ class PrecisionSpec:
         integer_io: input and output tensors of the configured ``io_dtype`` (else float).
         runs_layernorm: LiteRT can run a model with LayerNormalization at this precision
             (``False``: such a model is refused before converting).
+        keeps_float: named tensors can stay float in an otherwise quantized graph
+            (selective quantization: the input normalisation's float islands and
+            ``--keep-float``).
     """
 
     name: str
@@ -56,6 +59,7 @@ class PrecisionSpec:
     calibrated: bool = False
     integer_io: bool = False
     runs_layernorm: bool = True
+    keeps_float: bool = False
 
 
 PRECISION_TABLE: dict[str, PrecisionSpec] = {
@@ -64,7 +68,13 @@ PRECISION_TABLE: dict[str, PrecisionSpec] = {
         PrecisionSpec("fp32", optimize=False),
         PrecisionSpec("fp16", supported_types=("float16",)),
         PrecisionSpec("dynamic"),
-        PrecisionSpec("int8", ops=("TFLITE_BUILTINS_INT8",), calibrated=True, integer_io=True),
+        PrecisionSpec(
+            "int8",
+            ops=("TFLITE_BUILTINS_INT8",),
+            calibrated=True,
+            integer_io=True,
+            keeps_float=True,
+        ),
         PrecisionSpec(
             "int16x8",
             # Ops without a 16x8 kernel (e.g. the NEG inside LayerNormalization) stay float.

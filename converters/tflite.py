@@ -269,10 +269,10 @@ def convert_keras(
         raise ValueError(f"{precision} needs a representative dataset")
     if spec.calibrated:
         representative_dataset(representative)  # empty or malformed: ValueError now
-    if precision == "int8" and float_layers:
+    if spec.keeps_float and float_layers:
         islands = float_island_nodes(convert_keras(model, "fp32"), float_layers)
         keep_float = tuple(dict.fromkeys([*islands, *keep_float]))
-    if keep_float and precision == "int8":
+    if keep_float and spec.keeps_float:
         return _convert_selective(model, representative, keep_float, io_dtype)
     errors = []
     for route, make in _converters(model):
