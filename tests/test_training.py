@@ -282,6 +282,36 @@ def test_resume_after_interruption_replays_the_uninterrupted_run(tiny_config, tm
 
 
 @pytest.mark.slow
+def test_resume_skips_a_finished_phase(tiny_config, tmp_path):
+    """Interrupted at the start of the fine-tuning phase, a resumed run loads the head
+    phase's weights from ``checkpoints/`` and fits only what was left: epoch 2."""
+    from leukedge.training.train import train
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:  # the first epoch of the fine-tuning phase
+                raise KeyboardInterrupt("simulated power cut between the phases")
+
+    class Epochs(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.begun = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.begun.append(epoch)
+
+    config = tiny_config(tmp_path / "run", head_epochs=1, finetune_epochs=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[Interrupt()])
+    assert (tmp_path / "run" / "checkpoints" / "phase_head.weights.h5").is_file()
+    epochs = Epochs()
+    metrics = train(config, resume=True, callbacks=[epochs])
+    assert epochs.begun == [1]
+    assert len(_losses(tmp_path / "run")) == 2
+    assert "phase_head" not in metrics["timings_s"] and metrics["timings_s"]["phase_finetune"] > 0
+
+
+@pytest.mark.slow
 def test_distributed_code_path_with_one_replica(tiny_config, tmp_path):
     import tensorflow as tf
 
