@@ -17,11 +17,12 @@ For a trained ``.keras`` (proposed-lite) and its run's ``split.csv``:
 4. accuracy is scored against the labels and against the Keras float model (the gate's
    :func:`~leukedge.converters.gate.compare`: Δ accuracy, label agreement, max |Δp|), so no
    speed is shown without what it costs;
-5. LiteRT models are profiled per operator (:mod:`leukedge.converters.op_profile`), and the
+5. LiteRT models are profiled per operator (:mod:`leukedge.op_profile`), and the
    SDK's own figures are measured on the int8 model (:func:`leukedge.bench.sdk_measurements`:
    overhead on a 224×224 array, a 2592×1944 camera JPEG end to end, cold start).
 
-Writes ``OUT/compare.json``, ``OUT/compare.md``, ``OUT/latency_vs_accuracy.png``,
+Writes ``OUT/compare.json``, ``OUT/compare.md``, ``OUT/latency_vs_accuracy.png``
+(:mod:`leukedge.converters.compare_report`),
 ``OUT/ops_<engine>.csv`` and the model files under ``OUT/models/``. An engine whose package
 is missing is reported as skipped, with the install hint. This is a benchmark (a command
 that writes files), not a test; run it on a machine as idle as you can get, and read the
@@ -33,6 +34,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -43,6 +45,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from leukedge.converters.compare_report import write_report
+
+log = logging.getLogger(__name__)
 
 SCHEMA = "leukedge-bench-compare/1"
 """``schema`` field of ``compare.json``; bumped when its layout changes."""
@@ -215,7 +221,7 @@ def build_artifact(kind: str, model, keras_path: Path, folder: Path, calibration
     path = files[kind]
     if path.is_file():
         return path
-    print(f"making {path.name} ...", flush=True)
+    log.info(f"making {path.name} ...")
     tmp = path.with_name(path.name + ".partial")
     if kind.startswith("tflite-"):
         precision = kind.split("-")[1]
@@ -272,17 +278,22 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
     Raises:
         FileNotFoundError: no model, or no ``split.csv``.
         ValueError: unknown engine name, no validation images, a bad setting.
+        ModuleNotFoundError: TensorFlow or Keras is not installed (the ``train`` extra).
+        RuntimeError: Keras already runs on another backend than TensorFlow.
     """
     from leukedge import __version__
     from leukedge.bench import environment, sdk_measurements
-    from leukedge.converters.convert import _samples_from, sha256_file, stratified_subset
+    from leukedge.converters.convert import sha256_file
     from leukedge.converters.gate import compare
-    from leukedge.converters.tflite import load_keras_model
+    from leukedge.evaluation.data import LABELS, samples_from, stratified_subset
+    from leukedge.evaluation.predict import predict_keras
     from leukedge.metadata import InputSpec, ModelMetadata
+    from leukedge.modeling.saving import load_keras_model, require_tensorflow_backend
     from leukedge.preprocess import load_and_resize
-    from leukedge.training.data import LABELS
-    from leukedge.training.train import predict_samples
 
+    # Every engine's file is made from the Keras model by TensorFlow: without it (a
+    # runtime-only install) nothing else is worth checking.
+    require_tensorflow_backend()
     names = list(config.engines or [e.name for e in ENGINES])
     known = {e.name: e for e in ENGINES}
     unknown = [n for n in names if n not in known]
@@ -307,18 +318,18 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
     )
     labels = list(run_config.get("labels", LABELS))
 
-    val = _samples_from(str(split_file), "val")
+    val = samples_from(str(split_file), "val")
     if config.max_val:
         val = stratified_subset(val, config.max_val, config.seed)
     if not val:
         raise ValueError(f"{split_file}: no validation images")
     calibration_samples = stratified_subset(
-        _samples_from(str(split_file), "train"), config.calibration_size, config.seed
+        samples_from(str(split_file), "train"), config.calibration_size, config.seed
     )
     calibration = np.stack([load_and_resize(s.path, size) for s in calibration_samples])
     truth = {str(s.path): s.label for s in val}
-    print(f"validation images: {len(val)}; calibration images: {len(calibration)}", flush=True)
-    reference = predict_samples(model, val, size[0])
+    log.info(f"validation images: {len(val)}; calibration images: {len(calibration)}")
+    reference = predict_keras(model, val, size[0])
 
     source_sha = sha256_file(keras_path)
     manifest = {
@@ -365,7 +376,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
                     "status": "skipped",
                     "reason": f"{', '.join(missing)} not installed ({INSTALL_HINT})",
                 }
-                print(f"{spec.name}: skipped ({row['reason']})", flush=True)
+                log.info(f"{spec.name}: skipped ({row['reason']})")
                 continue
             try:
                 artifact = build_artifact(
@@ -376,7 +387,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
                 for i, threads in enumerate(config.threads):
                     accuracy_pass = i == 0 and not spec.runtime.startswith("keras")
                     val_file = str(work / "val.npy") if accuracy_pass else None
-                    print(f"{spec.name}: {threads} thread(s) ...", flush=True)
+                    log.info(f"{spec.name}: {threads} thread(s) ...")
                     result = _run_engine(spec, artifact, threads, work, config, val_file)
                     probabilities = result.pop("probabilities", None)
                     by_threads[str(threads)] = result
@@ -390,7 +401,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
                 row |= {"status": "ok", "by_threads": by_threads}
             except Exception as exc:  # noqa: BLE001 - one engine's failure must not cost the rest
                 row |= {"status": "error", "reason": f"{type(exc).__name__}: {exc}"}
-                print(f"{spec.name}: error: {row['reason']}", flush=True)
+                log.info(f"{spec.name}: error: {row['reason']}")
 
     report: dict[str, Any] = {
         "schema": SCHEMA,
@@ -411,7 +422,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
         write_report(report, out)
     int8 = next((r for r in rows if r["name"] == "litert-int8" and r["status"] == "ok"), None)
     if config.sdk and int8 is not None:
-        print("SDK figures on the int8 model ...", flush=True)
+        log.info("SDK figures on the int8 model ...")
         image = config.sdk_image or val[0].path
         try:
             report["sdk"] = sdk_measurements(
@@ -424,7 +435,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
 
 
 def _profile_litert(rows, out: Path, size, image_path) -> dict[str, Any]:
-    from leukedge.converters.op_profile import as_dicts, profile_ops, summarize
+    from leukedge.op_profile import as_dicts, profile_ops, summarize
     from leukedge.preprocess import load_and_resize
 
     image = load_and_resize(image_path, size)
@@ -434,7 +445,7 @@ def _profile_litert(rows, out: Path, size, image_path) -> dict[str, Any]:
         # cut out alone they are not what the model spends its time on: not profiled.
         if row["runtime"] != "litert" or row["status"] != "ok" or row["precision"] == "float16":
             continue
-        print(f"per-operator profile of {row['name']} ...", flush=True)
+        log.info(f"per-operator profile of {row['name']} ...")
         try:
             timings = profile_ops(Path(row["file"]).read_bytes(), image, threads=1)
         except Exception as exc:  # noqa: BLE001 - reported in the files, not lost
@@ -453,150 +464,3 @@ def _profile_litert(rows, out: Path, size, image_path) -> dict[str, Any]:
             "outside_xnnpack": as_dicts(outside),
         }
     return profiles
-
-
-# ----------------------------------------------------------------------------- report
-def _fmt(value, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def to_markdown(report: dict[str, Any]) -> str:
-    """``compare.md``: settings, the engine table, SDK figures and operator profiles."""
-    env = report["environment"]
-    flags = ", ".join(f for f, on in env["cpu"]["flags"].items() if on) or "unknown"
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-    lines = [
-        f"# Engine comparison: `{Path(report['model']['path']).name}`",
-        "",
-        f"- Date: {env['date']}; command: `{env['command']}`",
-        f"- CPU: {env['cpu']['model']} ({env['cpu']['machine']}, {env['cpu']['cores']} cores); "
-        f"flags: {flags}",
-        "- Load average (1, 5, 15 min) before: "
-        + ", ".join(f"{v:.2f}" for v in env["load_average"])
-        + "; after: "
-        + ", ".join(f"{v:.2f}" for v in report["load_average_after"]),
-        f"- Versions: {versions}",
-        f"- Validation images: {report['n_val']} (`{report['split_file']}`, split `val`); "
-        f"calibration images: {report['n_calibration']} (split `train`)",
-        f"- Timing: {report['settings']['runs']} single-image calls after "
-        f"{report['settings']['warmup']} untimed; p50/p90 wall clock; CPU = median CPU time "
-        "of the process per image (all threads); images/s = back-to-back batch-1 calls",
-        "",
-        "| engine | precision | file MB | val accuracy | Δ vs Keras (pp) | agreement | "
-        "max \\|Δp\\| | threads | p50 ms | p90 ms | CPU ms | images/s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in report["engines"]:
-        if row["status"] != "ok":
-            lines.append(
-                f"| {row['label']} | {row['precision']} | | | | | | | "
-                f"{row['status']}: {row['reason'][:90]} | | | | |"
-            )
-            continue
-        acc = row.get("accuracy") or {}
-        ref = " (ref.)" if acc.get("reference") else ""
-        for threads, t in row["by_threads"].items():
-            lines.append(
-                f"| {row['label']} | {row['precision']} | {row['size_bytes'] / 1e6:.1f} | "
-                f"{_fmt(acc.get('accuracy'), 4)}{ref} | {_fmt(acc.get('delta_pp'))} | "
-                f"{_fmt(100 * acc['agreement'] if 'agreement' in acc else None, 1)} % | "
-                f"{_fmt(acc.get('max_abs_prob_diff'), 3)} | {threads} | {t['p50_ms']:.2f} | "
-                f"{t['p90_ms']:.2f} | {t['cpu_p50_ms']:.2f} | {t['images_per_s']:.0f} | "
-                f"{t['peak_rss_mb']:.0f} |"
-            )
-    sdk = report.get("sdk")
-    if sdk and "error" in sdk:
-        lines += ["", f"SDK figures failed: {sdk['error'][:300]}"]
-    elif sdk:
-        a, c, cold = sdk["array_224"], sdk["camera_jpeg"], sdk["cold_start_s"]
-        lines += [
-            "",
-            "## SDK on the int8 model (1 thread, CPU time, paired with a bare invoke)",
-            "",
-            "| what | bare invoke ms | SDK ms | ratio | peak RSS MB |",
-            "|---|---|---|---|---|",
-            f"| `classify(array)` 224×224 | {a['bare_cpu_ms']:.2f} | {a['sdk_cpu_ms']:.2f} | "
-            f"{a['ratio']:.3f} | {c['peak_rss_mb_array_224']:.0f} |",
-            f"| `classify(path)` {c['size']} JPEG ({c['file_mb']:.2f} MB) | "
-            f"{c['bare_cpu_ms']:.2f} | {c['sdk_cpu_ms']:.2f} | {c['ratio']:.2f} | "
-            f"{c['peak_rss_mb']:.0f} |",
-            f"| cold start `leukedge classify one.jpg`, wall (CPU) | | "
-            f"{1000 * cold['median']:.0f} ({1000 * cold['cpu_median']:.0f} CPU; min wall "
-            f"{1000 * cold['min']:.0f}) | | |",
-        ]
-    for name, profile in report.get("op_profiles", {}).items():
-        if "error" in profile:
-            lines += ["", f"## Operators of {name}: not profiled ({profile['error'][:200]})"]
-            continue
-        lines += [
-            "",
-            f"## Operators of {name} (each alone, 1 thread, median ms; "
-            f"sum {profile['sum_ms_default']:.2f} ms, outside XNNPACK "
-            f"{profile['sum_ms_outside_xnnpack']:.2f} ms)",
-            "",
-            "| operator | dtypes | XNNPACK | count | ms (default) | ms (builtin kernels) |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in profile["summary"][:12]:
-            lines.append(
-                f"| {r['op']} | {r['dtypes']} | {'yes' if r['xnnpack'] else '**no**'} | "
-                f"{r['count']} | {r['ms_default']:.3f} | {r['ms_builtin']:.3f} |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def plot(report: dict[str, Any], path: Path) -> bool:
-    """``latency_vs_accuracy.png``: validation accuracy against latency at the first thread
-    count, one colour per engine: filled marker at the wall-clock p50 with a bar to p90,
-    hollow marker at the CPU time per image (what it costs on an idle machine); log-scale
-    latency. Returns ``False`` without matplotlib."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    threads = str(report["settings"]["threads"][0])
-    fig, ax = plt.subplots(figsize=(8, 4.8))
-    for i, row in enumerate(report["engines"]):
-        if row["status"] != "ok" or "accuracy" not in row or threads not in row["by_threads"]:
-            continue
-        t, acc = row["by_threads"][threads], row["accuracy"]["accuracy"]
-        colour = plt.cm.tab10(i % 10)
-        ax.errorbar(
-            t["p50_ms"],
-            acc,
-            xerr=[[0], [t["p90_ms"] - t["p50_ms"]]],
-            fmt="o",
-            color=colour,
-            capsize=3,
-            label=row["name"],
-        )
-        ax.plot(t["cpu_p50_ms"], acc, "o", mfc="none", color=colour)
-    ax.set_xscale("log")
-    ax.set_xlabel(
-        f"ms per image, {threads} thread(s): p50 wall (bar to p90) filled, CPU time hollow"
-    )
-    ax.set_ylabel(f"validation accuracy (n={report['n_val']})")
-    load = ", ".join(f"{v:.1f}" for v in report["environment"]["load_average"])
-    ax.set_title(f"{report['environment']['cpu']['model']}; load average {load}", fontsize=9)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def write_report(report: dict[str, Any], out: Path) -> None:
-    """Write ``compare.json``, ``compare.md`` and ``latency_vs_accuracy.png`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in (
-        ("compare.json", json.dumps(report, indent=2)),
-        ("compare.md", to_markdown(report)),
-    ):
-        tmp = out / (name + ".partial")
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
-    plot(report, out / "latency_vs_accuracy.png")

@@ -1,22 +1,30 @@
 """``leukedge convert``: a trained ``.keras`` → ``.tflite`` files with metadata, gated.
 
-Steps (one way, no step repeated):
+One :class:`Converter` per conversion (Ultralytics' ``Exporter`` shape): its state is the
+model, the calibration images, the gate's held-out images and float reference, and the
+trust sets; its steps are methods, each timed and logged, in this order (one way, no step
+repeated):
 
-1. load the ``.keras`` under the TensorFlow backend and hash it (sha256);
-2. find the run's ``split.csv`` beside the model (or ``--split-file``): the representative
-   dataset comes from its **train** split (stratified by class, 200 images by default), the
-   gate's held-out images from its **val** split; the test split is not read;
-3. run the float Keras model once on the held-out images;
-4. per precision: convert (with the embedding as a second output,
+1. :meth:`Converter.load`: the ``.keras`` under the TensorFlow backend, hashed (sha256);
+   the run's ``split.csv`` beside the model (or ``--split-file``);
+2. :meth:`Converter.calibration_images`: the representative dataset, from the run's
+   **train** split (stratified by class, 200 images by default); the test split is not read;
+3. :meth:`Converter.float_reference`: the float Keras model once on the gate's held-out
+   images (the run's **val** split);
+4. :meth:`Converter.trust_sets`: train/val images for the fitted checks, and the quality
+   thresholds from the train images (:mod:`leukedge.converters.trust`);
+5. per precision, :meth:`Converter.export`: convert (with the embedding as a second output,
    :func:`~leukedge.converters.tflite.with_embedding_output`), check that the SDK runtime
-   loads and runs the file, run it on the same images and compare
-   (:mod:`leukedge.converters.gate`); fit the checks it will stand behind on its own
-   outputs (:mod:`leukedge.converters.trust`: quality thresholds from the train images,
-   the out-of-domain model on train embeddings with its threshold on val, the operating
-   point and refer band on val); embed them with the metadata and model card
-   (:mod:`leukedge.metadata`) and write ``<name>_<precision>.tflite`` atomically;
-5. write ``conversion.json`` and raise :class:`~leukedge.converters.gate.GateFailedError` if any
-   precision failed the gate (the CLI exits 1).
+   loads and runs the file, run it on the held-out images and compare
+   (:mod:`leukedge.converters.gate`); when int8 fails, :meth:`Converter.diagnose_int8`;
+   :meth:`Converter.fit_trust` fits the out-of-domain model and operating point on this
+   file's own outputs; the metadata and model card (:mod:`leukedge.converters.card`) go in
+   and ``<name>_<precision>.tflite`` is written atomically;
+6. ``conversion.json`` (with ``timings_s``, seconds per step) and
+   :class:`~leukedge.converters.gate.GateFailedError` if any precision failed the gate (the
+   CLI exits 1).
+
+Progress goes to ``logging.getLogger("leukedge.converters.convert")``.
 """
 
 from __future__ import annotations
@@ -24,8 +32,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,10 +42,21 @@ from typing import Any
 import numpy as np
 
 from leukedge import __version__
+from leukedge.converters import gate
+from leukedge.converters.card import model_card, read_json
+from leukedge.converters.gate import GateConfig, GateFailedError
+from leukedge.converters.precisions import PRECISION_TABLE, PRECISIONS, IoDtype, Precision
+from leukedge.converters.tflite import ConversionError
 from leukedge.converters.trust import TrustConfig
+from leukedge.evaluation.data import LABELS, Sample, samples_from, stratified_subset
 from leukedge.metadata import InputSpec, ModelMetadata, write_metadata
+from leukedge.modeling.config import InputKind
 from leukedge.preprocess import load_and_resize
-from leukedge.training.metrics import headline
+from leukedge.timing import StepTimes
+
+__all__ = ["ConvertConfig", "Converter", "convert_model", "sha256_file"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,7 +66,7 @@ class ConvertConfig:
     Attributes:
         model: the ``.keras`` file.
         out: output directory (default: the model's directory).
-        precisions: any of :data:`leukedge.converters.tflite.PRECISIONS`.
+        precisions: any of :data:`leukedge.converters.precisions.PRECISIONS`.
         name: file-name stem and model name (default: the run directory's name).
         split_file: ``split.csv`` of the run (default: beside the model).
         representative_data: dataset folder/CSV or ``split.csv`` for calibration; from a
@@ -55,48 +74,46 @@ class ConvertConfig:
         representative_size: calibration images, stratified by class (200).
         eval_data: labelled held-out images for the gate (folder/CSV or ``split.csv``, whose
             val split is used). Default: the run's val split.
-        io_dtype: int8 model input/output tensor type, ``"uint8"`` or ``"int8"``.
+        io_dtype: int8 model input/output tensor type, ``uint8`` or ``int8``.
         keep_float: TFLite tensor names (from the debugger's report) to keep in float
             (selective int8 quantization).
         float_islands: int8 keeps the operators of LayerNormalization and of the
             attention core in float, where LiteRT's XNNPACK delegate runs them
             (:func:`~leukedge.converters.tflite.island_layers`; README, "Performance");
-            ``False``: every operator that has an int8 kernel is int8.
+            off: every operator that has an int8 kernel is int8.
         auto_keep_float: when int8 fails the gate, keep the worst 1, 2, 4… tensors (by the
             debugger's RMSE/scale) in float until it passes, up to ``max_keep_float``.
-        max_delta, min_agreement, max_mean_abs_prob_diff, max_ece_increase: the gate
-            (:class:`~leukedge.converters.gate.GateConfig`).
-        check: run the gate (``--no-check`` skips it and says so in the model card).
+        max_keep_float: the most tensors ``auto_keep_float`` keeps in float.
+        check: run the accuracy-delta gate (off: the model card says it was not checked).
+        gate: the gate's bounds (:class:`~leukedge.converters.gate.GateConfig`).
         embedding: export the embedding output (needed for the out-of-domain check).
         trust: fit the quality thresholds, out-of-domain model and operating point
             (:mod:`leukedge.converters.trust`); needs the run's train and val splits.
         trust_config: their settings (:class:`~leukedge.converters.trust.TrustConfig`).
-        input_kind: ``"field"`` or ``"cell"`` when the run's config does not say.
+        input_kind: ``field`` or ``cell`` when the run's config does not say.
         seed: sampling seed for the representative dataset.
+        extra_card: keys added to every file's model card.
     """
 
     model: str
     out: str | None = None
-    precisions: Sequence[str] = ("fp32", "int8")
+    precisions: Sequence[Precision] = ("fp32", "int8")
     name: str | None = None
     split_file: str | None = None
     representative_data: str | None = None
     representative_size: int = 200
     eval_data: str | None = None
-    io_dtype: str = "uint8"
+    io_dtype: IoDtype = "uint8"
     keep_float: Sequence[str] = ()
     float_islands: bool = True
-    max_delta: float = 1.0
-    min_agreement: float = 0.98
-    max_mean_abs_prob_diff: float = 0.05
-    max_ece_increase: float = 0.02
+    auto_keep_float: bool = False
+    max_keep_float: int = 16
     check: bool = True
+    gate: GateConfig = field(default_factory=GateConfig)
     embedding: bool = True
     trust: bool = True
     trust_config: TrustConfig = field(default_factory=TrustConfig)
-    auto_keep_float: bool = False
-    max_keep_float: int = 16
-    input_kind: str | None = None
+    input_kind: InputKind | None = None
     seed: int = 0
     extra_card: dict[str, Any] = field(default_factory=dict)
 
@@ -110,392 +127,427 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _samples_from(source: str, split_name: str):
-    """Samples of ``source``: a run's ``split.csv`` (its ``split_name`` split, recognised by
-    its ``split`` column), or any dataset :func:`~leukedge.training.data.load_dataset` reads."""
-    import csv
+class Converter:
+    """One conversion of ``config.model``; :meth:`run` does every step.
 
-    from leukedge.training.data import load_dataset, read_split
+    Args:
+        config: the settings.
 
-    path = Path(source)
-    if path.suffix.lower() == ".csv" and path.is_file():
-        with open(path, newline="") as handle:
-            columns = next(csv.reader(handle), [])
-        if "split" in columns:
-            splits = read_split(path)
-            if split_name not in splits:
-                raise ValueError(f"{source}: no {split_name!r} split in it")
-            return splits[split_name]
-    return load_dataset(source)
-
-
-def stratified_subset(samples, size: int, seed: int):
-    """Up to ``size`` samples, drawn per class in proportion to the class counts (seeded)."""
-    if size <= 0:
-        raise ValueError(f"representative dataset size must be positive, got {size}")
-    if len(samples) <= size:
-        return list(samples)
-    rng = np.random.default_rng(seed)
-    by_label = defaultdict(list)
-    for s in samples:
-        by_label[s.label].append(s)
-    chosen = []
-    for label in sorted(by_label):
-        items = by_label[label]
-        k = max(1, round(size * len(items) / len(samples)))
-        chosen += [
-            items[i] for i in sorted(rng.choice(len(items), min(k, len(items)), replace=False))
-        ]
-    return chosen
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def convert_model(config: ConvertConfig) -> dict[str, Any]:
-    """Convert, gate and write; returns the report (also written as ``conversion.json``).
-
-    Raises:
-        FileNotFoundError: model or data missing.
-        ValueError: corrupt ``.keras``, empty representative dataset, unknown precision, no
-            held-out images while ``check`` is on.
-        leukedge.converters.gate.GateFailedError: a precision failed the gate (files and report
-            are written first).
+    Attributes:
+        times: :class:`~leukedge.timing.StepTimes`, seconds per step (``conversion.json``'s
+            ``timings_s``).
+        report: the ``conversion.json`` dictionary, filled in as the steps run.
     """
-    from leukedge.converters import trust
-    from leukedge.converters.gate import (
-        GateConfig,
-        GateFailedError,
-        check,
-        compare,
-        format_table,
-        infer_tflite,
-    )
-    from leukedge.converters.tflite import (
-        PRECISIONS,
-        ConversionError,
-        convert_keras,
-        float_island_nodes,
-        island_layers,
-        load_keras_model,
-        with_embedding_output,
-    )
-    from leukedge.runtime import TFLiteEngine
-    from leukedge.training.data import LABELS
-    from leukedge.training.train import predict_samples
 
-    unknown = [p for p in config.precisions if p not in PRECISIONS]
-    if unknown or not config.precisions:
-        raise ValueError(f"unknown precision(s) {unknown}; choose from {PRECISIONS}")
-    model_path = Path(config.model)
-    model = load_keras_model(model_path)
-    run_dir = model_path.parent
-    run_config = _read_json(run_dir / "config.json")
-    labels = list(run_config.get("labels", LABELS))
-    height, width = (int(d) for d in model.input_shape[1:3])
-    out = Path(config.out) if config.out else run_dir
-    out.mkdir(parents=True, exist_ok=True)
-    name = config.name or run_dir.name
-    split_file = config.split_file or (
-        str(run_dir / "split.csv") if (run_dir / "split.csv").is_file() else None
-    )
-    temperature = float(_read_json(run_dir / "calibration.json").get("temperature", 1.0))
-    export_model, embedding_dim = (model, None)
-    if config.embedding:
-        export_model, embedding_dim = with_embedding_output(model)
-    if config.embedding and embedding_dim is None:
-        print("note: no attention_tokens or head_gap layer: no embedding output exported")
+    def __init__(self, config: ConvertConfig):
+        self.config = config
+        self.times = StepTimes(log)
+        self.report: dict[str, Any] = {}
+        self.representative: np.ndarray | None = None
+        self.eval_samples: list[Sample] = []
+        self.truth: dict[str, str] = {}
+        self.reference: dict[str, list[float]] = {}
+        self.trust_train: list[Sample] = []
+        self.trust_val: list[Sample] = []
+        self.quality = None
+        self.island_nodes: tuple[str, ...] = ()
+        self.float_layers: list[str] = []
 
-    representative = None
-    if any(p in ("int8", "int16x8") for p in config.precisions):
-        source = config.representative_data or split_file
+    # ----------------------------------------------------------------------------- steps
+    def load(self) -> None:
+        """Load and hash the ``.keras``; read the run's files; add the embedding output.
+
+        Raises:
+            ValueError: an unknown precision, or a corrupt ``.keras``.
+            FileNotFoundError: no such model file.
+        """
+        from leukedge.converters.tflite import with_embedding_output
+        from leukedge.modeling.saving import load_keras_model
+
+        config = self.config
+        unknown = [p for p in config.precisions if p not in PRECISIONS]
+        if unknown or not config.precisions:
+            raise ValueError(f"unknown precision(s) {unknown}; choose from {PRECISIONS}")
+        self.model_path = Path(config.model)
+        self.model = load_keras_model(self.model_path)
+        self.run_dir = self.model_path.parent
+        self.run_config = read_json(self.run_dir / "config.json")
+        self.labels = list(self.run_config.get("labels", LABELS))
+        self.size = tuple(int(d) for d in self.model.input_shape[1:3])
+        self.out = Path(config.out) if config.out else self.run_dir
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.name = config.name or self.run_dir.name
+        split = self.run_dir / "split.csv"
+        self.split_file = config.split_file or (str(split) if split.is_file() else None)
+        calibration = read_json(self.run_dir / "calibration.json")
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.export_model = self.model
+        if config.embedding:
+            self.export_model, dim = with_embedding_output(self.model)
+            if dim is None:
+                log.info("note: no attention_tokens or head_gap layer: no embedding output")
+        self.source_sha = sha256_file(self.model_path)
+
+    def calibration_images(self) -> np.ndarray | None:
+        """The representative dataset of the calibrated precisions: ``(n, H, W, 3)`` uint8
+        RGB, ``None`` when no requested precision needs one.
+
+        Raises:
+            ValueError: no source of calibration images, or an empty one.
+        """
+        config = self.config
+        if not any(PRECISION_TABLE[p].calibrated for p in config.precisions):
+            return None
+        source = config.representative_data or self.split_file
         if source is None:
             raise ValueError(
                 "int8 needs calibration images: pass --representative-data "
                 "(a dataset folder, CSV or the run's split.csv)"
             )
-        pool = _samples_from(source, "train")
+        pool = samples_from(source, "train")
         chosen = stratified_subset(pool, config.representative_size, config.seed)
         if not chosen:
             raise ValueError(f"{source}: representative dataset is empty")
-        representative = np.stack([load_and_resize(s.path, (height, width)) for s in chosen])
-        print(f"representative dataset: {len(chosen)} images from {source}")
+        log.info("representative dataset: %d images from %s", len(chosen), source)
+        return np.stack([load_and_resize(s.path, self.size) for s in chosen])
 
-    eval_samples = []
-    if config.check:
-        source = config.eval_data or split_file
+    def float_reference(self) -> dict[str, Any] | None:
+        """Run the float model on the gate's held-out images; ``report["keras"]``.
+
+        Returns:
+            ``{"accuracy", "weighted_f1", "ece", "n"}`` of the float model (ECE with the
+            run's temperature), or ``None`` when the gate is off.
+
+        Raises:
+            ValueError: the gate is on and there are no held-out images.
+        """
+        from leukedge.calibration import apply_temperature
+        from leukedge.evaluation.metrics import (
+            evaluate,
+            expected_calibration_error,
+            join_by_name,
+        )
+        from leukedge.evaluation.predict import predict_keras
+
+        config = self.config
+        if not config.check:
+            return None
+        source = config.eval_data or self.split_file
         if source is None:
             raise ValueError(
                 "the accuracy-delta check needs labelled held-out images: pass "
                 "--eval-data (folder, CSV or split.csv) or --no-check"
             )
-        eval_samples = _samples_from(source, "val")
-        truth = {str(s.path): s.label for s in eval_samples}
-        reference = predict_samples(model, eval_samples, height)
-        from leukedge.training.metrics import evaluate, expected_calibration_error, join_by_name
-
-        ref_metrics = evaluate(reference, truth, labels)
-        _, y_ref, p_ref = join_by_name(reference, truth, labels)
-        print(f"held-out images for the gate: {len(eval_samples)} from {source}")
-
-    trust_train, trust_val, quality = [], [], None
-    if config.trust:
-        train_source = split_file or config.representative_data
-        val_source = config.eval_data or split_file
-        if train_source is None or val_source is None:
-            print("note: no train/val split: quality, out-of-domain, operating point skipped")
-        else:
-            trust_train = _samples_from(train_source, "train")
-            trust_val = eval_samples or _samples_from(val_source, "val")
-            cap = config.trust_config.max_train_images
-            if cap is not None:
-                trust_train = stratified_subset(trust_train, cap, config.seed)
-            quality = trust.derive_quality(
-                [str(s.path) for s in trust_train], (height, width), config.trust_config
-            )
-            print(f"quality thresholds from {len(trust_train)} train images")
-
-    gate = GateConfig(
-        config.max_delta,
-        config.min_agreement,
-        config.max_mean_abs_prob_diff,
-        config.max_ece_increase,
-    )
-    source_sha = sha256_file(model_path)
-    report: dict[str, Any] = {
-        "model": str(model_path),
-        "source_sha256": source_sha,
-        "labels": labels,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "leukedge_version": __version__,
-        "gate": {
-            "max_delta_pp": gate.max_delta,
-            "min_agreement": gate.min_agreement,
-            "max_mean_abs_prob_diff": gate.max_mean_abs_prob_diff,
-            "max_ece_increase": gate.max_ece_increase,
-            "checked": config.check,
-        },
-        "trust": asdict(config.trust_config) | {"fitted": bool(trust_train)},
-        "precisions": {},
-    }
-    if config.check:
-        from leukedge.calibration import apply_temperature
-
-        report["keras"] = {
-            "accuracy": ref_metrics["accuracy"],
-            "weighted_f1": ref_metrics["weighted_f1"],
-            "ece": expected_calibration_error(y_ref, apply_temperature(p_ref, temperature)),
-            "n": ref_metrics["n"],
+        self.eval_samples = samples_from(source, "val")
+        self.truth = {str(s.path): s.label for s in self.eval_samples}
+        self.reference = predict_keras(self.model, self.eval_samples, self.size[0])
+        metrics = evaluate(self.reference, self.truth, self.labels)
+        _, y_ref, p_ref = join_by_name(self.reference, self.truth, self.labels)
+        log.info("held-out images for the gate: %d from %s", len(self.eval_samples), source)
+        return {
+            "accuracy": metrics["accuracy"],
+            "weighted_f1": metrics["weighted_f1"],
+            "ece": expected_calibration_error(y_ref, apply_temperature(p_ref, self.temperature)),
+            "n": metrics["n"],
         }
-    failures = {}
-    float_layers: list[str] = []
-    island_nodes: tuple[str, ...] = ()
-    if config.float_islands and "int8" in config.precisions:
-        # Names from the graph that will be quantized: the exported model (with its
-        # embedding output), converted at fp32.
-        float_layers = island_layers(export_model)
-        if float_layers:
-            fp32 = convert_keras(export_model, "fp32")
-            island_nodes = tuple(float_island_nodes(fp32, float_layers))
-            print(f"int8 float islands: {', '.join(float_layers)} ({len(island_nodes)} operators)")
 
-    def convert_and_gate(precision: str, keep_float: Sequence[str]):
-        islands = island_nodes if precision == "int8" else ()
+    def trust_sets(self) -> None:
+        """Train and val images of the fitted checks, and the quality thresholds (from the
+        train images); nothing when trust is off or the run has no split."""
+        from leukedge.converters import trust
+
+        config = self.config
+        if not config.trust:
+            return
+        train_source = self.split_file or config.representative_data
+        val_source = config.eval_data or self.split_file
+        if train_source is None or val_source is None:
+            log.info("note: no train/val split: quality, out-of-domain, operating point skipped")
+            return
+        self.trust_train = samples_from(train_source, "train")
+        self.trust_val = self.eval_samples or samples_from(val_source, "val")
+        cap = config.trust_config.max_train_images
+        if cap is not None:
+            self.trust_train = stratified_subset(self.trust_train, cap, config.seed)
+        self.quality = trust.derive_quality(
+            [str(s.path) for s in self.trust_train], self.size, config.trust_config
+        )
+        log.info("quality thresholds from %d train images", len(self.trust_train))
+
+    def find_float_islands(self) -> None:
+        """Names of the operators int8 keeps in float, from the exported model converted
+        at fp32 (the same graph the int8 quantizer sees)."""
+        from leukedge.converters.tflite import convert_keras, float_island_nodes, island_layers
+
+        if not (self.config.float_islands and "int8" in self.config.precisions):
+            return
+        self.float_layers = island_layers(self.export_model)
+        if self.float_layers:
+            fp32 = convert_keras(self.export_model, "fp32")
+            self.island_nodes = tuple(float_island_nodes(fp32, self.float_layers))
+            log.info(
+                "int8 float islands: %s (%d operators)",
+                ", ".join(self.float_layers),
+                len(self.island_nodes),
+            )
+
+    def convert(self, precision: str, keep_float: Sequence[str] = ()) -> tuple[bytes, dict]:
+        """Convert at ``precision``, check the runtime runs it, and gate it.
+
+        Args:
+            precision: a row of the precision table.
+            keep_float: tensor names kept in float besides the float islands (int8).
+
+        Returns:
+            ``(content, figures)``: the ``.tflite`` bytes (no metadata yet) and
+            ``size_bytes``, ``keep_float``, ``float_islands``, ``embedding_dim`` and, with
+            the gate on, :func:`~leukedge.converters.gate.compare`'s figures and
+            ``gate_failures``.
+
+        Raises:
+            ConversionError: the converter failed or refused the model.
+            leukedge.runtime.ModelLoadError / ValueError: the runtime cannot run the file.
+        """
+        from leukedge.converters.tflite import convert_keras
+        from leukedge.evaluation.predict import infer_tflite
+        from leukedge.runtime import TFLiteEngine
+
+        islands = self.island_nodes if PRECISION_TABLE[precision].keeps_float else ()
         keep = tuple(dict.fromkeys([*islands, *keep_float]))
-        content = convert_keras(export_model, precision, representative, config.io_dtype, keep)
-        # The file must load and run in the SDK's runtime, or it is not written at all
-        # (RuntimeError / ValueError are reported per precision below).
+        content = convert_keras(
+            self.export_model, precision, self.representative, self.config.io_dtype, keep
+        )
+        # The file must load and run in the SDK's runtime, or it is not written at all.
         engine = TFLiteEngine(content)
-        engine.run(np.zeros((height, width, 3), dtype=np.uint8))
+        engine.run(np.zeros((*self.size, 3), dtype=np.uint8))
         figures: dict[str, Any] = {
             "size_bytes": len(content),
             "keep_float": list(keep_float),
-            "float_islands": float_layers if islands else [],
+            "float_islands": self.float_layers if islands else [],
             "embedding_dim": engine.embedding_dim,
         }
-        if config.check:
-            candidate, _ = infer_tflite(content, list(truth))
-            figures |= compare(reference, candidate, truth, labels, temperature)
-            figures["gate_failures"] = check(figures, gate)
+        if self.config.check:
+            candidate, _ = infer_tflite(content, list(self.truth))
+            figures |= gate.compare(
+                self.reference, candidate, self.truth, self.labels, self.temperature
+            )
+            figures["gate_failures"] = gate.check(figures, self.config.gate)
         return content, figures
 
-    for precision in config.precisions:
-        print(f"converting {precision} ...", flush=True)
-        keep = tuple(config.keep_float) if precision == "int8" else ()
-        try:
-            content, figures = convert_and_gate(precision, keep)
-        except (ConversionError, RuntimeError, ValueError) as exc:
-            # A precision the converter cannot produce, or the runtime cannot run, must not
-            # cost the others; no file is written for it.
-            message = f"{type(exc).__name__}: {exc}"
-            print(f"error: {precision}: {message}")
-            failures[precision] = [message]
-            report["precisions"][precision] = {"error": message, "gate_failures": [message]}
-            continue
-        if precision == "int8" and figures.get("gate_failures"):
-            content, figures = _diagnose_int8(
-                export_model, representative, figures, content, config, convert_and_gate
-            )
-        if figures.get("gate_failures"):
-            failures[precision] = figures["gate_failures"]
-        ood = decision = None
-        if trust_train:
-            ood, decision = _fit_trust(
-                content, trust_train, trust_val, labels, temperature, precision, config
-            )
-            figures["trust"] = trust.summary(ood, decision)
-            print(f"{precision}: {json.dumps(figures['trust'])}")
-        card = _model_card(
-            run_dir, run_config, config, precision, figures, report.get("keras"), len(eval_samples)
+    def diagnose_int8(self, content: bytes, figures: dict) -> tuple[bytes, dict]:
+        """int8 failed the gate: rank tensors with the quantization debugger; with
+        ``auto_keep_float``, keep the worst 1, 2, 4… of them in float until the gate
+        passes (selective quantization).
+
+        Returns:
+            The passing ``(content, figures)``, or the failing ones given (with
+            ``worst_layers`` added) when nothing passes or ``auto_keep_float`` is off.
+        """
+        from leukedge.converters.debug import format_layer_errors, layer_errors
+
+        config = self.config
+        log.info("int8 failed the gate: %s", "; ".join(figures["gate_failures"]))
+        errors = layer_errors(self.export_model, self.representative)
+        log.info(
+            "quantization debugger, worst tensors (RMSE in units of the int8 step):\n%s",
+            format_layer_errors(errors),
+        )
+        figures["worst_layers"] = [
+            {"tensor": e.tensor_name, "op": e.op_name, "rmse_per_scale": e.rmse_per_scale}
+            for e in errors[:10]
+        ]
+        if not config.auto_keep_float:
+            log.info("retry with --keep-float TENSOR… or --auto-keep-float")
+            return content, figures
+        k = 1
+        while k <= min(config.max_keep_float, len(errors)):
+            names = tuple(dict.fromkeys([*config.keep_float, *(e.tensor_name for e in errors[:k])]))
+            log.info("selective int8: keeping %d worst tensor(s) in float ...", k)
+            new_content, new_figures = self.convert("int8", names)
+            if not new_figures["gate_failures"]:
+                new_figures["worst_layers"] = figures["worst_layers"]
+                return new_content, new_figures
+            k *= 2
+        log.info("still failing with the %d worst tensors in float", config.max_keep_float)
+        return content, figures
+
+    def fit_trust(self, content: bytes, precision: str):
+        """Out-of-domain model and operating point of one converted file, on its own
+        outputs (:mod:`leukedge.converters.trust`).
+
+        Returns:
+            ``(OODSpec or None, DecisionSpec or None)``; the OOD model is ``None`` when the
+            file has no embedding output.
+        """
+        from leukedge.converters import trust
+        from leukedge.evaluation.predict import infer_tflite
+        from leukedge.runtime import TFLiteEngine
+
+        val_paths = [str(s.path) for s in self.trust_val]
+        val_probs, val_embeddings = infer_tflite(content, val_paths)
+        decision = trust.fit_operating_point(
+            np.array([val_probs[p] for p in val_paths]),
+            [s.label for s in self.trust_val],
+            self.labels,
+            "ALL",
+            self.temperature,
+            precision,
+            self.config.trust_config,
+        )
+        if val_embeddings is None:
+            return None, decision
+        train_paths = [str(s.path) for s in self.trust_train]
+        log.info("%s: embedding %d train images ...", precision, len(train_paths))
+        _, train_embeddings = infer_tflite(content, train_paths)
+        ood = trust.fit_ood(
+            np.stack([train_embeddings[p] for p in train_paths]),
+            [s.label for s in self.trust_train],
+            np.stack([val_embeddings[p] for p in val_paths]),
+            self.labels,
+            TFLiteEngine(content).embedding_name,
+            self.config.trust_config,
+        )
+        return ood, decision
+
+    def write(self, precision: str, content: bytes, figures: dict, ood, decision) -> Path:
+        """Embed metadata and model card; write ``<name>_<precision>.tflite`` atomically."""
+        config = self.config
+        card = model_card(
+            self.run_dir,
+            self.run_config,
+            precision,
+            figures,
+            self.report.get("keras"),
+            len(self.eval_samples),
+            config.extra_card,
         )
         metadata = ModelMetadata(
-            name=name,
+            name=self.name,
             version=__version__,
-            labels=labels,
+            labels=self.labels,
             positive_label="ALL",
             input=InputSpec(
-                height=height,
-                width=width,
-                kind=config.input_kind or run_config.get("input_kind", "field"),
+                height=self.size[0],
+                width=self.size[1],
+                kind=config.input_kind or self.run_config.get("input_kind", "field"),
             ),
             precision=precision,
-            temperature=temperature,
-            source_sha256=source_sha,
+            temperature=self.temperature,
+            source_sha256=self.source_sha,
             model_card=card,
-            quality=quality,
+            quality=self.quality,
             ood=ood,
             decision=decision,
         )
-        target = out / f"{name}_{precision}.tflite"
+        target = self.out / f"{self.name}_{precision}.tflite"
         tmp = target.with_name(target.name + ".partial")
         tmp.write_bytes(write_metadata(content, metadata))
         os.replace(tmp, target)
+        return target
+
+    def export(self, precision: str) -> list[str]:
+        """Convert, gate, fit and write one precision; its figures go into the report.
+
+        Returns:
+            The gate failures of this precision (empty when it passed); a precision that
+            cannot be converted or run fails with its error and writes no file, without
+            costing the others.
+        """
+        from leukedge.converters import trust
+
+        config = self.config
+        keep = tuple(config.keep_float) if PRECISION_TABLE[precision].keeps_float else ()
+        try:
+            with self.times.step(f"convert_{precision}"):
+                content, figures = self.convert(precision, keep)
+        except (ConversionError, RuntimeError, ValueError) as exc:
+            message = f"{type(exc).__name__}: {exc}"
+            log.error("%s: %s", precision, message)
+            self.report["precisions"][precision] = {"error": message, "gate_failures": [message]}
+            return [message]
+        if precision == "int8" and figures.get("gate_failures"):
+            with self.times.step("diagnose_int8"):
+                content, figures = self.diagnose_int8(content, figures)
+        ood = decision = None
+        if self.trust_train:
+            with self.times.step(f"trust_{precision}"):
+                ood, decision = self.fit_trust(content, precision)
+            figures["trust"] = trust.summary(ood, decision)
+            log.info("%s: %s", precision, json.dumps(figures["trust"]))
+        target = self.write(precision, content, figures, ood, decision)
         figures["path"] = str(target)
-        report["precisions"][precision] = figures
-    (out / "conversion.json").write_text(json.dumps(report, indent=2))
-    if config.check:
-        print(format_table(report["keras"], report["precisions"]))
-    if failures:
-        raise GateFailedError(
-            "accuracy-delta gate FAILED: "
-            + "; ".join(f"{p}: {', '.join(r)}" for p, r in failures.items()),
-            report,
-        )
-    return report
+        self.report["precisions"][precision] = figures
+        return list(figures.get("gate_failures") or [])
 
+    # ----------------------------------------------------------------------------- run
+    def run(self) -> dict[str, Any]:
+        """Every step; writes the files and ``conversion.json``; returns the report.
 
-def _fit_trust(content, train, val, labels, temperature, precision, config):
-    """Out-of-domain model and operating point of one converted file, on its own outputs
-    (:mod:`leukedge.converters.trust`)."""
-    from leukedge.converters import trust
-    from leukedge.converters.gate import infer_tflite
-    from leukedge.runtime import TFLiteEngine
-
-    val_paths = [str(s.path) for s in val]
-    val_probs, val_embeddings = infer_tflite(content, val_paths)
-    decision = trust.fit_operating_point(
-        np.array([val_probs[p] for p in val_paths]),
-        [s.label for s in val],
-        labels,
-        "ALL",
-        temperature,
-        precision,
-        config.trust_config,
-    )
-    if val_embeddings is None:
-        return None, decision
-    train_paths = [str(s.path) for s in train]
-    print(f"{precision}: embedding {len(train_paths)} train images ...", flush=True)
-    _, train_embeddings = infer_tflite(content, train_paths)
-    ood = trust.fit_ood(
-        np.stack([train_embeddings[p] for p in train_paths]),
-        [s.label for s in train],
-        np.stack([val_embeddings[p] for p in val_paths]),
-        labels,
-        TFLiteEngine(content).embedding_name,
-        config.trust_config,
-    )
-    return ood, decision
-
-
-def _diagnose_int8(model, representative, figures, content, config, convert_and_gate):
-    """int8 failed the gate: rank layers with the quantization debugger; optionally keep the
-    worst in float, 1, 2, 4… of them, until the gate passes (selective quantization)."""
-    from leukedge.converters.debug import format_layer_errors, layer_errors
-
-    print("int8 failed the gate: " + "; ".join(figures["gate_failures"]))
-    print("quantization debugger, worst tensors (RMSE in units of the int8 step):")
-    errors = layer_errors(model, representative)
-    print(format_layer_errors(errors))
-    figures["worst_layers"] = [
-        {"tensor": e.tensor_name, "op": e.op_name, "rmse_per_scale": e.rmse_per_scale}
-        for e in errors[:10]
-    ]
-    if not config.auto_keep_float:
-        print("retry with --keep-float TENSOR… or --auto-keep-float")
-        return content, figures
-    k = 1
-    while k <= min(config.max_keep_float, len(errors)):
-        names = tuple(dict.fromkeys([*config.keep_float, *(e.tensor_name for e in errors[:k])]))
-        print(f"selective int8: keeping {k} worst tensor(s) in float ...", flush=True)
-        new_content, new_figures = convert_and_gate("int8", names)
-        if not new_figures["gate_failures"]:
-            new_figures["worst_layers"] = figures["worst_layers"]
-            return new_content, new_figures
-        k *= 2
-    print(f"still failing with the {config.max_keep_float} worst tensors in float")
-    return content, figures
-
-
-def _model_card(
-    run_dir: Path,
-    run_config: dict[str, Any],
-    config: ConvertConfig,
-    precision: str,
-    figures: dict[str, Any],
-    keras_figures: dict | None,
-    n_eval: int,
-) -> dict[str, Any]:
-    val = _read_json(run_dir / "metrics_val.json")
-    card: dict[str, Any] = {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "leukedge_version": __version__,
-        "architecture": run_config.get("arch"),
-        "training_data": run_config.get("data"),
-        "split": {"strategy": run_config.get("split"), "counts": run_config.get("split_counts")},
-        "training": {
-            k: run_config.get(k)
-            for k in (
-                "image_size",
-                "head_epochs",
-                "finetune_epochs",
-                "unfreeze_top",
-                "class_weights",
-                "weights",
-                "seed",
-            )
-        },
-        "validation_metrics_float": headline(val, extra=("best_epoch",)) if val else None,
-        "precision": precision,
-        "gate": None,
-    }
-    if precision == "int8":
-        card["float_islands"] = figures.get("float_islands", [])
-        card["keep_float"] = figures.get("keep_float", [])
-    if keras_figures is not None and "accuracy" in figures:
-        card["gate"] = {
-            "eval_split": "val",
-            "n": n_eval,
-            "float_accuracy": keras_figures["accuracy"],
-            "accuracy": figures["accuracy"],
-            "weighted_f1": figures["weighted_f1"],
-            "delta_pp": figures["delta_pp"],
-            "agreement": figures["agreement"],
-            "mean_abs_prob_diff": figures["mean_abs_prob_diff"],
-            "ece": figures["ece"],
-            "float_ece": figures["reference_ece"],
-            "passed": not figures["gate_failures"],
+        Raises:
+            FileNotFoundError: model or data missing.
+            ValueError: corrupt ``.keras``, empty representative dataset, unknown
+                precision, no held-out images while ``check`` is on.
+            GateFailedError: a precision failed the gate (files and report are written
+                first).
+        """
+        config = self.config
+        with self.times.step("load"):
+            self.load()
+        with self.times.step("calibration_images"):
+            self.representative = self.calibration_images()
+        with self.times.step("float_reference"):
+            keras_figures = self.float_reference()
+        with self.times.step("trust_sets"):
+            self.trust_sets()
+        self.report = {
+            "model": str(self.model_path),
+            "source_sha256": self.source_sha,
+            "labels": self.labels,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "leukedge_version": __version__,
+            "gate": {
+                "max_delta_pp": config.gate.max_delta,
+                "min_agreement": config.gate.min_agreement,
+                "max_mean_abs_prob_diff": config.gate.max_mean_abs_prob_diff,
+                "max_ece_increase": config.gate.max_ece_increase,
+                "checked": config.check,
+            },
+            "trust": asdict(config.trust_config) | {"fitted": bool(self.trust_train)},
+            "precisions": {},
         }
-    card |= config.extra_card
-    return card
+        if keras_figures is not None:
+            self.report["keras"] = keras_figures
+        with self.times.step("float_islands"):
+            self.find_float_islands()
+        failures = {}
+        for precision in config.precisions:
+            log.info("converting %s ...", precision)
+            reasons = self.export(precision)
+            if reasons:
+                failures[precision] = reasons
+        self.report["timings_s"] = self.times.as_dict()
+        (self.out / "conversion.json").write_text(json.dumps(self.report, indent=2))
+        if config.check:
+            log.info("%s", gate.format_table(self.report["keras"], self.report["precisions"]))
+        if failures:
+            raise GateFailedError(
+                "accuracy-delta gate FAILED: "
+                + "; ".join(f"{p}: {', '.join(r)}" for p, r in failures.items()),
+                self.report,
+            )
+        return self.report
+
+
+def convert_model(config: ConvertConfig) -> dict[str, Any]:
+    """Convert, gate and write; returns the report (also written as ``conversion.json``).
+
+    ``Converter(config).run()``; see :class:`Converter` for the steps.
+
+    Raises:
+        FileNotFoundError: model or data missing.
+        ValueError: corrupt ``.keras``, empty representative dataset, unknown precision, no
+            held-out images while ``check`` is on.
+        leukedge.converters.gate.GateFailedError: a precision failed the gate (files and
+            report are written first).
+    """
+    return Converter(config).run()

@@ -2,7 +2,7 @@
 
 The float Keras model and each ``.tflite`` are run on the same labelled held-out images
 (the validation split of the run; the test split stays untouched). Predictions are keyed by
-file path and joined to labels by name (:func:`leukedge.training.metrics.evaluate`). The gate
+file path and joined to labels by name (:func:`leukedge.evaluation.metrics.evaluate`). The gate
 fails when a precision loses more than ``max_delta`` percentage points of accuracy or when
 its predicted labels agree with the float model's on fewer than ``min_agreement`` of images.
 
@@ -19,7 +19,8 @@ the float model and the **increase in expected calibration error** (ECE, Guo et 
 over the float model's (temperature applied to both, as at run time).
 
 The ``.tflite`` side runs through :class:`leukedge.runtime.TFLiteEngine`, the very code the
-SDK uses, with images decoded and resized by :mod:`leukedge.preprocess`.
+SDK uses, with images decoded and resized by :mod:`leukedge.preprocess`
+(:func:`leukedge.evaluation.predict.infer_tflite`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from leukedge.preprocess import load_and_resize
-from leukedge.runtime import TFLiteEngine
+from leukedge.calibration import apply_temperature
+from leukedge.errors import LeukedgeError
+from leukedge.evaluation.metrics import evaluate, expected_calibration_error, join_by_name
 
 
 @dataclass
@@ -58,34 +60,14 @@ class GateConfig:
     max_ece_increase: float = 0.02
 
 
-class GateFailedError(RuntimeError):
-    """A precision failed the gate; ``report`` holds the figures of every precision."""
+class GateFailedError(LeukedgeError, RuntimeError):
+    """A precision failed the gate; ``report`` holds the figures of every precision (the
+    ``conversion.json`` written before raising). A ``RuntimeError``, as before
+    :class:`LeukedgeError`."""
 
     def __init__(self, message: str, report: dict[str, Any]):
         super().__init__(message)
         self.report = report
-
-
-def predict_tflite(
-    model: bytes | str, paths: Sequence[str], num_threads: int | None = None
-) -> dict[str, list[float]]:
-    """``{path: probabilities}`` of a ``.tflite`` on image files (SDK preprocessing)."""
-    return infer_tflite(model, paths, num_threads)[0]
-
-
-def infer_tflite(
-    model: bytes | str, paths: Sequence[str], num_threads: int | None = None
-) -> tuple[dict[str, list[float]], dict[str, np.ndarray] | None]:
-    """``({path: probabilities}, {path: embedding} or None)`` of a ``.tflite`` on image files,
-    one invoke per image (SDK preprocessing and engine); ``None`` when the model has no
-    embedding output."""
-    engine = TFLiteEngine(model, num_threads=num_threads)
-    probabilities, embeddings = {}, {}
-    for p in paths:
-        probs, embedding = engine.run_with_embedding(load_and_resize(p, engine.input_size))
-        probabilities[p] = probs.astype(float).tolist()
-        embeddings[p] = embedding
-    return probabilities, (embeddings if engine.embedding_dim is not None else None)
 
 
 def compare(
@@ -113,9 +95,6 @@ def compare(
         ``mean_abs_prob_diff`` (over all images and classes), ``ece`` and ``reference_ece``
         (calibrated), ``ece_increase`` (candidate minus reference), ``n``.
     """
-    from leukedge.calibration import apply_temperature
-    from leukedge.training.metrics import evaluate, expected_calibration_error, join_by_name
-
     ref_metrics = evaluate(reference, truth, labels)
     cand_metrics = evaluate(candidate, truth, labels)
     paths, y_true, ref = join_by_name(reference, truth, labels)
@@ -139,7 +118,12 @@ def compare(
 
 
 def check(figures: Mapping[str, Any], config: GateConfig) -> list[str]:
-    """Reasons why ``figures`` (from :func:`compare`) fail the gate; empty when it passes."""
+    """Reasons why ``figures`` (from :func:`compare`) fail the gate.
+
+    Returns:
+        One sentence per bound that ``figures`` break (accuracy delta in percentage points,
+        agreement in %, mean |Δp|, ECE increase); empty when the gate passes.
+    """
     reasons = []
     if figures["delta_pp"] > config.max_delta:
         reasons.append(f"accuracy delta {figures['delta_pp']:.2f} pp > {config.max_delta} pp")

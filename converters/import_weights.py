@@ -74,7 +74,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def _mapping() -> list[tuple[str, str, str]]:
     """``(torch prefix, keras layer, kind)`` for every parameterised layer of Lite0."""
-    from leukedge.training.efficientnet_lite import BLOCKS_ARGS, block_names
+    from leukedge.modeling.efficientnet_lite import BLOCKS_ARGS, block_names
 
     rows = [("_conv_stem", "stem_conv", "conv"), ("_bn0", "stem_bn", "bn")]
     expands = [args["expand_ratio"] != 1 for args in BLOCKS_ARGS for _ in range(args["repeats"])]
@@ -169,7 +169,7 @@ def import_lite0_weights(
         ValueError: ``output`` has the wrong suffix, or the import left a weight unassigned
             or a tensor unused.
     """
-    from leukedge.training.efficientnet_lite import EfficientNetLite0
+    from leukedge.modeling.efficientnet_lite import EfficientNetLite0
 
     output = Path(output)
     if not output.name.endswith(".weights.h5"):

@@ -1,18 +1,8 @@
 """Keras → TensorFlow Lite at every precision leukedge supports.
 
-=========  ==========================================================================
-precision  what the TFLite converter does
-=========  ==========================================================================
-fp32       plain conversion; float32 weights and activations
-fp16       weights stored as float16 (dequantized at load), float32 compute
-dynamic    dynamic-range: int8 weights, float activations quantized on the fly
-int8       full-integer post-training quantization: int8 weights (per channel) and
-           activations, calibrated on a representative dataset; ``uint8`` (default) or
-           ``int8`` input and output tensors
-int16x8    int16 activations, int8 weights (TFLite's experimental 16x8 mode); float I/O.
-           Refused for models with LayerNormalization (the proposed models): LiteRT has
-           no int16 kernel for its SQUARED_DIFFERENCE, so such a file cannot run
-=========  ==========================================================================
+The precisions are one table, :data:`leukedge.converters.precisions.PRECISION_TABLE`
+(fp32, fp16, dynamic, int8, int16x8); :func:`convert_keras` turns a row into converter
+settings.
 
 Every converted file can carry a second output, the **embedding** the out-of-domain check
 scores (:func:`with_embedding_output`): one file, probabilities and embedding from one
@@ -25,7 +15,7 @@ runtime quantizes pixels with whatever the file says (:class:`leukedge.runtime.T
 **Float islands.** ``int8`` may keep the operators inside named Keras layers in float
 (:func:`island_layers`: every ``LayerNormalization``, and the core of every
 ``MultiHeadAttention``, i.e. all but its ``FULLY_CONNECTED`` projections). Measured with
-:mod:`leukedge.converters.op_profile` on proposed-lite (README, "Performance"): in a plain
+:mod:`leukedge.op_profile` on proposed-lite (README, "Performance"): in a plain
 int8 model these operators fall outside LiteRT's XNNPACK delegate (int8
 ``SQUARED_DIFFERENCE``, ``RSQRT``, ``BATCH_MATMUL``, ``SOFTMAX``, ``ADD`` with a broadcast
 constant) and run on slow reference kernels, about a quarter of the model's time, and the
@@ -40,61 +30,30 @@ Keras 3 model, the model is exported as a SavedModel and that is converted.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 
-PRECISIONS = ("fp32", "fp16", "dynamic", "int8", "int16x8")
-IO_DTYPES = ("uint8", "int8")
+from leukedge.converters.precisions import (
+    IO_DTYPES,
+    PRECISION_TABLE,
+    PRECISIONS,
+    SELECTIVE_OPS,
+    PrecisionSpec,
+)
+from leukedge.errors import LeukedgeError
+from leukedge.modeling.config import INPUT_NORM_LAYERS
+from leukedge.modeling.saving import require_tensorflow_backend
 
 EMBEDDING_LAYER = "embedding"
 """Name of the layer whose output is the exported embedding."""
 
 
-class ConversionError(RuntimeError):
-    """The TFLite converter failed; the message names the model and the precision."""
-
-
-def require_tensorflow_backend():
-    """Import Keras under the TensorFlow backend (set ``KERAS_BACKEND`` if unset).
-
-    Raises:
-        RuntimeError: Keras was already imported under another backend in this process.
-    """
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        raise RuntimeError(
-            f"conversion needs the TensorFlow backend, but Keras runs on "
-            f"{keras.backend.backend()!r}; run with KERAS_BACKEND=tensorflow"
-        )
-    return keras
-
-
-def load_keras_model(path: str | os.PathLike):
-    """Load a ``.keras`` model for conversion (TensorFlow backend, not compiled).
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a loadable ``.keras`` archive (message names it).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: Keras model file not found")
-    keras = require_tensorflow_backend()
-    import leukedge.training.models  # noqa: F401 - registers leukedge's custom layers
-
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError… all mean "corrupt"
-        raise ValueError(
-            f"{path}: not a loadable .keras model ({type(exc).__name__}: {exc})"
-        ) from exc
+class ConversionError(LeukedgeError, RuntimeError):
+    """The TFLite converter failed, or refused a model it could not make runnable; the
+    message names the precision. A ``RuntimeError``, as before :class:`LeukedgeError`."""
 
 
 def with_embedding_output(model):
@@ -110,7 +69,7 @@ def with_embedding_output(model):
       named ``embedding``).
 
     Args:
-        model: a Keras classifier from :func:`leukedge.training.models.build_model` (or any
+        model: a Keras classifier from :func:`leukedge.modeling.models.build_model` (or any
             with one of those layers).
 
     Returns:
@@ -169,43 +128,28 @@ def representative_dataset(images: np.ndarray) -> Callable[[], Iterator[list[np.
 
 def _configure(
     converter,
-    precision: str,
+    spec: PrecisionSpec,
     representative: np.ndarray | None,
     io_dtype: str,
     keep_float: Sequence[str],
 ) -> None:
+    """Set ``converter`` up for one row of the precision table (arguments already checked
+    by :func:`convert_keras`)."""
     import tensorflow as tf
 
-    if precision == "fp32":
-        return
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if precision == "fp16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif precision == "dynamic":
-        pass
-    elif precision in ("int8", "int16x8"):
-        if representative is None:
-            raise ValueError(f"{precision} needs a representative dataset")
+    if spec.optimize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if spec.supported_types:
+        converter.target_spec.supported_types = [getattr(tf, t) for t in spec.supported_types]
+    ops = SELECTIVE_OPS if keep_float and spec.calibrated else spec.ops
+    if ops:
+        converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, o) for o in ops]
+    if spec.calibrated:
         converter.representative_dataset = representative_dataset(representative)
-        if precision == "int8":
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            dtype = {"uint8": tf.uint8, "int8": tf.int8}[io_dtype]
-            converter.inference_input_type = dtype
-            converter.inference_output_type = dtype
-        else:
-            # Ops without a 16x8 kernel (e.g. the NEG inside LayerNormalization) stay float.
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
-                tf.lite.OpsSet.TFLITE_BUILTINS,
-            ]
-        if keep_float:
-            # Selective quantization: the debugger's denylist keeps these ops in float.
-            converter.target_spec.supported_ops = [
-                tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
-                tf.lite.OpsSet.TFLITE_BUILTINS,
-            ]
-    else:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
+    if spec.integer_io:
+        dtype = getattr(tf, io_dtype)
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
 
 
 def _converters(model) -> Iterator[tuple[str, Callable[[], object]]]:
@@ -226,15 +170,12 @@ def island_layers(model) -> list[str]:
 
     Every ``LayerNormalization`` and every ``MultiHeadAttention`` of ``model``, nested models
     included (proposed / proposed-lite: ``attention_mha`` and ``attention_norm``), and the
-    in-graph input normalisation (:data:`leukedge.training.models.INPUT_NORM_LAYERS`: the
+    in-graph input normalisation (:data:`leukedge.modeling.config.INPUT_NORM_LAYERS`: the
     blur and the per-image standardisation, whose variance of 0–255 pixel deviations has no
     useful int8 scale — measured on the default model v2: in int8 the gate failed, 3.9 pp
     and 92.7 % agreement; in float it passes); empty for models without any (the baselines).
     """
-    import keras
-
-    from leukedge.training.models import INPUT_NORM_LAYERS
-
+    keras = require_tensorflow_backend()
     kinds = (keras.layers.LayerNormalization, keras.layers.MultiHeadAttention)
     found = []
 
@@ -294,7 +235,7 @@ def convert_keras(
 
     Args:
         model: Keras model (TensorFlow backend), input ``(None, H, W, 3)`` RGB 0–255.
-        precision: one of :data:`PRECISIONS`.
+        precision: one of :data:`~leukedge.converters.precisions.PRECISIONS`.
         representative: ``(n, H, W, 3)`` calibration images for ``int8``/``int16x8`` (RGB
             0–255, drawn from the *training* split).
         io_dtype: ``"uint8"`` or ``"int8"`` input/output tensors for ``int8``.
@@ -312,31 +253,34 @@ def convert_keras(
         ConversionError: both conversion routes failed, or ``int16x8`` for a model with
             LayerNormalization (LiteRT cannot run it: no int16 SQUARED_DIFFERENCE).
     """
-    if precision not in PRECISIONS:
+    # Every argument is checked here, before the converter runs: whatever the converter
+    # raises after this point is the converter's failure.
+    spec = PRECISION_TABLE.get(precision)
+    if spec is None:
         raise ValueError(f"unknown precision {precision!r}; choose one of {PRECISIONS}")
-    if precision == "int16x8" and has_layer_normalization(model):
+    if not spec.runs_layernorm and has_layer_normalization(model):
         raise ConversionError(
-            "int16x8 refused: the model has LayerNormalization, and LiteRT has no int16 "
+            f"{precision} refused: the model has LayerNormalization, and LiteRT has no int16 "
             "kernel for its SQUARED_DIFFERENCE, so the file could not run; use int8"
         )
     if io_dtype not in IO_DTYPES:
         raise ValueError(f"unknown io dtype {io_dtype!r}; choose one of {IO_DTYPES}")
-    if precision == "int8" and float_layers:
+    if spec.calibrated and representative is None:
+        raise ValueError(f"{precision} needs a representative dataset")
+    if spec.calibrated:
+        representative_dataset(representative)  # empty or malformed: ValueError now
+    if spec.keeps_float and float_layers:
         islands = float_island_nodes(convert_keras(model, "fp32"), float_layers)
         keep_float = tuple(dict.fromkeys([*islands, *keep_float]))
-    if keep_float and precision == "int8":
+    if keep_float and spec.keeps_float:
         return _convert_selective(model, representative, keep_float, io_dtype)
     errors = []
     for route, make in _converters(model):
         try:
             converter = make()
-            _configure(converter, precision, representative, io_dtype, keep_float)
+            _configure(converter, spec, representative, io_dtype, keep_float)
             return bytes(converter.convert())
-        except ValueError as exc:
-            if "representative" in str(exc) or "precision" in str(exc):
-                raise
-            errors.append(f"{route}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - converter raises many types
+        except Exception as exc:  # noqa: BLE001 - the converter raises many types
             errors.append(f"{route}: {type(exc).__name__}: {exc}")
     raise ConversionError(f"{precision} conversion failed: " + " | ".join(errors))
 
@@ -352,12 +296,12 @@ def _convert_selective(model, representative, keep_float: Sequence[str], io_dtyp
     from tensorflow.lite.python.util import modify_model_io_type
 
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    _configure(converter, "int8", representative, io_dtype, keep_float)
+    _configure(converter, PRECISION_TABLE["int8"], representative, io_dtype, keep_float)
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(keep_float))
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=converter,
         debug_dataset=representative_dataset(representative[: min(8, len(representative))]),
         debug_options=options,
     )
-    dtype = {"uint8": tf.uint8, "int8": tf.int8}[io_dtype]
+    dtype = getattr(tf, io_dtype)
     return bytes(modify_model_io_type(debugger.get_nondebug_quantized_model(), dtype, dtype))

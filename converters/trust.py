@@ -14,7 +14,7 @@ from the run's own splits, never the test split:
    **val** images' probabilities from this file, with the model's temperature applied (as
    the runtime will), for a target ALL sensitivity and a coverage.
 
-Everything runs on the SDK's runtime (:func:`leukedge.converters.gate.infer_tflite`), so the
+Everything runs on the SDK's runtime (:func:`leukedge.evaluation.predict.infer_tflite`), so the
 thresholds are in exactly the units the runtime compares against.
 """
 

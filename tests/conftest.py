@@ -66,7 +66,7 @@ def tiny_config(taleqani, lite0_weights):
     Taleqani (64 px, ImageNet backbone, at most 16 images per split, 2 head epochs, no
     augmentation, no TensorBoard); ``overrides`` replace any setting."""
     pytest.importorskip("keras", reason="training needs Keras (pip install .[train])")
-    from leukedge.training.pipeline import AugmentConfig
+    from leukedge.training.augment import AugmentConfig
     from leukedge.training.train import TrainConfig
 
     def make(out, **overrides) -> TrainConfig:
@@ -97,7 +97,7 @@ def tiny_run(tiny_config, tmp_path_factory) -> tuple[Path, dict]:
         ``(run directory, the metrics train() returned)``. Tests may add files to the run
         directory (conversions, evaluations) but must not change the ones training wrote.
     """
-    from leukedge.training.pipeline import AugmentConfig
+    from leukedge.training.augment import AugmentConfig
     from leukedge.training.train import train
 
     out = tmp_path_factory.mktemp("tiny") / "run"

@@ -21,9 +21,10 @@ TRAIN_UNDER_TORCH = textwrap.dedent("""
     import numpy as np
     import keras
     assert keras.backend.backend() == "torch", keras.backend.backend()
-    from leukedge.training.data import LABELS, load_taleqani, split_by_blocks
-    from leukedge.training.models import build_model, set_trainable_backbone_layers
-    from leukedge.training.pipeline import AugmentConfig, ImageSequence, build_augmenter
+    from leukedge.evaluation.data import LABELS, load_taleqani, split_by_blocks
+    from leukedge.modeling.models import build_model, set_trainable_backbone_layers
+    from leukedge.training.augment import AugmentConfig
+    from leukedge.training.pipeline import ImageSequence, build_augmenter
     out, data = sys.argv[1], sys.argv[2]
     keras.utils.set_random_seed(0)
     model = build_model("proposed-lite", input_size=64, weights=None)
@@ -54,7 +55,8 @@ def test_torch_trained_model_converts_with_identical_outputs(taleqani, tmp_path)
     )
     assert proc.returncode == 0 and "TRAINED torch" in proc.stdout, proc.stderr[-3000:]
 
-    from leukedge.converters.tflite import convert_keras, load_keras_model
+    from leukedge.converters.tflite import convert_keras
+    from leukedge.modeling.saving import load_keras_model
     from leukedge.runtime import TFLiteEngine
 
     model = load_keras_model(tmp_path / "torch_model.keras")
@@ -91,11 +93,12 @@ def test_jax_data_parallel_run_reloads_and_converts_under_tensorflow(
         timeout=900,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert "1 replica(s)" in proc.stdout
+    assert "1 replica(s)" in proc.stderr  # progress is logged to standard error
     config = json.loads((out / "config.json").read_text())
     assert config["keras_backend"] == "jax" and config["distribute"] == "data-parallel"
 
-    from leukedge.converters.tflite import convert_keras, load_keras_model
+    from leukedge.converters.tflite import convert_keras
+    from leukedge.modeling.saving import load_keras_model
     from leukedge.preprocess import load_and_resize
     from leukedge.runtime import TFLiteEngine
 

@@ -42,7 +42,7 @@ def classifier() -> Classifier:
 @pytest.fixture(scope="module")
 def test_block(taleqani):
     """The Taleqani test block (last 15 % of each class's file numbers), never trained on."""
-    from leukedge.training.data import load_taleqani, split_by_blocks
+    from leukedge.evaluation.data import load_taleqani, split_by_blocks
 
     return split_by_blocks(load_taleqani(taleqani))["test"]
 
@@ -95,7 +95,7 @@ def test_default_model_carries_the_checks():
 def test_default_model_on_held_out_test_block(classifier, test_block):
     """Issue 2's bar: accuracy and weighted F1 >= 0.90 on fields the model never saw."""
     pytest.importorskip("sklearn", reason="the metrics need scikit-learn (the train extra)")
-    from leukedge.training.metrics import evaluate
+    from leukedge.evaluation.metrics import evaluate
 
     # What the model says on every field, whatever its status (the figures below are the
     # model's accuracy; statuses are reported separately).

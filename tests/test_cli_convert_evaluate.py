@@ -21,10 +21,10 @@ from test_conversion import INT8_MAX_ABS_PROB_DIFF, INT8_MEAN_ABS_PROB_DIFF  # n
 
 from leukedge.classifier import Classifier  # noqa: E402
 from leukedge.cli import app  # noqa: E402
+from leukedge.evaluation.data import LABELS, read_split  # noqa: E402
 from leukedge.metadata import read_metadata  # noqa: E402
 from leukedge.preprocess import load_and_resize  # noqa: E402
 from leukedge.runtime import TFLiteEngine  # noqa: E402
-from leukedge.training.data import LABELS, read_split  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -77,6 +77,11 @@ def test_every_precision_is_written_with_metadata_but_int16x8_is_refused(convert
     assert "int16x8" in result.output and not (out / "tiny_int16x8.tflite").exists()
     report = json.loads((out / "conversion.json").read_text())
     assert "SQUARED_DIFFERENCE" in report["precisions"]["int16x8"]["error"]
+    # Seconds per step, logged and kept (the failed precision's attempt too).
+    steps = {"load", "calibration_images", "float_reference", "trust_sets", "float_islands"}
+    assert steps | {f"convert_{p}" for p in (*WRITTEN, "int16x8")} <= set(report["timings_s"])
+    assert all(seconds >= 0 for seconds in report["timings_s"].values())
+    assert report["timings_s"]["convert_int8"] > 0
     sha = hashlib.sha256((run / "model.keras").read_bytes()).hexdigest()
     temperature = json.loads((run / "calibration.json").read_text())["temperature"]
     for precision in WRITTEN:
@@ -265,7 +270,7 @@ def test_import_weights_writes_where_weights_imagenet_reads(lite0_weights, tmp_p
     ``~/.keras/models/efficientnet_lite0_imagenet.weights.h5``, which ``--weights imagenet``
     loads; a wrong file name is a usage error."""
     import leukedge.converters.import_weights as import_weights
-    from leukedge.training.models import build_backbone
+    from leukedge.modeling.models import build_backbone
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     target = tmp_path / "models" / "efficientnet_lite0_imagenet.weights.h5"

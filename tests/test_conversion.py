@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("tensorflow", reason="conversion needs TensorFlow (pip install .[train])")
 
-from leukedge.converters.tflite import convert_keras, load_keras_model  # noqa: E402
+from leukedge.converters.tflite import convert_keras  # noqa: E402
+from leukedge.evaluation.data import load_taleqani, split_by_blocks  # noqa: E402
 from leukedge.metadata import (  # noqa: E402
     METADATA_NAME,
     InputSpec,
@@ -17,9 +18,9 @@ from leukedge.metadata import (  # noqa: E402
     read_metadata_entries,
     write_metadata,
 )
+from leukedge.modeling.saving import load_keras_model  # noqa: E402
 from leukedge.preprocess import load_and_resize  # noqa: E402
 from leukedge.runtime import ModelLoadError, TFLiteEngine  # noqa: E402
-from leukedge.training.data import load_taleqani, split_by_blocks  # noqa: E402
 
 SIZE = 64
 # Documented int8 bound (README, "Quantization"): on real images, full-integer int8 of the
@@ -45,7 +46,7 @@ def small_model(lite0_weights, tmp_path_factory):
     """proposed-lite at 64 px: ImageNet backbone, random head, saved and reloaded."""
     import keras
 
-    from leukedge.training.models import build_model
+    from leukedge.modeling.models import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model("proposed-lite", input_size=SIZE, weights=lite0_weights)

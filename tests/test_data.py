@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from leukedge.training.data import (
+from leukedge.evaluation.data import (
     Sample,
     balanced_class_weights,
     check_no_subject_leak,
@@ -183,7 +183,7 @@ def test_balanced_class_weights():
 
 
 def test_kfold_split_rotates_subject_disjoint_folds():
-    from leukedge.training.data import make_split
+    from leukedge.evaluation.data import make_split
 
     samples = _synthetic_cnmc()
     seen_test = set()

@@ -16,14 +16,14 @@ pytest.importorskip("tensorflow", reason="conversion needs TensorFlow (pip insta
 
 from leukedge.converters.convert import ConvertConfig, convert_model  # noqa: E402
 from leukedge.converters.gate import GateConfig, GateFailedError, check, compare  # noqa: E402
-from leukedge.metadata import read_metadata  # noqa: E402
-from leukedge.preprocess import load_and_resize  # noqa: E402
-from leukedge.training.data import (  # noqa: E402
+from leukedge.evaluation.data import (  # noqa: E402
     LABELS,
     load_taleqani,
     split_by_blocks,
     write_split,
 )
+from leukedge.metadata import read_metadata  # noqa: E402
+from leukedge.preprocess import load_and_resize  # noqa: E402
 
 SIZE = 64
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def run_dir(taleqani, lite0_weights, tmp_path_factory):
     import keras
     from sklearn.linear_model import LogisticRegression
 
-    from leukedge.training.efficientnet_lite import EfficientNetLite0
+    from leukedge.modeling.efficientnet_lite import EfficientNetLite0
 
     splits = split_by_blocks(load_taleqani(taleqani))
     splits = {"train": splits["train"][::8], "val": splits["val"][::4], "test": []}
@@ -73,7 +73,7 @@ def run_dir(taleqani, lite0_weights, tmp_path_factory):
 @pytest.fixture(scope="module")
 def dark_images(run_dir, tmp_path_factory):
     """Calibration images scaled wrongly (×0.02, as a pipeline that normalises twice)."""
-    from leukedge.training.data import read_split
+    from leukedge.evaluation.data import read_split
 
     folder = tmp_path_factory.mktemp("dark")
     for s in read_split(run_dir / "split.csv")["train"][::3]:
@@ -87,7 +87,7 @@ def dark_images(run_dir, tmp_path_factory):
 def noise_images(run_dir, tmp_path_factory):
     """Calibration images of uniform noise over the bright half of the range (a smear's
     background is bright), as many as the train split's third."""
-    from leukedge.training.data import read_split
+    from leukedge.evaluation.data import read_split
 
     folder = tmp_path_factory.mktemp("noise")
     rng = np.random.default_rng(0)
@@ -179,9 +179,9 @@ def test_converted_file_carries_the_checks_and_the_sdk_uses_them(
     probe_report, run_dir, shared_data
 ):
     from leukedge.classifier import Classifier
+    from leukedge.evaluation.data import read_split
     from leukedge.ood import MahalanobisScorer
     from leukedge.runtime import TFLiteEngine
-    from leukedge.training.data import read_split
 
     report, folder = probe_report
     path = folder / "probe_int8.tflite"
@@ -288,9 +288,10 @@ def test_compare_and_check_hand_values():
 def test_keep_float_leaves_the_named_layer_in_float(run_dir):
     """Selective quantization: the debugger's worst tensor, kept in float, is float."""
     from leukedge.converters.debug import layer_errors
-    from leukedge.converters.tflite import convert_keras, load_keras_model
+    from leukedge.converters.tflite import convert_keras
+    from leukedge.evaluation.data import read_split
+    from leukedge.modeling.saving import load_keras_model
     from leukedge.runtime import TFLiteEngine
-    from leukedge.training.data import read_split
 
     model = load_keras_model(run_dir / "model.keras")
     calib = np.stack(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukedge.training.metrics import evaluate, expected_calibration_error
+from leukedge.evaluation.metrics import evaluate, expected_calibration_error
 
 LABELS = ("ALL", "HEM")
 
@@ -134,7 +134,7 @@ def test_temperature_scaling_recovers_a_known_temperature():
 def test_comparison_table_reads_runs(tmp_path):
     import json
 
-    from leukedge.training.report import compare_runs, comparison_markdown, metrics_markdown
+    from leukedge.evaluation.report import compare_runs, comparison_markdown, metrics_markdown
 
     truth, probs = _fixed_case()
     m = evaluate(probs, truth, LABELS) | {"best_epoch": 2}

@@ -101,7 +101,7 @@ def test_single_operator_models_reproduce_the_full_run():
     computes exactly the output the full run computed (builtin kernels, bit for bit)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from leukedge.converters.op_profile import capture_tensors, single_op_models
+    from leukedge.op_profile import capture_tensors, single_op_models
 
     content = default_model_path().read_bytes()
     engine = TFLiteEngine(content)
@@ -130,7 +130,7 @@ def test_single_operator_models_reproduce_the_full_run():
 
 
 def test_op_profile_marks_what_xnnpack_takes():
-    from leukedge.converters.op_profile import profile_ops, summarize
+    from leukedge.op_profile import profile_ops, summarize
 
     engine = TFLiteEngine(default_model_path())
     image = load_and_resize(BENIGN, engine.input_size)
@@ -180,8 +180,8 @@ def tiny_proposed_lite(tmp_path_factory):
     pytest.importorskip("tensorflow", reason="conversion needs TensorFlow (pip install .[train])")
     import keras
 
-    from leukedge.training.data import Sample, write_split
-    from leukedge.training.models import build_model
+    from leukedge.evaluation.data import Sample, write_split
+    from leukedge.modeling.models import build_model
 
     keras.utils.set_random_seed(0)
     model = build_model("proposed-lite", input_size=64, weights=None)
@@ -200,8 +200,9 @@ def test_int8_float_islands_run_inside_xnnpack(tiny_proposed_lite):
     """int8 with float islands: LayerNormalization and the attention core are float, the
     projections int8, the I/O uint8 as in a full int8 model, and no island operator is left
     to LiteRT's builtin kernels; without islands the int8 batch matmuls are."""
-    from leukedge.converters.op_profile import profile_ops
-    from leukedge.converters.tflite import convert_keras, island_layers, load_keras_model
+    from leukedge.converters.tflite import convert_keras, island_layers
+    from leukedge.modeling.saving import load_keras_model
+    from leukedge.op_profile import profile_ops
 
     model = load_keras_model(tiny_proposed_lite / "model.keras")
     assert island_layers(model) == ["attention_mha", "attention_norm"]
@@ -231,6 +232,7 @@ def test_convert_keeps_float_islands_by_default_and_says_so(tiny_proposed_lite, 
     """``leukedge convert``'s int8 has float islands unless --no-float-islands, and its model
     card names them (a file can be told from the other)."""
     from leukedge.converters.convert import ConvertConfig, convert_model
+    from leukedge.converters.gate import GateConfig
     from leukedge.metadata import read_metadata
 
     reports = {}
@@ -241,8 +243,7 @@ def test_convert_keeps_float_islands_by_default_and_says_so(tiny_proposed_lite, 
             precisions=["int8"],
             representative_size=4,
             float_islands=islands,
-            max_delta=100.0,
-            min_agreement=0.0,
+            gate=GateConfig(max_delta=100.0, min_agreement=0.0),
         )
         reports[islands] = convert_model(config)["precisions"]["int8"]
     assert reports[True]["float_islands"] == ["attention_mha", "attention_norm"]
@@ -255,7 +256,7 @@ def test_convert_keeps_float_islands_by_default_and_says_so(tiny_proposed_lite, 
 
 
 def _ops(content: bytes) -> list[tuple[str, str, bool]]:
-    from leukedge.converters.op_profile import profile_ops
+    from leukedge.op_profile import profile_ops
 
     image = load_and_resize(BENIGN, TFLiteEngine(content).input_size)
     return [(t.op, t.dtypes, t.xnnpack) for t in profile_ops(content, image, runs=1)]

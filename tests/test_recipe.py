@@ -10,17 +10,17 @@ from PIL import Image
 
 keras = pytest.importorskip("keras", reason="training needs Keras (pip install .[train])")
 
-from leukedge.preprocess import load_rgb  # noqa: E402
-from leukedge.training import robustness  # noqa: E402
-from leukedge.training.augment import PhotometricConfig, photometric  # noqa: E402
-from leukedge.training.models import (  # noqa: E402
+from leukedge.evaluation import robustness  # noqa: E402
+from leukedge.modeling.config import InputNormConfig  # noqa: E402
+from leukedge.modeling.layers import (  # noqa: E402
     GaussianBlur,
-    InputNormConfig,
     PerImageStandardization,
-    build_model,
     channel_statistics,
     gaussian_kernel,
 )
+from leukedge.modeling.models import build_model  # noqa: E402
+from leukedge.preprocess import load_rgb  # noqa: E402
+from leukedge.training.augment import PhotometricConfig, photometric  # noqa: E402
 from leukedge.training.recipes import RECIPES, recipe  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
@@ -65,7 +65,7 @@ def test_model_with_input_norm_round_trips_through_keras_file(tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     path = tmp_path / "m.keras"
     model.save(path)
-    from leukedge.converters.tflite import load_keras_model
+    from leukedge.modeling.saving import load_keras_model
 
     again = load_keras_model(path)
     np.testing.assert_allclose(again.predict_on_batch(x), model.predict_on_batch(x), atol=1e-6)

@@ -11,16 +11,13 @@ import pytest
 
 keras = pytest.importorskip("keras", reason="training needs Keras (pip install .[train])")
 
-from leukedge.training.data import LABELS, load_taleqani, split_by_blocks  # noqa: E402
-from leukedge.training.models import (  # noqa: E402
+from leukedge.evaluation.data import LABELS, load_taleqani, split_by_blocks  # noqa: E402
+from leukedge.modeling.models import (  # noqa: E402
     build_model,
     set_trainable_backbone_layers,
 )
-from leukedge.training.pipeline import (  # noqa: E402
-    AugmentConfig,
-    ImageSequence,
-    build_augmenter,
-)
+from leukedge.training.augment import AugmentConfig  # noqa: E402
+from leukedge.training.pipeline import ImageSequence, build_augmenter  # noqa: E402
 
 SIZE = 64
 
@@ -187,6 +184,11 @@ def test_tiny_run_writes_every_artefact(tiny_run, tiny_config, tmp_path):
     assert json.loads((out / "checkpoints/best.json").read_text())["epoch"] == f1.index(max(f1))
     assert metrics["weighted_f1"] == pytest.approx(max(f1))
     assert json.loads((out / "metrics_val.json").read_text()) == metrics
+    # Each step's seconds, as logged; training time is the two phases'.
+    timings = metrics["timings_s"]
+    assert {"data", "build", "phase_head", "phase_finetune", "save", "evaluate_val"} <= set(timings)
+    phases = timings["phase_head"] + timings["phase_finetune"]
+    assert metrics["train_seconds"] == pytest.approx(phases, abs=0.1) and phases > 0
     assert f"| weighted_f1 | {metrics['weighted_f1']:.4f} |" in (out / "report.md").read_text()
     with open(out / "predictions_val.csv") as handle:
         predicted = {r["path"] for r in csv.DictReader(handle)}
@@ -280,6 +282,36 @@ def test_resume_after_interruption_replays_the_uninterrupted_run(tiny_config, tm
 
 
 @pytest.mark.slow
+def test_resume_skips_a_finished_phase(tiny_config, tmp_path):
+    """Interrupted at the start of the fine-tuning phase, a resumed run loads the head
+    phase's weights from ``checkpoints/`` and fits only what was left: epoch 2."""
+    from leukedge.training.train import train
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:  # the first epoch of the fine-tuning phase
+                raise KeyboardInterrupt("simulated power cut between the phases")
+
+    class Epochs(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.begun = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.begun.append(epoch)
+
+    config = tiny_config(tmp_path / "run", head_epochs=1, finetune_epochs=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, callbacks=[Interrupt()])
+    assert (tmp_path / "run" / "checkpoints" / "phase_head.weights.h5").is_file()
+    epochs = Epochs()
+    metrics = train(config, resume=True, callbacks=[epochs])
+    assert epochs.begun == [1]
+    assert len(_losses(tmp_path / "run")) == 2
+    assert "phase_head" not in metrics["timings_s"] and metrics["timings_s"]["phase_finetune"] > 0
+
+
+@pytest.mark.slow
 def test_distributed_code_path_with_one_replica(tiny_config, tmp_path):
     import tensorflow as tf
 
@@ -310,7 +342,7 @@ def test_distributed_code_path_with_one_replica(tiny_config, tmp_path):
 
 
 def test_steps_on_cnmc_cells_by_subject(cnmc):
-    from leukedge.training.data import load_cnmc
+    from leukedge.evaluation.data import load_cnmc
 
     samples = load_cnmc(cnmc)
     keras.utils.set_random_seed(0)
@@ -331,7 +363,7 @@ def test_steps_on_cnmc_cells_by_subject(cnmc):
 
 
 def test_offline_imagenet_request_names_the_file(monkeypatch, tmp_path):
-    from leukedge.training.models import build_backbone
+    from leukedge.modeling.models import build_backbone
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))  # no weights there
     with pytest.raises(RuntimeError, match="import-weights"):
@@ -396,7 +428,7 @@ class _PeakFirstThenRecord(keras.callbacks.Callback):
         self.learning_rates = []
 
     def on_train_begin(self, logs=None):
-        from leukedge.training.data import class_counts, read_split
+        from leukedge.evaluation.data import class_counts, read_split
 
         self.val = read_split(self.run_dir / "split.csv")["val"]
         counts = class_counts(self.val)
@@ -410,9 +442,9 @@ class _PeakFirstThenRecord(keras.callbacks.Callback):
             layer.set_weights([np.zeros_like(kernel), bias])
 
     def on_epoch_end(self, epoch, logs=None):
-        from leukedge.training.train import predict_samples
+        from leukedge.evaluation.predict import predict_keras
 
-        self.val_probs[epoch] = predict_samples(self.model, self.val, self.image_size, 4)
+        self.val_probs[epoch] = predict_keras(self.model, self.val, self.image_size, 4)
         self.learning_rates.append(float(self.model.optimizer.learning_rate))
 
 
@@ -426,8 +458,8 @@ def test_kfold_early_stopping_and_best_epoch_through_the_cli(
     import functools
 
     import leukedge.training.train as train_module
-    from leukedge.training.data import check_no_subject_leak, load_cnmc, read_split, subject_folds
-    from leukedge.training.train import predict_samples
+    from leukedge.evaluation.data import check_no_subject_leak, load_cnmc, read_split, subject_folds
+    from leukedge.evaluation.predict import predict_keras
 
     out = tmp_path / "kfold"
     probe = _PeakFirstThenRecord(out, 32)
@@ -457,7 +489,7 @@ def test_kfold_early_stopping_and_best_epoch_through_the_cli(
     metrics = json.loads((out / "metrics_val.json").read_text())
     assert metrics["best_epoch"] == 1
     model = keras.saving.load_model(out / "model.keras", compile=False)
-    saved = predict_samples(model, splits["val"], 32, 4)
+    saved = predict_keras(model, splits["val"], 32, 4)
     first, last = probe.val_probs[0], probe.val_probs[1]
     for path, p in saved.items():
         assert p == pytest.approx(first[path], abs=1e-5), path
@@ -473,8 +505,9 @@ def test_train_cli_usage_errors_exit_2_and_write_nothing(cnmc, tmp_path):
         (["--out", out], "--data is required"),
         (["--resume", "--out", out], "nothing to resume"),
         (["--data", tmp_path / "nowhere", "--out", out], "Invalid value"),
-        (["--data", cnmc, "--arch", "bogus", "--out", out], "unknown architecture 'bogus'"),
-        (["--data", cnmc, "--split", "bogus", *quick, "--out", out], "unknown split strategy"),
+        # Choices come from TrainConfig's Literal types; Typer refuses the rest by name.
+        (["--data", cnmc, "--arch", "bogus", "--out", out], "'bogus' is not one of"),
+        (["--data", cnmc, "--split", "bogus", *quick, "--out", out], "'bogus' is not one of"),
         (["--data", cnmc, "--weights", tmp_path / "missing.h5", "--out", out], "no such file"),
         # C-NMC by blocks of file numbers puts subjects in several splits: refused.
         (["--data", cnmc, "--split", "blocks", *quick, "--out", out], "subjects in several"),

@@ -38,9 +38,9 @@ import numpy as np
 from PIL import Image
 
 from leukedge.classifier import default_model_path
+from leukedge.evaluation.data import LABELS, load_taleqani, split_by_blocks
 from leukedge.preprocess import DRAFT_SAFETY_FACTOR, decode_size, load_rgb, resize_rgb
 from leukedge.runtime import TFLiteEngine
-from leukedge.training.data import LABELS, load_taleqani, split_by_blocks
 
 
 def parse_size(text: str) -> tuple[int, int]:

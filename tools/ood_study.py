@@ -44,10 +44,10 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from leukedge.evaluation.data import LABELS, file_number, load_taleqani, split_by_blocks
 from leukedge.ood import MahalanobisScorer, fit_mahalanobis
 from leukedge.preprocess import load_rgb, resize_rgb
 from leukedge.quality import check_quality, derive_thresholds, image_statistics
-from leukedge.training.data import LABELS, file_number, load_taleqani, split_by_blocks
 
 ACCEPT_QUANTILE = 0.97
 CACHE_VERSION = 2

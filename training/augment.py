@@ -1,4 +1,10 @@
-"""Photometric augmentation: what differs between labs and cameras, drawn per image.
+"""Augmentation settings (:class:`AugmentConfig`) and the photometric transforms.
+
+The geometric part of :class:`AugmentConfig` is built as Keras layers by
+:func:`leukedge.training.pipeline.build_augmenter`; this module holds no Keras import, so
+the settings can be read (command-line help, ``config.json``) before a backend is loaded.
+
+Photometric augmentation: what differs between labs and cameras, drawn per image.
 
 The paper's augmentation (section IV.C) is geometric only (rotation, zoom, shift, shear,
 flip), so a model trained with it meets every new stain batch, lamp and camera sensor
@@ -25,7 +31,7 @@ stays in the training distribution. Input and output: ``(H, W, 3)`` uint8 RGB.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -44,9 +50,12 @@ class PhotometricConfig:
         contrast: contrast factor about the image mean, ``1 + U(-contrast, contrast)`` (0.1).
         gamma: gamma ``exp(U(-gamma, gamma))`` on values scaled to [0, 1] (0.1).
         blur_sigma: largest Gaussian blur sigma, pixels; applied with probability ``blur_p``.
+        blur_p: probability that an image is blurred (0.3).
         noise_sigma: largest Gaussian noise sigma, grey levels; probability ``noise_p``.
+        noise_p: probability that an image gets sensor noise (0.5).
         jpeg_quality: lowest JPEG quality of a re-save (0 = off); probability ``jpeg_p``;
             qualities are drawn from ``[jpeg_quality, 95]``.
+        jpeg_p: probability that an image is re-saved as JPEG (0.5).
         p_clean: probability that an image gets no photometric change at all.
     """
 
@@ -80,6 +89,47 @@ class PhotometricConfig:
                 self.jpeg_quality,
             )
         )
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation (paper, section IV.C; Keras ``ImageDataGenerator`` terms).
+
+    Attributes:
+        rotation_degrees: maximum rotation, ± degrees (20).
+        zoom: maximum zoom in/out fraction (0.2).
+        shift: maximum width/height shift as a fraction of the side (0.2).
+        shear: maximum shear factor (0.2).
+        horizontal_flip: random left-right flips.
+        vertical_flip: random up-down flips (a smear field has no up; off in the paper).
+        rot90: random rotations by 0, 90, 180 or 270 degrees (exact: no pixel is invented,
+            unlike an arbitrary angle, whose corners must be filled).
+        zoom_in_only: draw zooms in ``[1, 1 + zoom]`` only, so no border is filled.
+        fill_mode: how new pixels are filled (``"nearest"``; ``"reflect"`` keeps fields
+            looking like fields).
+        photometric: :class:`PhotometricConfig` (off in the
+            paper's setting).
+        enabled: master switch (``--no-augment``).
+    """
+
+    rotation_degrees: float = 20.0
+    zoom: float = 0.2
+    shift: float = 0.2
+    shear: float = 0.2
+    horizontal_flip: bool = True
+    vertical_flip: bool = False
+    rot90: bool = False
+    zoom_in_only: bool = False
+    fill_mode: str = "nearest"
+    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
+    enabled: bool = True
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AugmentConfig:
+        """Inverse of ``dataclasses.asdict`` (``photometric`` may be absent: older runs)."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["photometric"] = PhotometricConfig(**known.get("photometric", {}))
+        return cls(**known)
 
 
 def _stain(x: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:

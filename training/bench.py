@@ -38,9 +38,10 @@ def benchmark(
     import keras
     import numpy as np
 
-    from leukedge.training.data import LABELS, load_dataset
-    from leukedge.training.models import build_model, set_trainable_backbone_layers
-    from leukedge.training.pipeline import AugmentConfig, ImageSequence, build_augmenter
+    from leukedge.evaluation.data import LABELS, load_dataset
+    from leukedge.modeling.models import build_model, set_trainable_backbone_layers
+    from leukedge.training.augment import AugmentConfig
+    from leukedge.training.pipeline import ImageSequence, build_augmenter
 
     samples = load_dataset(data)
     seq = ImageSequence(

@@ -58,7 +58,7 @@ def calibrate_run(run_dir, split: str = "val") -> dict[str, float]:
     import json
     from pathlib import Path
 
-    from leukedge.training.metrics import expected_calibration_error
+    from leukedge.evaluation.metrics import expected_calibration_error
 
     run_dir = Path(run_dir)
     with open(run_dir / f"predictions_{split}.csv", newline="") as handle:

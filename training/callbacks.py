@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from leukedge.training.data import LABELS, Sample
+from leukedge.evaluation.data import LABELS, Sample
+from leukedge.evaluation.metrics import evaluate
+from leukedge.evaluation.predict import predict_keras
+from leukedge.training.calibration import negative_log_likelihood
+
+log = logging.getLogger(__name__)
 
 
 class ValidationCheckpoint(keras.callbacks.Callback):
@@ -46,12 +52,8 @@ class ValidationCheckpoint(keras.callbacks.Callback):
         return self.dir / "best.weights.h5"
 
     def on_epoch_end(self, epoch, logs=None):
-        from leukedge.training.calibration import negative_log_likelihood
-        from leukedge.training.metrics import evaluate
-        from leukedge.training.train import predict_samples
-
         logs = logs if logs is not None else {}
-        probs = predict_samples(self.model, self.samples, self.image_size, self.batch_size)
+        probs = predict_keras(self.model, self.samples, self.image_size, self.batch_size)
         m = evaluate(probs, self.truth, LABELS)
         keys = sorted(self.truth)
         p = np.array([probs[k] for k in keys])
@@ -68,10 +70,12 @@ class ValidationCheckpoint(keras.callbacks.Callback):
                     {"epoch": epoch, "weighted_f1": m["weighted_f1"], "accuracy": m["accuracy"]}
                 )
             )
-        print(
-            f"  epoch {epoch + 1}: val accuracy {m['accuracy']:.4f}, "
-            f"val weighted F1 {m['weighted_f1']:.4f}" + (" (best)" if improved else ""),
-            flush=True,
+        log.info(
+            "epoch %d: val accuracy %.4f, val weighted F1 %.4f%s",
+            epoch + 1,
+            m["accuracy"],
+            m["weighted_f1"],
+            " (best)" if improved else "",
         )
 
 

@@ -1,5 +1,11 @@
 """``leukedge train``: fit a model, evaluate a run. Keras is imported inside the commands.
 
+The options of ``leukedge train run`` are derived from
+:class:`~leukedge.training.config.TrainConfig` (:mod:`leukedge.cli_options`): its fields,
+nested ones included, are the options; its docstring is their help; its ``Literal`` types
+are their choices. ``--recipe`` (:mod:`leukedge.training.recipes`) picks the values an
+option takes when it is not given; the help shows each recipe's value where they differ.
+
 The Keras backend is whatever ``KERAS_BACKEND`` says (``tensorflow`` by default); set it
 before running, e.g. ``KERAS_BACKEND=jax leukedge train --data …``.
 """
@@ -8,11 +14,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from leukedge.cli_groups import DefaultCommandGroup
+from leukedge.cli_groups import DefaultCommandGroup, attach_log_handler
+from leukedge.cli_options import build, flatten, with_options
+from leukedge.modeling.architectures import Architecture
+from leukedge.training.config import MINIMUM, Recipe, TrainConfig
+from leukedge.training.recipes import DEFAULT_RECIPE, RECIPES, recipe
 
 app = typer.Typer(
     cls=DefaultCommandGroup,
@@ -21,10 +31,61 @@ app = typer.Typer(
         "Train the proposed model or a baseline; evaluate a run. "
         "'leukedge train --data …' is short for 'leukedge train run --data …'."
     ),
+    callback=attach_log_handler,
 )
+
+OPTION_NAMES = {
+    "augment.enabled": "augment",
+    "augment.rotation_degrees": "rotation",
+    "augment.zoom": "zoom",
+    "augment.shift": "shift",
+    "augment.shear": "shear",
+    "augment.horizontal_flip": "flip",
+}
+"""Options whose names predate the derived ones (``--zoom`` rather than ``--augment-zoom``)."""
+
+NOT_OPTIONS = frozenset(
+    {"data", "out", "recipe", "input_norm.target_mean", "input_norm.target_std"}
+)
+"""Fields without a generated option: declared by the command, or measured by training."""
+
+
+def _recipe_defaults() -> dict[str, dict[str, Any]]:
+    """``{recipe: {dotted field: value}}``: what each recipe runs when no option is given."""
+    return {
+        name: flatten(TrainConfig(data=".", out=".", **recipe(name)))
+        for name in (DEFAULT_RECIPE, *sorted(set(RECIPES) - {DEFAULT_RECIPE}))
+    }
+
+
+def _recipe_help() -> str:
+    """``--recipe``'s help: every recipe and what it sets apart from TrainConfig's defaults
+    (top-level fields by value, nested ones counted per group)."""
+    defaults = flatten(TrainConfig(data=".", out="."))
+    parts = []
+    for name, values in _recipe_defaults().items():
+        changed = [k for k, v in values.items() if k != "recipe" and defaults.get(k) != v]
+        top = [f"{k}={values[k]}" for k in changed if "." not in k]
+        groups: dict[str, int] = {}
+        for k in changed:
+            if "." in k:
+                groups[k.split(".")[0]] = groups.get(k.split(".")[0], 0) + 1
+        nested = [f"{n} {g} settings" for g, n in groups.items()]
+        parts.append(f"{name}: " + (", ".join(top + nested) or "TrainConfig's defaults"))
+    return (
+        f"Named settings to start from; options given override them. {'; '.join(parts)}. "
+        "Each option's help shows the recipes' values where they differ."
+    )
 
 
 @app.command("run")
+@with_options(
+    TrainConfig,
+    skip=NOT_OPTIONS,
+    names=OPTION_NAMES,
+    minimum=MINIMUM | {"max_per_split": 1},
+    default_sets=_recipe_defaults(),
+)
 def run(
     out: Annotated[Path, typer.Option(help="Run directory to create (or to resume).")],
     data: Annotated[Path | None, typer.Option(exists=True, help="Dataset folder or CSV.")] = None,
@@ -40,75 +101,12 @@ def run(
             help="Repeat a run: every setting from its config.json (--data may override).",
         ),
     ] = None,
-    arch: Annotated[
-        str, typer.Option(help="proposed | proposed-lite | efficientnetb0 | resnet50 | inceptionv3")
-    ] = "proposed-lite",
-    weights: Annotated[
-        str,
-        typer.Option(help="'imagenet', a local weights file, or 'none' (random initialisation)."),
-    ] = "imagenet",
-    dataset_kind: Annotated[
-        str, typer.Option(help="auto | taleqani | cnmc | folder | csv")
-    ] = "auto",
-    input_kind: Annotated[
-        str, typer.Option(help="field | cell (recorded in the model).")
-    ] = "field",
-    image_size: Annotated[int, typer.Option(min=32, help="Input side, pixels.")] = 224,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    recipe: Annotated[
-        str,
-        typer.Option(
-            help="camera (default: the default model's recipe) | paper (the source paper's "
-            "setting); options below override it."
-        ),
-    ] = "camera",
-    head_epochs: Annotated[
-        int | None, typer.Option(min=0, help="Phase 1: backbone frozen. [recipe]")
-    ] = None,
-    finetune_epochs: Annotated[
-        int | None, typer.Option(min=0, help="Phase 2: top layers unfrozen. [recipe]")
-    ] = None,
-    unfreeze_top: Annotated[
-        int | None, typer.Option(min=0, help="Backbone layers unfrozen. [recipe]")
-    ] = None,
-    head_lr: Annotated[float | None, typer.Option(help="[recipe]")] = None,
-    finetune_lr: Annotated[float | None, typer.Option(help="[recipe]")] = None,
-    split: Annotated[str, typer.Option(help="auto | subject | blocks | kfold")] = "auto",
-    folds: Annotated[int, typer.Option(min=3, help="k-fold: number of subject folds.")] = 5,
-    fold: Annotated[int, typer.Option(min=0, help="k-fold: which fold is the test split.")] = 0,
-    class_weights: Annotated[bool, typer.Option(help="Balance the loss by class.")] = True,
-    augment: Annotated[bool, typer.Option(help="Augmentation on train (as the recipe).")] = True,
-    rotation: Annotated[
-        float | None, typer.Option(help="Augmentation: max rotation, degrees. [recipe]")
-    ] = None,
-    zoom: Annotated[float | None, typer.Option(help="Augmentation: max zoom fraction.")] = None,
-    shift: Annotated[float | None, typer.Option(help="Augmentation: max shift fraction.")] = None,
-    shear: Annotated[float | None, typer.Option(help="Augmentation: max shear factor.")] = None,
-    flip: Annotated[bool | None, typer.Option(help="Augmentation: horizontal flips.")] = None,
-    early_stopping_patience: Annotated[
-        int, typer.Option(min=0, help="Epochs without better val weighted F1 (0 = off).")
-    ] = 0,
-    lr_plateau_patience: Annotated[
-        int, typer.Option(min=0, help="Halve the LR after this many flat epochs (0 = off).")
-    ] = 0,
-    tensorboard: Annotated[bool, typer.Option(help="TensorBoard logs (TF backend).")] = True,
-    mixed_precision: Annotated[
-        str | None, typer.Option(help="mixed_float16 | mixed_bfloat16 (GPUs).")
-    ] = None,
-    distribute: Annotated[
-        str, typer.Option(help="none | mirrored | multiworker (TF) | data-parallel (JAX).")
-    ] = "none",
-    seed: Annotated[
-        int, typer.Option(min=0, help="Seeds shuffling, augmentation, dropout, initialisation.")
-    ] = 0,
-    max_per_split: Annotated[
-        int | None, typer.Option(min=1, help="Cap images per split (smoke tests).")
-    ] = None,
+    recipe_name: Annotated[
+        Recipe, typer.Option("--recipe", help=_recipe_help(), show_default=False)
+    ] = DEFAULT_RECIPE,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Train a model; writes model.keras, config.json, split.csv, history.csv, metrics."""
-    from leukedge.training.pipeline import AugmentConfig
-    from leukedge.training.train import TrainConfig
-
     if resume:
         saved = out / "config.json"
         if not saved.is_file():
@@ -123,56 +121,14 @@ def run(
     if data is None:
         typer.echo("error: --data is required (unless --resume or --config)", err=True)
         raise typer.Exit(2)
-    from leukedge.training.recipes import recipe as recipe_values
-
     try:
-        settings = recipe_values(recipe)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    given = {
-        "head_epochs": head_epochs,
-        "finetune_epochs": finetune_epochs,
-        "unfreeze_top": unfreeze_top,
-        "head_lr": head_lr,
-        "finetune_lr": finetune_lr,
-    }
-    settings |= {k: v for k, v in given.items() if v is not None}
-    augmentation = settings.pop("augment", AugmentConfig())
-    for name, value in {
-        "rotation_degrees": rotation,
-        "zoom": zoom,
-        "shift": shift,
-        "shear": shear,
-        "horizontal_flip": flip,
-    }.items():
-        if value is not None:
-            setattr(augmentation, name, value)
-    augmentation.enabled = augment
-    try:
-        config = TrainConfig(
+        config = build(
+            TrainConfig,
+            settings or {},
+            base=recipe(recipe_name),
             data=str(data),
             out=str(out),
-            dataset_kind=dataset_kind,
-            input_kind=input_kind,
-            arch=arch,
-            weights=None if weights.lower() == "none" else weights,
-            image_size=image_size,
-            batch_size=batch_size,
-            split=split,
-            folds=folds,
-            fold=fold,
-            class_weights=class_weights,
-            augment=augmentation,
-            seed=seed,
-            max_per_split=max_per_split,
-            early_stopping_patience=early_stopping_patience,
-            lr_plateau_patience=lr_plateau_patience,
-            tensorboard=tensorboard,
-            mixed_precision=mixed_precision,
-            distribute=distribute,
-            recipe=recipe,
-            **settings,
+            recipe=recipe_name,
         )
     except ValueError as exc:  # a setting out of range: a usage error, before any file
         typer.echo(f"error: {exc}", err=True)
@@ -181,10 +137,8 @@ def run(
 
 
 def _saved_config(path: Path, overrides: dict | None = None):
-    """The :class:`~leukedge.training.train.TrainConfig` a run saved as ``config.json``
+    """The :class:`~leukedge.training.config.TrainConfig` a run saved as ``config.json``
     (``overrides`` replace its keys); an unusable file → message and exit 2."""
-    from leukedge.training.train import TrainConfig
-
     try:
         settings = json.loads(path.read_text())
         if not isinstance(settings, dict) or "leukedge_version" not in settings:
@@ -199,10 +153,10 @@ def _saved_config(path: Path, overrides: dict | None = None):
 
 def _train_or_exit(config, resume: bool = False) -> None:
     """Run :func:`~leukedge.training.train.train`; known failures → message and exit 2."""
-    from leukedge.training.train import train
+    from leukedge.training import train as train_module
 
     try:
-        train(config, resume=resume)
+        train_module.train(config, resume=resume)
     except (FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -224,19 +178,19 @@ def evaluate_cmd(
         bool,
         typer.Option(
             help="Also report how often the call flips under noise, zoom, exposure, stain "
-            "and JPEG changes (training/robustness.py)."
+            "and JPEG changes (evaluation/robustness.py)."
         ),
     ] = False,
 ) -> None:
     """Evaluate a run's model on one split (predictions joined to labels by file name)."""
-    from leukedge.training.evaluate import evaluate_run
+    from leukedge.evaluation.evaluate import evaluate_run
 
     try:
         metrics = evaluate_run(run_dir, split, model, update_card, robustness)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    from leukedge.training.metrics import headline
+    from leukedge.evaluation.metrics import headline
 
     summary = headline(metrics, extra=("robustness",) if robustness else ())
     typer.echo(json.dumps(summary, indent=2))
@@ -248,7 +202,7 @@ def figures_cmd(
     split: Annotated[str, typer.Option(help="Which predictions_<split>.csv to plot.")] = "val",
 ) -> None:
     """Redraw a run's PNG figures: curves, confusion matrix, ROC, reliability diagram."""
-    from leukedge.training.figures import run_figures
+    from leukedge.evaluation.figures import run_figures
 
     for path in run_figures(run_dir, split):
         typer.echo(f"wrote {path}")
@@ -271,7 +225,7 @@ def compare_cmd(
     out: Annotated[Path | None, typer.Option(help="Also write the table to this .md file.")] = None,
 ) -> None:
     """The paper-style comparison table (Tables II/IV) for several runs."""
-    from leukedge.training.report import compare_runs, comparison_markdown
+    from leukedge.evaluation.report import compare_runs, comparison_markdown
 
     try:
         table = comparison_markdown(compare_runs(runs, split), split)
@@ -286,7 +240,7 @@ def compare_cmd(
 @app.command("bench")
 def bench_cmd(
     data: Annotated[Path, typer.Option(exists=True, help="A dataset folder (real images).")],
-    arch: Annotated[str, typer.Option()] = "proposed",
+    arch: Annotated[Architecture, typer.Option(help="Architecture to time.")] = "proposed",
     image_size: Annotated[int, typer.Option(min=32)] = 224,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     steps: Annotated[int, typer.Option(min=1)] = 10,

@@ -18,8 +18,12 @@ every mode runs one replica, which is how the tests exercise these code paths on
 from __future__ import annotations
 
 import contextlib
+from typing import Literal, get_args
 
-DISTRIBUTIONS = ("none", "mirrored", "multiworker", "data-parallel")
+Distribution = Literal["none", "mirrored", "multiworker", "data-parallel"]
+"""``--distribute`` values (the table above)."""
+
+DISTRIBUTIONS: tuple[str, ...] = get_args(Distribution)
 
 
 def distribution_scope(mode: str):

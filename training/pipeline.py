@@ -13,56 +13,14 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import keras
 import numpy as np
 
+from leukedge.evaluation.data import Sample
 from leukedge.preprocess import load_and_resize
-from leukedge.training.augment import PhotometricConfig, photometric
-from leukedge.training.data import Sample
+from leukedge.training.augment import AugmentConfig, PhotometricConfig, photometric
 from leukedge.training.seeding import reseed
-
-
-@dataclass
-class AugmentConfig:
-    """Training-time augmentation (paper, section IV.C; Keras ``ImageDataGenerator`` terms).
-
-    Attributes:
-        rotation_degrees: maximum rotation, ± degrees (20).
-        zoom: maximum zoom in/out fraction (0.2).
-        shift: maximum width/height shift as a fraction of the side (0.2).
-        shear: maximum shear factor (0.2).
-        horizontal_flip: random left-right flips.
-        vertical_flip: random up-down flips (a smear field has no up; off in the paper).
-        rot90: random rotations by 0, 90, 180 or 270 degrees (exact: no pixel is invented,
-            unlike an arbitrary angle, whose corners must be filled).
-        zoom_in_only: draw zooms in ``[1, 1 + zoom]`` only, so no border is filled.
-        fill_mode: how new pixels are filled (``"nearest"``; ``"reflect"`` keeps fields
-            looking like fields).
-        photometric: :class:`~leukedge.training.augment.PhotometricConfig` (off in the
-            paper's setting).
-        enabled: master switch (``--no-augment``).
-    """
-
-    rotation_degrees: float = 20.0
-    zoom: float = 0.2
-    shift: float = 0.2
-    shear: float = 0.2
-    horizontal_flip: bool = True
-    vertical_flip: bool = False
-    rot90: bool = False
-    zoom_in_only: bool = False
-    fill_mode: str = "nearest"
-    photometric: PhotometricConfig = field(default_factory=PhotometricConfig)
-    enabled: bool = True
-
-    @classmethod
-    def from_dict(cls, data: dict) -> AugmentConfig:
-        """Inverse of ``dataclasses.asdict`` (``photometric`` may be absent: older runs)."""
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["photometric"] = PhotometricConfig(**known.get("photometric", {}))
-        return cls(**known)
 
 
 def build_augmenter(config: AugmentConfig, seed: int = 0) -> keras.Sequential | None:

@@ -1,6 +1,6 @@
 """Named training recipes: the paper's setting and the one the default model is trained with.
 
-A recipe is a set of :class:`~leukedge.training.train.TrainConfig` values; options given on
+A recipe is a set of :class:`~leukedge.training.config.TrainConfig` values; options given on
 the command line override it. Two recipes:
 
 ``paper``
@@ -12,7 +12,7 @@ the command line override it. Two recipes:
 ``camera`` (default)
     For fields photographed through different microscopes and cameras (default model v2):
 
-    - in-graph input normalisation (:class:`~leukedge.training.models.InputNormConfig`):
+    - in-graph input normalisation (:class:`~leukedge.modeling.config.InputNormConfig`):
       Gaussian blur σ = 1 px and per-image channel standardisation to ImageNet's statistics;
     - augmentation of what differs between labs and cameras on top of geometric changes a
       smear field has no reason to be sensitive to and that invent no pixels (flips both
@@ -33,9 +33,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from leukedge.training.augment import PhotometricConfig
-from leukedge.training.models import IMAGENET_MEAN, IMAGENET_STD, InputNormConfig
-from leukedge.training.pipeline import AugmentConfig
+from leukedge.modeling.config import IMAGENET_MEAN, IMAGENET_STD, InputNormConfig
+from leukedge.training.augment import AugmentConfig, PhotometricConfig
 
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {},

@@ -18,19 +18,25 @@ A run directory holds:
   which ``--resume`` reads after an interruption; ``tensorboard/`` logs.
 
 The test split is not touched here; ``leukedge train evaluate`` does that, once.
+
+The settings are :class:`~leukedge.training.config.TrainConfig` (importable from here too);
+prediction and the evaluation files are :mod:`leukedge.evaluation`'s. Progress is logged to
+``logging.getLogger("leukedge.training.train")``; each step's time is logged and stored in
+``metrics_val.json`` as ``timings_s``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leukedge.training.data import (
+from leukedge.errors import LeukedgeError
+from leukedge.evaluation.data import (
     LABELS,
     Sample,
     balanced_class_weights,
@@ -40,190 +46,17 @@ from leukedge.training.data import (
     make_split,
     write_split,
 )
-from leukedge.training.models import InputNormConfig
-from leukedge.training.pipeline import AugmentConfig
+from leukedge.timing import StepTimes
+from leukedge.training.config import TrainConfig
+
+__all__ = ["RunExistsError", "TrainConfig", "save_model", "train"]
+
+log = logging.getLogger(__name__)
 
 
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (saved as ``config.json``).
-
-    Attributes:
-        data: dataset folder or CSV (see :func:`leukedge.training.data.load_dataset`).
-        out: run directory (created; an existing ``model.keras`` there is an error).
-        dataset_kind: ``auto``, ``taleqani``, ``cnmc``, ``folder`` or ``csv``.
-        input_kind: ``"field"`` (smear photographs) or ``"cell"`` (segmented single cells);
-            recorded in the model metadata.
-        arch: architecture name (:data:`leukedge.training.models.ARCHITECTURES`).
-        weights: ``"imagenet"``, a local backbone weights file, or ``None``.
-        image_size: square input side, pixels (224 as the paper).
-        batch_size: images per step.
-        head_epochs: phase 1 epochs, backbone frozen.
-        finetune_epochs: phase 2 epochs, top ``unfreeze_top`` backbone layers trainable.
-        unfreeze_top: backbone layers unfrozen in phase 2 (20 in the paper).
-        head_lr, finetune_lr: Adam learning rates of the two phases.
-        split: ``auto`` (subject if known, else contiguous blocks), ``subject``, ``blocks``
-            or ``kfold`` (by subject; ``folds`` folds, fold ``fold`` is the test split).
-        fractions: train/validation/test fractions.
-        dropout: dropout after the head's Dense 256 and Dense 128 (paper: 0.5, 0.3).
-        input_norm: :class:`~leukedge.training.models.InputNormConfig`, fixed blur and
-            per-image standardisation in the graph (off in the paper's setting); its target
-            statistics are measured on the training split when not given.
-        class_weights: weight the loss by inverse class frequency ("balanced").
-        augment: :class:`AugmentConfig` (training split only).
-        seed: non-negative; seeds Python, NumPy and the backend
-            (``keras.utils.set_random_seed``), the shuffle order, and the random states of
-            dropout, stochastic depth and augmentation, which are reset from
-            ``(seed, epoch[, batch])`` so that a resumed run replays the uninterrupted one
-            (:mod:`leukedge.training.seeding`).
-        max_per_split: cap of images per split, for smoke tests (``None`` = all).
-        early_stopping_patience: stop a phase after this many epochs without a better
-            validation weighted F1 (0 = off).
-        lr_plateau_patience, lr_plateau_factor: multiply the learning rate by the factor
-            after this many epochs without a better validation weighted F1 (0 = off).
-        tensorboard: write TensorBoard logs to ``out/tensorboard`` (TensorFlow backend).
-        mixed_precision: ``None``, ``"mixed_float16"`` or ``"mixed_bfloat16"`` (GPUs).
-        distribute: ``none``, ``mirrored``, ``multiworker`` or ``data-parallel``
-            (:mod:`leukedge.training.distribute`).
-        ema_momentum: keep an exponential moving average of the trainable weights
-            (Polyak averaging; Keras' ``use_ema``) with this momentum, validate and save
-            the averaged weights (``SwapEMAWeights``); ``None`` = off (the paper's setting).
-            It damps the epoch-to-epoch swings of a small head on few benign fields.
-        recipe: the named recipe the settings started from
-            (:mod:`leukedge.training.recipes`), recorded for the model card; the fields
-            above are what ran.
-    """
-
-    data: str
-    out: str
-    dataset_kind: str = "auto"
-    input_kind: str = "field"
-    arch: str = "proposed-lite"
-    weights: str | None = "imagenet"
-    image_size: int = 224
-    batch_size: int = 32
-    head_epochs: int = 4
-    finetune_epochs: int = 4
-    unfreeze_top: int = 20
-    head_lr: float = 1e-3
-    finetune_lr: float = 1e-4
-    split: str = "auto"
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    folds: int = 5
-    fold: int = 0
-    dropout: tuple[float, float] = (0.5, 0.3)
-    input_norm: InputNormConfig = field(default_factory=InputNormConfig)
-    class_weights: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    seed: int = 0
-    max_per_split: int | None = None
-    early_stopping_patience: int = 0
-    lr_plateau_patience: int = 0
-    lr_plateau_factor: float = 0.5
-    tensorboard: bool = True
-    mixed_precision: str | None = None
-    distribute: str = "none"
-    ema_momentum: float | None = None
-    recipe: str = "paper"
-
-    def __post_init__(self) -> None:
-        """Check every setting before anything is written, and make ``data`` absolute.
-
-        Raises:
-            ValueError: a setting out of range or of the wrong type, naming it.
-        """
-        from leukedge.training.distribute import DISTRIBUTIONS
-        from leukedge.training.models import ARCHITECTURES
-
-        # An absolute path, so config.json and split.csv work from any directory.
-        self.data = os.path.abspath(os.fspath(self.data))
-        minimum = {
-            "image_size": 32,
-            "batch_size": 1,
-            "head_epochs": 0,
-            "finetune_epochs": 0,
-            "unfreeze_top": 0,
-            "seed": 0,
-            "folds": 3,
-            "fold": 0,
-            "early_stopping_patience": 0,
-            "lr_plateau_patience": 0,
-        }
-        for name, low in minimum.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        if self.max_per_split is not None and (
-            not isinstance(self.max_per_split, int) or self.max_per_split < 1
-        ):
-            raise ValueError(f"max_per_split must be an integer >= 1, got {self.max_per_split!r}")
-        if self.arch not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {ARCHITECTURES}")
-        if self.distribute not in DISTRIBUTIONS:
-            raise ValueError(
-                f"unknown distribution {self.distribute!r}; choose one of {DISTRIBUTIONS}"
-            )
-        if self.mixed_precision not in (None, "mixed_float16", "mixed_bfloat16"):
-            raise ValueError(
-                f"mixed_precision must be mixed_float16 or mixed_bfloat16, "
-                f"got {self.mixed_precision!r}"
-            )
-        for name in ("head_lr", "finetune_lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if self.head_epochs + self.finetune_epochs == 0:
-            raise ValueError("head_epochs + finetune_epochs is 0: nothing to train")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (with the Keras backend and leukedge version added)."""
-        import keras
-
-        from leukedge import __version__
-
-        data = asdict(self)
-        data["fractions"] = list(self.fractions)
-        data["labels"] = list(LABELS)
-        data["keras_backend"] = keras.backend.backend()
-        data["keras_version"] = keras.__version__
-        data["leukedge_version"] = __version__
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict` (unknown keys ignored)."""
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["augment"] = AugmentConfig.from_dict(known.get("augment", {}))
-        norm = dict(known.get("input_norm", {}))
-        for key in ("target_mean", "target_std"):
-            if norm.get(key) is not None:
-                norm[key] = tuple(norm[key])
-        known["input_norm"] = InputNormConfig(**norm)
-        known["fractions"] = tuple(known.get("fractions", (0.7, 0.15, 0.15)))
-        known["dropout"] = tuple(known.get("dropout", (0.5, 0.3)))
-        return cls(**known)
-
-
-def predict_samples(
-    model, samples: list[Sample], image_size: int, batch_size: int = 32
-) -> dict[str, list[float]]:
-    """Run ``model`` on ``samples`` (no augmentation) → ``{path: probabilities}``.
-
-    Batches are built from the sample list in order and each output row is attached to its
-    own path immediately, so the result is keyed by file name, not position.
-    """
-    import numpy as np
-
-    from leukedge.training.pipeline import ImageSequence
-
-    seq = ImageSequence(samples, LABELS, image_size, batch_size, shuffle=False, with_labels=False)
-    out: dict[str, list[float]] = {}
-    for i in range(len(seq)):
-        batch = seq.batch_samples(i)
-        probs = np.asarray(model.predict_on_batch(seq[i]), dtype=np.float64)
-        for sample, row in zip(batch, probs, strict=True):
-            out[str(sample.path)] = row.tolist()
-    return out
+class RunExistsError(LeukedgeError, FileExistsError):
+    """``out`` already holds a finished run, an unfinished one (without ``resume``), or is
+    a file. A ``FileExistsError``, as before it existed."""
 
 
 def _cap(splits: dict[str, list[Sample]], cap: int | None, seed: int) -> dict[str, list[Sample]]:
@@ -262,6 +95,11 @@ def train(
 ) -> dict[str, Any]:
     """Run one training as configured and write the run directory.
 
+    The steps, each timed (``timings_s`` in ``metrics_val.json``): read or make the split
+    (``data``), measure the input standardisation targets when asked (``input_statistics``),
+    build the model (``build``), fit the phases (``phase_head``, ``phase_finetune``), save
+    the best epoch (``save``) and evaluate it on the validation split (``evaluate_val``).
+
     Args:
         config: the settings.
         resume: continue an interrupted run in ``config.out``: its ``split.csv`` is reused,
@@ -275,78 +113,46 @@ def train(
         ``best_epoch`` (1-based) added.
 
     Raises:
-        FileExistsError: ``out`` already holds a ``model.keras``, or holds a run and
-            ``resume`` is off.
-        FileNotFoundError / ValueError: bad dataset, split, architecture or distribution.
+        RunExistsError: ``out`` already holds a ``model.keras``, or holds a run and
+            ``resume`` is off (a ``FileExistsError``).
+        leukedge.evaluation.data.DatasetError: the data cannot make an honest split (a
+            ``ValueError``).
+        FileNotFoundError / ValueError: no dataset folder, a bad weights file,
+            architecture or distribution.
+        RuntimeError: ImageNet weights unavailable offline.
     """
     import keras
 
-    from leukedge.training.callbacks import EpochSync, ValidationCheckpoint
-    from leukedge.training.data import read_split
+    from leukedge.modeling.models import build_model
+    from leukedge.training.callbacks import ValidationCheckpoint
     from leukedge.training.distribute import distribution_scope
-    from leukedge.training.models import HeadConfig, build_model, set_trainable_backbone_layers
     from leukedge.training.pipeline import ImageSequence, build_augmenter
 
     out = Path(config.out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose a new --out")
-    if (out / "model.keras").exists():
-        raise FileExistsError(
-            f"{out}/model.keras exists: that run has finished"
-            + ("; nothing to resume" if resume else "; choose a new --out")
-        )
-    if (out / "split.csv").exists() and not resume:
-        raise FileExistsError(f"{out} holds an unfinished run; pass --resume or a new --out")
+    _check_out(out, resume)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy(config.mixed_precision)
 
+    times = StepTimes(log)
     split_on_disk = resume and (out / "split.csv").exists()
-    if split_on_disk:
-        splits = read_split(out / "split.csv")
-        print(f"resuming {out}: split read from split.csv")
-    else:
-        samples = load_dataset(config.data, config.dataset_kind)
-        splits = make_split(
-            samples, config.split, config.fractions, config.seed, config.folds, config.fold
-        )
-        check_no_subject_leak(splits)
-        splits = _cap(splits, config.max_per_split, config.seed)
+    with times.step("data"):
+        splits = _splits(config, out if split_on_disk else None)
     counts = {name: class_counts(items) for name, items in splits.items()}
     weights = balanced_class_weights(splits["train"], LABELS) if config.class_weights else None
-    print(f"data {config.data}: " + "; ".join(f"{k} {v}" for k, v in counts.items()))
-    print(f"class weights: {weights}" if weights else "class weights: off (imbalance not handled)")
-    for name, per_class in counts.items():
-        missing = [label for label in LABELS if not per_class.get(label)]
-        if missing and name != "train":
-            print(f"note: the {name} split has no {', '.join(missing)} images (no ROC there)")
-
-    norm = config.input_norm
-    if norm.standardize and (norm.target_mean is None or norm.target_std is None):
-        from leukedge.preprocess import load_and_resize
-        from leukedge.training.models import channel_statistics
-
-        size = (config.image_size, config.image_size)
-        norm.target_mean, norm.target_std = channel_statistics(
-            load_and_resize(s.path, size) for s in splits["train"]
-        )
-        print(
-            "input standardisation targets (training split): mean "
-            + ", ".join(f"{v:.1f}" for v in norm.target_mean)
-            + "; std "
-            + ", ".join(f"{v:.1f}" for v in norm.target_std)
-        )
+    _log_data(config, counts, weights)
+    _measure_input_norm(config, splits["train"], times)
 
     # Everything that can fail on a bad setting (architecture, weights file, empty split)
     # runs before the run directory is written, so a failed start leaves nothing behind.
     scope, replicas = distribution_scope(config.distribute)
-    with scope():
+    with times.step("build"), scope():
         model = build_model(
             config.arch,
             len(LABELS),
             config.image_size,
             config.weights,
-            head=HeadConfig(dropout=tuple(config.dropout)),
+            head=config.head,
             input_norm=config.input_norm,
         )
     train_seq = ImageSequence(
@@ -370,35 +176,166 @@ def train(
             config.to_dict() | {"split_counts": counts, "class_weight_values": weights}, indent=2
         )
     )
-    checkpoints = out / "checkpoints"
-    best = ValidationCheckpoint(splits["val"], config.image_size, config.batch_size, checkpoints)
-    history_csv = out / "history.csv"
+    best = ValidationCheckpoint(
+        splits["val"], config.image_size, config.batch_size, out / "checkpoints"
+    )
     if not resume:
-        history_csv.unlink(missing_ok=True)
+        (out / "history.csv").unlink(missing_ok=True)
 
-    start = time.time()
     phases = [
         ("head", config.head_epochs, 0, config.head_lr),
         ("finetune", config.finetune_epochs, config.unfreeze_top, config.finetune_lr),
     ]
+    fitting = _Fitting(
+        model, config, out, train_seq, weights, best, callbacks or [], scope, replicas, times
+    )
     epoch = 0
     for name, epochs, top_n, lr in phases:
-        if epochs <= 0:
-            continue
-        done = checkpoints / f"phase_{name}.weights.h5"
+        if epochs > 0:
+            fitting.phase(name, epoch, epochs, top_n, lr)
+            epoch += epochs
+    seconds = sum(v for k, v in times.seconds.items() if k.startswith("phase_"))
+
+    with times.step("save"):
+        if best.weights_path.is_file():
+            _load_model_weights(model, best.weights_path)
+        save_model(model, config, out / "model.keras")
+    with times.step("evaluate_val"):
+        metrics = _evaluate_val(model, config, out, splits["val"])
+    metrics["best_epoch"] = best.best_epoch + 1
+    metrics["train_seconds"] = round(seconds, 1)
+    metrics["timings_s"] = times.as_dict()
+    (out / "metrics_val.json").write_text(json.dumps(metrics, indent=2))
+    log.info(
+        "kept epoch %d: val accuracy %.4f, weighted F1 %.4f; wrote %s",
+        metrics["best_epoch"],
+        metrics["accuracy"],
+        metrics["weighted_f1"],
+        out,
+    )
+    return metrics
+
+
+def _check_out(out: Path, resume: bool) -> None:
+    """Refuse an ``out`` that is a file, a finished run, or (without ``resume``) an
+    unfinished one.
+
+    Raises:
+        RunExistsError: as :func:`train` says.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunExistsError(f"{out} exists and is not a folder; choose a new --out")
+    if (out / "model.keras").exists():
+        raise RunExistsError(
+            f"{out}/model.keras exists: that run has finished"
+            + ("; nothing to resume" if resume else "; choose a new --out")
+        )
+    if (out / "split.csv").exists() and not resume:
+        raise RunExistsError(f"{out} holds an unfinished run; pass --resume or a new --out")
+
+
+def _splits(config: TrainConfig, resumed: Path | None) -> dict[str, list[Sample]]:
+    """The run's split: read from ``resumed/split.csv``, else made from ``config.data``
+    (checked for subjects in two splits, capped at ``max_per_split``)."""
+    from leukedge.evaluation.data import read_split
+
+    if resumed is not None:
+        log.info("resuming %s: split read from split.csv", resumed)
+        return read_split(resumed / "split.csv")
+    samples = load_dataset(config.data, config.dataset_kind)
+    splits = make_split(
+        samples, config.split, config.fractions, config.seed, config.folds, config.fold
+    )
+    check_no_subject_leak(splits)
+    return _cap(splits, config.max_per_split, config.seed)
+
+
+def _log_data(
+    config: TrainConfig, counts: dict[str, dict[str, int]], weights: dict[int, float] | None
+) -> None:
+    """Log the split's class counts, the class weights and any class a split lacks."""
+    log.info("data %s: %s", config.data, "; ".join(f"{k} {v}" for k, v in counts.items()))
+    log.info("class weights: %s", weights or "off (imbalance not handled)")
+    for name, per_class in counts.items():
+        missing = [label for label in LABELS if not per_class.get(label)]
+        if missing and name != "train":
+            log.info("note: the %s split has no %s images (no ROC there)", name, ", ".join(missing))
+
+
+def _measure_input_norm(config: TrainConfig, train_split: list[Sample], times: StepTimes) -> None:
+    """Fill ``config.input_norm``'s standardisation targets with the training split's
+    channel statistics, where standardisation is on and no targets were given (the
+    camera recipe gives ImageNet's)."""
+    norm = config.input_norm
+    if not norm.standardize or (norm.target_mean is not None and norm.target_std is not None):
+        return
+    from leukedge.modeling.layers import channel_statistics
+    from leukedge.preprocess import load_and_resize
+
+    size = (config.image_size, config.image_size)
+    with times.step("input_statistics"):
+        norm.target_mean, norm.target_std = channel_statistics(
+            load_and_resize(s.path, size) for s in train_split
+        )
+    log.info(
+        "input standardisation targets (training split): mean %s; std %s",
+        ", ".join(f"{v:.1f}" for v in norm.target_mean),
+        ", ".join(f"{v:.1f}" for v in norm.target_std),
+    )
+
+
+@dataclass
+class _Fitting:
+    """What the phases of one run share: the model, its settings and run folder, the
+    training sequence, the class weights (``None``: off), the best-epoch checkpoint,
+    extra callbacks, the distribution scope and its number of replicas, and the step
+    timer (each phase's fit is its step ``phase_<name>``)."""
+
+    model: Any
+    config: TrainConfig
+    out: Path
+    sequence: Any
+    class_weight: dict[int, float] | None
+    best: Any
+    extra: list
+    scope: Any
+    replicas: int
+    times: StepTimes
+
+    def phase(self, name: str, epoch: int, epochs: int, top_n: int, lr: float) -> None:
+        """Fit one phase (``name``: ``head`` or ``finetune``) from epoch ``epoch`` for
+        ``epochs`` epochs, the top ``top_n`` backbone layers trainable, at learning rate
+        ``lr``.
+
+        A phase whose weights are in ``checkpoints/phase_<name>.weights.h5`` is finished:
+        its weights are loaded instead. Otherwise the model is compiled (Adam, with the
+        moving average of the weights when ``ema_momentum`` is set), fitted with the
+        best-epoch checkpoint, ``history.csv``, ``backup/<name>`` (for ``--resume``), the
+        schedule callbacks and the extra ones, and its weights are saved there.
+        """
+        import keras
+
+        from leukedge.modeling.models import set_trainable_backbone_layers
+        from leukedge.training.callbacks import EpochSync
+
+        model, config, out = self.model, self.config, self.out
+        done = out / "checkpoints" / f"phase_{name}.weights.h5"
         unfrozen = set_trainable_backbone_layers(
             model, top_n, train_batchnorm=config.weights is None
         )
         if done.is_file():
             _load_model_weights(model, done)
-            print(f"phase {name}: already finished, weights from {done}")
-            epoch += epochs
-            continue
-        print(
-            f"phase {name}: {epochs} epochs, lr {lr}, {unfrozen} backbone layers trainable, "
-            f"{replicas} replica(s)"
+            log.info("phase %s: already finished, weights from %s", name, done)
+            return
+        log.info(
+            "phase %s: %d epochs, lr %s, %d backbone layers trainable, %d replica(s)",
+            name,
+            epochs,
+            lr,
+            unfrozen,
+            self.replicas,
         )
-        with scope():
+        with self.scope():
             ema = (
                 {"use_ema": True, "ema_momentum": config.ema_momentum}
                 if config.ema_momentum
@@ -409,58 +346,61 @@ def train(
                 loss="categorical_crossentropy",
                 metrics=["accuracy"],
             )
+        history_csv = out / "history.csv"
         backup = keras.callbacks.BackupAndRestore(str(out / "backup" / name))
         logger = keras.callbacks.CSVLogger(str(history_csv), append=True)
         if config.ema_momentum:
             # At an epoch's end the backup keeps the raw weights, then the averaged ones are
             # swapped in for validation, the best-epoch checkpoint and the log.
-            ordered = [backup, keras.callbacks.SwapEMAWeights(swap_on_epoch=True), best, logger]
+            ordered = [
+                backup,
+                keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
+                self.best,
+                logger,
+            ]
         else:
-            ordered = [best, logger, backup]
+            ordered = [self.best, logger, backup]
         phase_callbacks = [
-            EpochSync(train_seq, config.seed),
+            EpochSync(self.sequence, config.seed),
             *ordered,
             *_schedule_callbacks(config, out),
-            *(callbacks or []),
+            *self.extra,
         ]
         # Order the first batches of the epoch fit will start at (a resumed phase starts
         # after its last logged epoch) before the loader prefetches any.
-        train_seq.set_epoch(max(epoch, _logged_epochs(history_csv)))
-        model.fit(
-            train_seq,
-            epochs=epoch + epochs,
-            initial_epoch=epoch,
-            class_weight=weights,
-            callbacks=phase_callbacks,
-            verbose="auto",
-            shuffle=False,  # the sequence shuffles by (seed, epoch); Keras' own order is not
-        )  # reproducible across a restart
+        self.sequence.set_epoch(max(epoch, _logged_epochs(history_csv)))
+        with self.times.step(f"phase_{name}"):
+            model.fit(
+                self.sequence,
+                epochs=epoch + epochs,
+                initial_epoch=epoch,
+                class_weight=self.class_weight,
+                callbacks=phase_callbacks,
+                verbose="auto",
+                shuffle=False,  # the sequence shuffles by (seed, epoch); Keras' own order
+            )  # is not reproducible across a restart
         model.save_weights(done)
-        epoch += epochs
-    seconds = time.time() - start
 
-    if best.weights_path.is_file():
-        _load_model_weights(model, best.weights_path)
-    save_model(model, config, out / "model.keras")
-    val_probs = predict_samples(model, splits["val"], config.image_size, config.batch_size)
-    metrics = write_evaluation(out, "val", splits["val"], val_probs)
-    metrics["best_epoch"] = best.best_epoch + 1
-    metrics["train_seconds"] = round(seconds, 1)
-    (out / "metrics_val.json").write_text(json.dumps(metrics, indent=2))
+
+def _evaluate_val(model, config: TrainConfig, out: Path, val: list[Sample]) -> dict[str, Any]:
+    """The kept model on the validation split: predictions and metrics files, the fitted
+    temperature (``calibration.json``), ``report.md`` and the figures; returns the metrics."""
+    from leukedge.evaluation.evaluate import write_evaluation
+    from leukedge.evaluation.figures import run_figures
+    from leukedge.evaluation.predict import predict_keras
+    from leukedge.evaluation.report import metrics_markdown
     from leukedge.training.calibration import calibrate_run
-    from leukedge.training.figures import run_figures
-    from leukedge.training.report import metrics_markdown
 
+    val_probs = predict_keras(model, val, config.image_size, config.batch_size)
+    metrics = write_evaluation(out, "val", val, val_probs)
     calibration = calibrate_run(out, "val")
-    print(
-        f"temperature {calibration['temperature']:.3f} (validation ECE "
-        f"{calibration['ece_before']:.4f} -> {calibration['ece_after']:.4f})"
-    )
     (out / "report.md").write_text(metrics_markdown(metrics, f"{out.name}: validation"))
     run_figures(out, "val")
-    print(
-        f"kept epoch {metrics['best_epoch']}: val accuracy {metrics['accuracy']:.4f}, "
-        f"weighted F1 {metrics['weighted_f1']:.4f}; wrote {out}"
+    log.info(
+        "temperature %.3f (validation ECE %.4f -> %.4f)",
+        calibration["temperature"],
+        calibration["ece_before"],
+        calibration["ece_after"],
     )
     return metrics
 
@@ -508,7 +448,7 @@ def _schedule_callbacks(config: TrainConfig, out: Path) -> list:
         import importlib.util
 
         if importlib.util.find_spec("tensorboard") is None:
-            print("TensorBoard logs off: the tensorboard package is not installed")
+            log.warning("TensorBoard logs off: the tensorboard package is not installed")
             return found
         found.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
     return found
@@ -520,14 +460,14 @@ def save_model(model, config: TrainConfig, path: Path) -> None:
     The weights are copied into a freshly built, uncompiled model of the same architecture,
     so the file holds weights and graph only (22 MB rather than 69 MB with Adam's moments).
     """
-    from leukedge.training.models import HeadConfig, build_model
+    from leukedge.modeling.models import build_model
 
     fresh = build_model(
         config.arch,
         len(LABELS),
         config.image_size,
         weights=None,
-        head=HeadConfig(dropout=tuple(config.dropout)),
+        head=config.head,
         frozen_batchnorm=config.weights is not None,
         input_norm=config.input_norm,
     )
@@ -535,30 +475,3 @@ def save_model(model, config: TrainConfig, path: Path) -> None:
     tmp = path.with_name(path.stem + ".partial.keras")
     fresh.save(tmp)
     os.replace(tmp, path)
-
-
-def write_evaluation(
-    out: Path, split: str, samples: list[Sample], probabilities: dict[str, list[float]]
-) -> dict[str, Any]:
-    """Write ``predictions_<split>.csv`` and ``metrics_<split>.json``; return the metrics."""
-    from leukedge.training.metrics import evaluate
-
-    truth = {str(s.path): s.label for s in samples}
-    subjects = {str(s.path): s.subject for s in samples}
-    metrics = evaluate(probabilities, truth, LABELS, subjects)
-    metrics["split"] = split
-    with open(out / f"predictions_{split}.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "predicted", *[f"p_{lb}" for lb in LABELS]])
-        for path in sorted(truth):
-            p = probabilities[path]
-            writer.writerow(
-                [
-                    path,
-                    truth[path],
-                    LABELS[max(range(len(p)), key=p.__getitem__)],
-                    *[f"{v:.6f}" for v in p],
-                ]
-            )
-    (out / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))
-    return metrics

@@ -721,7 +721,7 @@ def bench(
 def _bench_profile_ops(engine, rng, out: Path | None) -> None:
     import numpy as np
 
-    from leukedge.converters.op_profile import as_dicts, profile_ops, summarize
+    from leukedge.op_profile import as_dicts, profile_ops, summarize
 
     image = rng.integers(0, 256, (*engine.input_size, 3), dtype=np.uint8)
     timings = profile_ops(engine.model_content, image, threads=engine.num_threads or 1)
@@ -746,11 +746,14 @@ def _bench_profile_ops(engine, rng, out: Path | None) -> None:
 def _bench_compare(
     keras_model, split_file, engines, threads, runs, max_val, calibration_size, reuse, out
 ) -> None:
+    from leukedge.cli_groups import attach_log_handler
+
     try:
         from leukedge.converters.compare import CompareConfig, run_compare
     except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
+    attach_log_handler()  # run_compare reports its progress through logging
     config = CompareConfig(
         model=str(keras_model),
         out=str(out or "bench-compare"),

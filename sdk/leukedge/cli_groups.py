@@ -7,9 +7,15 @@ a sub-command, the group's default command is invoked with all the arguments.
 Their commands import Keras, TensorFlow or PyTorch inside the command function. In an
 install of the runtime only (``pip install leukedge``), that import fails: the group turns
 the ``ModuleNotFoundError`` into one line naming the extra to install, and exit code 2.
+
+Training and conversion report through ``logging.getLogger("leukedge…")``, never
+``print``; :func:`attach_log_handler`, the groups' callback, is what shows those records on
+the terminal (standard error; results such as JSON stay alone on standard output).
 """
 
 from __future__ import annotations
+
+import logging
 
 import typer
 from typer.core import TyperGroup
@@ -52,3 +58,33 @@ class DefaultCommandGroup(TyperGroup):
                 err=True,
             )
             raise typer.Exit(2) from exc
+
+
+class EchoHandler(logging.Handler):
+    """Log records as lines on standard error, through ``typer.echo`` (so whatever stream
+    is current when a record is emitted, such as a test runner's, receives it).
+    ``WARNING`` and above are prefixed with ``warning:`` / ``error:``."""
+
+    def emit(self, record: logging.LogRecord) -> None:  # noqa: D102 - logging API
+        try:
+            message = self.format(record)
+            if record.levelno >= logging.ERROR:
+                message = f"error: {message}"
+            elif record.levelno >= logging.WARNING:
+                message = f"warning: {message}"
+            typer.echo(message, err=True)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+def attach_log_handler() -> None:
+    """Show the ``leukedge`` loggers' ``INFO`` records and above on standard error.
+
+    The callback of ``leukedge train`` and ``leukedge convert`` (it runs before their
+    commands); idempotent (one :class:`EchoHandler`, however often it is called). Library
+    code never calls it: software that embeds leukedge configures logging itself.
+    """
+    logger = logging.getLogger("leukedge")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, EchoHandler) for h in logger.handlers):
+        logger.addHandler(EchoHandler())

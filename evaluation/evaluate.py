@@ -1,18 +1,69 @@
-"""Evaluate a run's model (``.keras`` or ``.tflite``) on one split of its ``split.csv``.
+"""Evaluate a model on labelled images and write what a run keeps of it.
 
-The test split is meant to be read once, by the final model; this is the command that does
-it. Predictions are keyed by file path and joined to the split's labels by name.
+:func:`write_evaluation` turns ``{path: probabilities}`` into ``predictions_<tag>.csv`` and
+``metrics_<tag>.json`` (training writes the validation split's this way);
+:func:`evaluate_run` runs a run's ``.keras`` or ``.tflite`` on one split of its
+``split.csv`` (``leukedge train evaluate``) and adds the report, the figures and,
+optionally, the robustness flip rates and the model card's figures.
+
+The test split is meant to be read once, by the final model; :func:`evaluate_run` is what
+does it. Predictions are keyed by file path and joined to the split's labels by name.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from leukedge.training.data import read_split
-from leukedge.training.metrics import headline
+from leukedge.evaluation.data import LABELS, Sample, read_split
+from leukedge.evaluation.metrics import evaluate, headline
+
+log = logging.getLogger(__name__)
+
+
+def write_evaluation(
+    out: Path, split: str, samples: Sequence[Sample], probabilities: dict[str, list[float]]
+) -> dict[str, Any]:
+    """Write ``predictions_<split>.csv`` and ``metrics_<split>.json``; return the metrics.
+
+    Args:
+        out: the run directory.
+        split: the tag in the file names (``val``, ``test``, ``test_<model stem>``), also
+            stored as ``metrics["split"]``.
+        samples: the labelled images (path, label, subject).
+        probabilities: ``{str(path): probabilities}`` in :data:`LABELS` order, one per
+            sample (joined by path).
+
+    Returns:
+        :func:`leukedge.evaluation.metrics.evaluate`'s dictionary, with ``split``.
+
+    Raises:
+        ValueError: predictions and samples do not match by path.
+    """
+    truth = {str(s.path): s.label for s in samples}
+    subjects = {str(s.path): s.subject for s in samples}
+    metrics = evaluate(probabilities, truth, LABELS, subjects)
+    metrics["split"] = split
+    with open(Path(out) / f"predictions_{split}.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "predicted", *[f"p_{lb}" for lb in LABELS]])
+        for path in sorted(truth):
+            p = probabilities[path]
+            writer.writerow(
+                [
+                    path,
+                    truth[path],
+                    LABELS[max(range(len(p)), key=p.__getitem__)],
+                    *[f"{v:.6f}" for v in p],
+                ]
+            )
+    (Path(out) / f"metrics_{split}.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
 
 
 def evaluate_run(
@@ -32,19 +83,17 @@ def evaluate_run(
         update_card: for a ``.tflite``, store the figures in its model card under
             ``"<split>_metrics"`` (rewrites the file atomically; weights unchanged).
         robustness: also measure how often the call flips under the five perturbations of
-            :mod:`leukedge.training.robustness` (same read of the split); written to
+            :mod:`leukedge.evaluation.robustness` (same read of the split); written to
             ``robustness_<tag>.json``, returned under ``"robustness"`` and, with
             ``update_card``, stored in the model card as ``"<split>_robustness"``.
 
     Returns:
-        The metrics dictionary (:func:`leukedge.training.metrics.evaluate`).
+        The metrics dictionary (:func:`leukedge.evaluation.metrics.evaluate`).
 
     Raises:
         FileNotFoundError: missing run files.
         ValueError: unknown split.
     """
-    from leukedge.training.train import write_evaluation
-
     run_dir = Path(run_dir)
     split_file = run_dir / "split.csv"
     if not split_file.is_file():
@@ -57,22 +106,22 @@ def evaluate_run(
     if not model.is_file():
         raise FileNotFoundError(f"{model}: model not found")
     if model.suffix == ".tflite":
-        from leukedge.converters.gate import predict_tflite
+        from leukedge.evaluation.predict import predict_tflite
 
         probabilities = predict_tflite(str(model), [str(s.path) for s in samples])
         tag = f"{split}_{model.stem}"
     else:
-        from leukedge.converters.tflite import load_keras_model
-        from leukedge.training.train import predict_samples
+        from leukedge.evaluation.predict import predict_keras
+        from leukedge.modeling.saving import load_keras_model
 
         net = load_keras_model(model)
-        probabilities = predict_samples(net, samples, int(net.input_shape[1]))
+        probabilities = predict_keras(net, samples, int(net.input_shape[1]))
         tag = split
     metrics = write_evaluation(run_dir, tag, samples, probabilities)
     metrics["model"] = str(model)
     (run_dir / f"metrics_{tag}.json").write_text(json.dumps(metrics, indent=2))
-    from leukedge.training.figures import run_figures
-    from leukedge.training.report import metrics_markdown
+    from leukedge.evaluation.figures import run_figures
+    from leukedge.evaluation.report import metrics_markdown
 
     (run_dir / f"report_{tag}.md").write_text(metrics_markdown(metrics, f"{run_dir.name}: {tag}"))
     run_figures(run_dir, tag)
@@ -104,8 +153,8 @@ def _robustness(model: Path, samples) -> dict[str, Any]:
     """
     import numpy as np
 
+    from leukedge.evaluation.robustness import flip_rates
     from leukedge.preprocess import load_rgb
-    from leukedge.training.robustness import flip_rates
 
     images = {str(s.path): load_rgb(s.path) for s in samples}
     if model.suffix == ".tflite":
@@ -119,7 +168,7 @@ def _robustness(model: Path, samples) -> dict[str, Any]:
             return classifier.labels.index(label)
 
     else:
-        from leukedge.converters.tflite import load_keras_model
+        from leukedge.modeling.saving import load_keras_model
         from leukedge.preprocess import resize_rgb
 
         net = load_keras_model(model)

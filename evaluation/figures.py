@@ -23,6 +23,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, out: str | os.PathLike) -> Path:
+    """Lay out, write ``fig`` to ``out`` as PNG at 120 dpi, close it; ``out`` as a Path."""
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)
+
+
 def plot_history(history_csv: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Training and validation accuracy and loss per epoch (paper, Fig. 6/7 style).
 
@@ -52,10 +60,7 @@ def plot_history(history_csv: str | os.PathLike, out: str | os.PathLike) -> Path
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return _save(plt, fig, out)
 
 
 def plot_confusion_matrix(
@@ -81,10 +86,7 @@ def plot_confusion_matrix(
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return _save(plt, fig, out)
 
 
 def plot_roc(
@@ -101,10 +103,7 @@ def plot_roc(
     ax.set_xlabel("1 - specificity")
     ax.set_ylabel(f"sensitivity ({positive})")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return _save(plt, fig, out)
 
 
 def plot_reliability(
@@ -127,10 +126,7 @@ def plot_reliability(
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return Path(out)
+    return _save(plt, fig, out)
 
 
 def run_figures(

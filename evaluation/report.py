@@ -19,7 +19,7 @@ def _pct(value: float | None) -> str:
 
 
 def metrics_markdown(metrics: dict[str, Any], title: str) -> str:
-    """Markdown for one metrics dictionary (:func:`leukedge.training.metrics.evaluate`)."""
+    """Markdown for one metrics dictionary (:func:`leukedge.evaluation.metrics.evaluate`)."""
     labels = metrics["labels"]
     lines = [f"# {title}", "", f"Images: {metrics['n']}", "", "| metric | value |", "|---|---|"]
     for key in (
