@@ -201,7 +201,7 @@ def _tflite(model, precision: str, calibration, float_islands: bool, metadata) -
     from leukedge.converters.tflite import convert_keras, island_layers
     from leukedge.metadata import write_metadata
 
-    layers = island_layers(model) if float_islands else ()
+    layers = island_layers(model, attention=float_islands)
     content = convert_keras(model, precision, calibration, float_layers=layers)
     return write_metadata(content, replace(metadata, precision=precision))
 

@@ -80,7 +80,8 @@ class ConvertConfig:
         float_islands: int8 keeps the operators of LayerNormalization and of the
             attention core in float, where LiteRT's XNNPACK delegate runs them
             (:func:`~leukedge.converters.tflite.island_layers`; README, "Performance");
-            off: every operator that has an int8 kernel is int8.
+            off: every operator that has an int8 kernel is int8, except the in-graph input
+            normalisation, which always stays float.
         auto_keep_float: when int8 fails the gate, keep the worst 1, 2, 4… tensors (by the
             debugger's RMSE/scale) in float until it passes, up to ``max_keep_float``.
         max_keep_float: the most tensors ``auto_keep_float`` keeps in float.
@@ -279,9 +280,9 @@ class Converter:
         at fp32 (the same graph the int8 quantizer sees)."""
         from leukedge.converters.tflite import convert_keras, float_island_nodes, island_layers
 
-        if not (self.config.float_islands and "int8" in self.config.precisions):
+        if "int8" not in self.config.precisions:
             return
-        self.float_layers = island_layers(self.export_model)
+        self.float_layers = island_layers(self.export_model, attention=self.config.float_islands)
         if self.float_layers:
             fp32 = convert_keras(self.export_model, "fp32")
             self.island_nodes = tuple(float_island_nodes(fp32, self.float_layers))

@@ -35,9 +35,10 @@ def _keras(artifact: str, threads: int, compiled: bool) -> tuple[Runner, Callabl
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    import keras
 
-    model = keras.saving.load_model(artifact, compile=False)
+    from leukedge.modeling.saving import load_keras_model  # registers leukedge's layers
+
+    model = load_keras_model(artifact)
     if compiled:
         # A traced graph (tf.function); XLA (jit_compile=True) was measured 10x slower on
         # this model on CPU, so it is not used.

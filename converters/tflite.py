@@ -165,22 +165,25 @@ def _converters(model) -> Iterator[tuple[str, Callable[[], object]]]:
     yield "from_saved_model", via_saved_model
 
 
-def island_layers(model) -> list[str]:
+def island_layers(model, attention: bool = True) -> list[str]:
     """Names of the Keras layers whose operators ``int8`` keeps in float (float islands).
 
-    Every ``LayerNormalization`` and every ``MultiHeadAttention`` of ``model``, nested models
-    included (proposed / proposed-lite: ``attention_mha`` and ``attention_norm``), and the
-    in-graph input normalisation (:data:`leukedge.modeling.config.INPUT_NORM_LAYERS`: the
-    blur and the per-image standardisation, whose variance of 0–255 pixel deviations has no
-    useful int8 scale — measured on the default model v2: in int8 the gate failed, 3.9 pp
-    and 92.7 % agreement; in float it passes); empty for models without any (the baselines).
+    Always the in-graph input normalisation
+    (:data:`leukedge.modeling.config.INPUT_NORM_LAYERS`: the blur and the per-image
+    standardisation, whose variance of 0–255 pixel deviations has no useful int8 scale —
+    measured on the default model v2: in int8 the gate failed, 3.9 pp and 92.7 %
+    agreement; with ``--no-float-islands`` taking it too, ``bench --compare`` measured
+    37.8 % agreement: a broken file); with ``attention`` (``--float-islands``, the
+    default) also every ``LayerNormalization`` and every ``MultiHeadAttention`` of
+    ``model``, nested models included (proposed / proposed-lite: ``attention_mha`` and
+    ``attention_norm``). Empty for models without any (the baselines).
     """
     keras = require_tensorflow_backend()
-    kinds = (keras.layers.LayerNormalization, keras.layers.MultiHeadAttention)
+    kinds = (keras.layers.LayerNormalization, keras.layers.MultiHeadAttention) if attention else ()
     found = []
 
     def walk(layer) -> None:
-        if isinstance(layer, kinds) or layer.name in INPUT_NORM_LAYERS:
+        if (kinds and isinstance(layer, kinds)) or layer.name in INPUT_NORM_LAYERS:
             found.append(layer.name)
         for child in getattr(layer, "layers", None) or []:
             walk(child)
