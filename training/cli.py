@@ -162,6 +162,23 @@ def _train_or_exit(config, resume: bool = False) -> None:
         raise typer.Exit(2) from exc
 
 
+def _require_train_extra() -> None:
+    """Fail before touching any file when the ``train`` extra is missing (even a ``.tflite``
+    evaluation writes figures and metrics with its packages).
+
+    Raises:
+        ModuleNotFoundError: ``name`` is the missing module; the command group turns it into
+            the install hint and exit code 2.
+    """
+    import importlib.util
+
+    from leukedge.cli_groups import EXTRA_FOR_MODULE
+
+    for module, extra in EXTRA_FOR_MODULE.items():
+        if extra == "train" and importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run_dir: Annotated[
@@ -183,6 +200,7 @@ def evaluate_cmd(
     ] = False,
 ) -> None:
     """Evaluate a run's model on one split (predictions joined to labels by file name)."""
+    _require_train_extra()
     from leukedge.evaluation.evaluate import evaluate_run
 
     try:
