@@ -4,6 +4,7 @@ platform table against the recorded results. Fast: nothing here installs or emul
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -69,20 +70,32 @@ def test_check_arm64_script_refuses_a_missing_data_folder(tmp_path):
 # ------------------------------------------------------------------ comparison logic
 def test_recorded_run_has_the_same_labels_on_aarch64_and_x86_64(compare_runs):
     x86 = compare_runs.load_results(RESULTS / "classify_x86_64.jsonl")
+    # The run is of the embedded model (v2: statuses, failed checks, out-of-domain distance).
+    model = REPO / "sdk" / "leukedge" / "models" / "leukedge_default_int8.tflite"
+    sha256 = hashlib.sha256(model.read_bytes()).hexdigest()
+    for line in (RESULTS / "classify_x86_64.jsonl").read_text().splitlines():
+        assert json.loads(line)["model_sha256"] == sha256, "re-run check_arm64.sh"
+    assert all(r.ood_distance is not None for r in x86.values())
     names = ["classify_aarch64_clean_pi4", "classify_aarch64_clean_pi5"]
     names += ["classify_aarch64_system-numpy_pi4", "api_aarch64_clean_pi4"]
     for name in names:
         arm = compare_runs.load_results(RESULTS / f"{name}.jsonl")
         result = compare_runs.compare(x86, arm)
         assert result.ok and result.compared == 54, compare_runs.summary(result)
+        assert result.ood_compared == 54 and 0 <= result.max_ood_rel < 1e-6
         assert 0 <= result.max_abs_dp < 0.1
+        assert result.statuses == {"ok": 49, "refer": 1, "rejected": 4}
     # The figures quoted in examples/raspberry_pi/README.md are the ones the files give.
     summary = (RESULTS / "summary.txt").read_text()
+    readme = (PI / "README.md").read_text()
     clean = compare_runs.compare(
         x86, compare_runs.load_results(RESULTS / "classify_aarch64_clean_pi4.jsonl")
     )
     assert f"max |dp| {clean.max_abs_dp:.4f}" in summary
-    assert f"max |Δp| {clean.max_abs_dp:.4f}" in (PI / "README.md").read_text()
+    assert f"max |Δp| {clean.max_abs_dp:.4f}" in readme
+    assert "probabilities identical 54/54" in summary and clean.identical_probabilities == 54
+    assert f"`ood_distance`: max relative difference {clean.max_ood_rel:.2e}" in readme
+    assert f"max relative difference {clean.max_ood_rel:.2e}" in summary
     # The Bookworm Picamera2 set-up kept apt's NumPy 1.24.2; XNNPACK ran on aarch64.
     system = (RESULTS / "python_aarch64_system-numpy.txt").read_text()
     assert "numpy 1.24.2 /usr/lib/python3/dist-packages/numpy" in system
@@ -126,6 +139,82 @@ def test_compare_fails_on_a_flipped_label_missing_image_or_error(compare_runs, t
     assert result.only_in_reference == ["c.jpg"]
     assert result.only_in_other == ["d.jpg", "e.jpg"]
     assert compare_runs.main([str(ref), str(other), "--names", "x86", "arm"]) == 1
+
+
+def test_compare_fails_on_a_different_status_reason_or_failed_check(compare_runs, tmp_path):
+    # Model v2's results: same label None for refer/rejected, so the status, the reason and
+    # the failed checks must be compared themselves; ood_distance's relative difference is
+    # measured. Each image differs from the reference in one way only.
+    def v2(path, status, p_all, ood, reason=None, failed=(), label=None):
+        return _line(
+            path,
+            label,
+            p_all,
+            status=status,
+            reason=reason,
+            failed_checks=list(failed),
+            ood_distance=ood,
+            model_probabilities={"ALL": p_all, "HEM": 1 - p_all},
+        )
+
+    ref, other = tmp_path / "ref.jsonl", tmp_path / "other.jsonl"
+    ref.write_text(
+        "\n".join(
+            [
+                v2("same.jpg", "ok", 0.9, 1000.0, label="ALL"),
+                v2("refer.jpg", "ok", 0.76, 1500.0, label="ALL"),
+                v2(
+                    "ood.jpg",
+                    "rejected",
+                    0.2,
+                    1700.0,
+                    "underexposed",
+                    ["underexposed", "out_of_domain"],
+                ),
+                v2("noood.jpg", "ok", 0.1, 900.0, label="HEM"),
+                v2("band.jpg", "refer", 0.5, 1600.0, "uncertain"),
+            ]
+        )
+    )
+    other.write_text(
+        "\n".join(
+            [
+                v2("same.jpg", "ok", 0.9, 1010.0, label="ALL"),  # 1 % further: reported
+                v2("refer.jpg", "refer", 0.75, 1500.0, "uncertain"),  # p across the band
+                # the out-of-domain check passes here (1700 -> 1620: the largest change)
+                v2("ood.jpg", "rejected", 0.2, 1620.0, "underexposed", []),
+                v2("noood.jpg", "ok", 0.1, None, label="HEM"),  # no embedding on one side
+                # no call on either side, but for another reason: the status must differ
+                v2("band.jpg", "rejected", 0.5, 1640.0, "out_of_domain", ["out_of_domain"]),
+            ]
+        )
+    )
+    assert compare_runs.main([str(ref), str(ref)]) == 0
+    a, b = compare_runs.load_results(ref), compare_runs.load_results(other)
+    assert (
+        a["ood.jpg"].failed_checks == ("out_of_domain", "underexposed")
+        and a["ood.jpg"].ood_distance == 1700
+    )
+    result = compare_runs.compare(a, b)
+    assert not result.ok and result.compared == 5
+    assert result.label_mismatches == [("band.jpg", "refer", "rejected")] + [
+        ("refer.jpg", "ALL", "refer")
+    ]
+    assert [m[0] for m in result.check_mismatches] == ["noood.jpg", "ood.jpg"]
+    assert "ood none" in result.check_mismatches[0][2]
+    assert "failed: out_of_domain,underexposed;" in result.check_mismatches[1][1]
+    assert "failed: -;" in result.check_mismatches[1][2]
+    assert result.statuses == {"ok": 3, "refer": 1, "rejected": 1}
+    assert result.ood_compared == 4 and result.identical_probabilities == 4
+    assert result.max_ood_rel == pytest.approx(80 / 1700)
+    assert result.worst_ood == ("ood.jpg", 1700.0, 1620.0)
+    text = compare_runs.summary(result, ("x86", "arm"))
+    assert "labels and statuses equal 3/5 (x86: ok 3, refer 1, rejected 1)" in text
+    assert "reasons and failed checks equal 1/5, probabilities identical 4/5" in text
+    assert "ood_distance on 4/5, max relative difference 4.71e-02 (ood.jpg: 1700.00 vs" in text
+    assert "label differs: refer.jpg: ALL (x86) vs refer (arm)" in text
+    assert text.endswith("FAILED")
+    assert compare_runs.main([str(ref), str(other)]) == 1
 
 
 def test_compare_refuses_unreadable_files(compare_runs, tmp_path, capsys):

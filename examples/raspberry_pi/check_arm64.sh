@@ -18,7 +18,9 @@
 #      Pi 5 (Cortex-A76); then the same classify on x86-64 in a
 #      venv with exactly the aarch64 package versions (the host's /usr/bin/python3.11 where
 #      it exists: the same Debian Python as the arm64 root);
-#   4. compares (compare_runs.py): same labels required, max |dp| reported.
+#   4. compares (compare_runs.py): same labels, statuses (ok/refer/rejected), reasons and
+#      failed checks required; max |dp| and the max relative difference of ood_distance
+#      reported.
 # Timings under emulation mean nothing, so none are taken.
 #
 # Usage: check_arm64.sh [--root DIR] [--out DIR] [--suite bookworm] DATA
@@ -26,7 +28,8 @@
 #   --root the arm64 root (default /var/tmp/leukedge-arm64-root; reused when it exists;
 #          keep it out of the repository)
 #   --out  where results go (default ./arm64-check): JSON lines, pip freeze, info, summary
-# Exit: 0 labels equal everywhere; 1 a label differs or something failed; 2 usage/set-up.
+# Exit: 0 labels, statuses and failed checks equal everywhere; 1 one differs or something
+# failed; 2 usage/set-up.
 # Run it niced on a shared machine: nice -n 10 bash check_arm64.sh ... (about 15-30 min on
 # 2 cores, most of it in mmdebstrap and pip under emulation).
 set -euo pipefail
@@ -229,5 +232,6 @@ echo "aarch64 system-numpy venv: $(cat "$OUT/python_aarch64_system-numpy.txt")" 
 compare classify_x86_64 classify_aarch64_system-numpy_pi4 x86_64 aarch64-system-numpy-pi4
 cat "$SUMMARY"
 echo
-[ "$status" = 0 ] && echo "PASS: aarch64 = x86-64 labels" || echo "FAIL (see $OUT)"
+[ "$status" = 0 ] && echo "PASS: aarch64 = x86-64 labels, statuses and checks" ||
+    echo "FAIL (see $OUT)"
 exit "$status"
