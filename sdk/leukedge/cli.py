@@ -97,6 +97,41 @@ def _load_classifier(
     return classifier
 
 
+# Options that several commands share: one declaration each (the same name, help and
+# bounds everywhere).
+ModelOption = Annotated[
+    Path | None,
+    typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
+]
+ThreadsOption = Annotated[
+    int | None, typer.Option("--threads", min=1, help="CPU threads per interpreter.")
+]
+LabelsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--labels", help="Comma-separated class names, for a model without leukedge metadata."
+    ),
+]
+ThresholdOption = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Call ALL when its probability is >= this (default: the model's operating "
+        "point; see `leukedge info`). Without --refer-band, no refer band is used.",
+    ),
+]
+ReferBandOption = Annotated[
+    str | None,
+    typer.Option(
+        "--refer-band",
+        help="LOW,HIGH: p(ALL) in [LOW, HIGH) gets status 'refer' (no call); must contain "
+        "the threshold. 'off': no band. Default: the model's band.",
+    ),
+]
+
+
 @app.command()
 def classify(
     paths: Annotated[
@@ -114,10 +149,7 @@ def classify(
             help="Read more paths from LIST, one per line ('-' = standard input).",
         ),
     ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
-    ] = None,
+    model: ModelOption = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Stream one JSON object per input to stdout.")
     ] = False,
@@ -152,9 +184,7 @@ def classify(
         Path | None,
         typer.Option("--group-csv", metavar="FILE", help="Write the per-group summary CSV."),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="CPU threads per interpreter.")
-    ] = None,
+    threads: ThreadsOption = None,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -169,28 +199,9 @@ def classify(
             show_default=False,
         ),
     ] = None,
-    labels: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated class names, for a model without leukedge metadata."),
-    ] = None,
-    threshold: Annotated[
-        float | None,
-        typer.Option(
-            "--threshold",
-            min=0.0,
-            max=1.0,
-            help="Call ALL when its probability is >= this (default: the model's operating "
-            "point; see `leukedge info`). Without --refer-band, no refer band is used.",
-        ),
-    ] = None,
-    refer_band: Annotated[
-        str | None,
-        typer.Option(
-            "--refer-band",
-            help="LOW,HIGH: p(ALL) in [LOW, HIGH) gets status 'refer' (no call); must contain "
-            "the threshold. 'off': no band. Default: the model's band.",
-        ),
-    ] = None,
+    labels: LabelsOption = None,
+    threshold: ThresholdOption = None,
+    refer_band: ReferBandOption = None,
 ) -> None:
     """Classify images as ALL (leukemic blast) or HEM (normal), with a status per image.
 
@@ -332,10 +343,7 @@ def watch(
             "--jsonl", metavar="FILE", help="JSON Lines file to append one record per image to."
         ),
     ],
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
-    ] = None,
+    model: ModelOption = None,
     settle_ms: Annotated[
         int,
         typer.Option(
@@ -355,23 +363,10 @@ def watch(
         bool,
         typer.Option("--poll", help="Scan instead of file events (network shares: SMB, NFS)."),
     ] = WatchOptions.poll,
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="Interpreter CPU threads.")
-    ] = None,
-    labels: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated class names, for a model without leukedge metadata."),
-    ] = None,
-    threshold: Annotated[
-        float | None,
-        typer.Option(
-            "--threshold", min=0.0, max=1.0, help="As for classify: call ALL when p(ALL) >= this."
-        ),
-    ] = None,
-    refer_band: Annotated[
-        str | None,
-        typer.Option("--refer-band", help="As for classify: LOW,HIGH or 'off'."),
-    ] = None,
+    threads: ThreadsOption = None,
+    labels: LabelsOption = None,
+    threshold: ThresholdOption = None,
+    refer_band: ReferBandOption = None,
 ) -> None:
     """Classify each new image saved into FOLDER; append one record per image to --jsonl.
 
@@ -437,13 +432,8 @@ def camera(
     frames: Annotated[
         int | None, typer.Option("--frames", min=1, help="Stop after N captured frames.")
     ] = None,
-    model: Annotated[
-        Path | None,
-        typer.Option("--model", "-m", help="A .tflite model; default: the embedded model."),
-    ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="Interpreter CPU threads.")
-    ] = None,
+    model: ModelOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Live calls from a camera (or a video file, at its frame rate) with OpenCV.
 
