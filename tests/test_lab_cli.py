@@ -163,6 +163,37 @@ def test_usage_errors_exit_2(tmp_path, args, message):
     assert not list(tmp_path.glob("*.csv"))
 
 
+def test_outputs_never_overwrite_images_and_repeats_do_not_weigh_twice(tmp_path):
+    """``--csv d/*.jpg``: the shell makes the first image the CSV path; leukedge refuses it
+    (exit 2) and the image is untouched. A slide given twice (``dup dup/s1``) is classified
+    once: its two ALL fields stay a ``refer`` slide, not four fields and a call."""
+    d = tmp_path / "d"
+    d.mkdir()
+    for i in (1, 2, 3):
+        shutil.copy(EXAMPLES / FIELD, d / f"field_0{i}.jpg")
+    before = (d / "field_01.jpg").read_bytes()
+    proc = _cli("classify", "--csv", d / "field_01.jpg", d / "field_02.jpg", d / "field_03.jpg")
+    assert proc.returncode == 2 and "image suffix" in proc.stderr, proc.stderr
+    assert (d / "field_01.jpg").read_bytes() == before
+    proc = _cli("watch", d, "--jsonl", d / "field_01.jpg")
+    assert proc.returncode == 2 and "image suffix" in proc.stderr, proc.stderr
+    assert (d / "field_01.jpg").read_bytes() == before
+
+    s1 = tmp_path / "dup" / "s1"
+    s1.mkdir(parents=True)
+    for name in ("a.jpg", "b.jpg"):
+        shutil.copy(EXAMPLES / FIELD, s1 / name)
+    groups = tmp_path / "groups.csv"
+    proc = _cli(
+        "classify", tmp_path / "dup", s1, "--group-by", "slide", "--group-csv", groups, "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 2
+    assert "2 repeated paths (classified once)" in proc.stderr
+    (row,) = list(csv.DictReader(groups.open()))
+    assert (row["n"], row["call"]) == ("2", "refer"), row
+
+
 def test_exit_0_when_every_input_is_classified():
     """Exit 0 when every input got an answer; a rejected input is an answer (the default
     model rejects the two C-NMC cells: underexposed), not a failure."""

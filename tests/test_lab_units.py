@@ -31,7 +31,7 @@ from leukedge.groups import (
     summary_columns,
     wilson_interval,
 )
-from leukedge.inputs import collect_inputs, read_path_list, walk_images
+from leukedge.inputs import check_output_paths, collect_inputs, read_path_list, walk_images
 from leukedge.outputs import AtomicTextFile, CsvWriter, JsonLinesWriter, csv_columns
 from leukedge.records import ModelInfo, error_record, result_record, status_of
 from leukedge.subjects import parse_subject
@@ -102,6 +102,52 @@ def test_files_from_list_and_blank_lines(tmp_path):
         *walk_images(tmp_path / "slide_B" / "sub"),
     ]
     assert list(read_path_list(io.StringIO(" spaced name.jpg \n\n"))) == [" spaced name.jpg "]
+
+
+def test_a_file_reached_twice_is_classified_once_and_counted(tmp_path):
+    """Overlapping folders, a repeated name, a link to a file and a --files-from repeat: each
+    real file once, at its first place (a duplicate would weigh twice in a slide's call)."""
+    day = tmp_path / "day"
+    tree = slide_tree(day)
+    first = tree["images"][0]
+    (tmp_path / "link.jpg").symlink_to(first)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{first}\n")
+    inputs = collect_inputs([day, day / "slide_A", first, tmp_path / "link.jpg"], listing)
+    assert inputs.paths == walk_images(day)
+    assert inputs.skipped.repeated == len(walk_images(day / "slide_A")) + 3
+    assert f"{inputs.skipped.repeated} repeated paths (classified once)" in (
+        inputs.skipped.describe()
+    )
+
+
+def test_linked_slide_folders_are_walked_once_without_looping(tmp_path):
+    tree = slide_tree(tmp_path / "day")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "slide_A").symlink_to(tmp_path / "day" / "slide_A", target_is_directory=True)
+    (linked / "loop").symlink_to(linked, target_is_directory=True)  # a link back up
+    found = walk_images(linked)
+    slide_a = [p for p in tree["images"] if "slide_A" in str(p)]
+    assert [p.name for p in found] == [p.name for p in slide_a]
+
+
+@pytest.mark.parametrize(
+    ("outputs", "message"),
+    [
+        ({"--csv": "d/field_01.jpg"}, "image suffix"),
+        ({"--jsonl": "in.dat"}, "is also an input"),
+        ({"--csv": "d"}, "is a folder"),
+        ({"--csv": "r.out", "--jsonl": "r.out"}, "the same file as --csv"),
+    ],
+)
+def test_output_paths_that_would_destroy_inputs_are_refused(tmp_path, outputs, message):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "in.dat").write_bytes(b"x")
+    paths = {k: tmp_path / v for k, v in outputs.items()}
+    with pytest.raises(ValueError, match=message):
+        check_output_paths(paths, [tmp_path / "in.dat"])
+    check_output_paths({"--csv": tmp_path / "r.csv", "--jsonl": None}, [tmp_path / "in.dat"])
 
 
 def test_subject_parser_lives_in_the_runtime():

@@ -18,6 +18,7 @@ RUNTIME_TESTS = (
     "test_examples.py",
     "test_lab_units.py",
     "test_lab_cli.py",
+    "test_readme_api.py",
 )
 """Test files of the runtime (SDK, classify/info/bench, metadata, examples, the lab
 workflow: folders, files, groups, watch, camera)."""

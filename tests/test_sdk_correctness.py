@@ -248,6 +248,18 @@ def test_max_pixels_applies_to_files_arrays_and_pil_images(benign_rgb):
     assert at_cap.probabilities == Classifier().classify(benign_rgb).probabilities
 
 
+def test_max_pixels_is_the_files_size_not_the_reduced_jpeg_decode(tmp_path):
+    """A JPEG above the cap is refused by its header's size, although its reduced-size
+    decode (1/8 here) would fit under the cap."""
+    big = tmp_path / "big.jpg"
+    Image.open(BENIGN).resize((3584, 3584)).save(big, quality=80)  # 12.8 MP
+    capped = Classifier(ClassifierOptions(max_pixels=10_000_000))
+    with pytest.raises(ImageDecodeError, match="3584x3584 pixels") as caught:
+        capped.classify(big)
+    assert caught.value.reason == "too_large"
+    assert Classifier(ClassifierOptions(max_pixels=13_000_000)).classify(big).status == "ok"
+
+
 def test_cli_refuses_the_huge_file_and_classifies_the_rest(tmp_path):
     huge = _huge_png(tmp_path / "huge.png")
     proc = _cli("classify", "--json", str(huge), str(BENIGN))

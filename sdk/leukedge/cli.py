@@ -213,7 +213,7 @@ def classify(
     (refer and rejected are answers); 1: some input errored; 2: bad usage or a model that
     cannot be loaded; 130/143: stopped by Ctrl+C/SIGTERM.
     """
-    from leukedge.inputs import collect_inputs
+    from leukedge.inputs import check_output_paths, collect_inputs
 
     by = group_by.value if group_by is not None else None
     if group_map is not None:
@@ -235,6 +235,12 @@ def classify(
     if not inputs.paths:
         skipped = inputs.skipped.describe()
         _usage_error("no images to classify" + (f" (skipped {skipped})" if skipped else ""))
+    try:
+        check_output_paths(
+            {"--csv": csv_out, "--jsonl": jsonl_out, "--group-csv": group_csv}, inputs.paths
+        )
+    except ValueError as exc:
+        _usage_error(str(exc))
     classifier = _load_classifier(model, threads, labels, threshold, band)
     _run_classify(
         classifier,
@@ -375,11 +381,16 @@ def watch(
     leaves neither duplicates nor gaps. A bad file gets an error record; watching goes on.
     Ctrl+C or SIGTERM stops cleanly (exit 0).
     """
+    from leukedge.inputs import check_output_paths
     from leukedge.records import ModelInfo
     from leukedge.report import record_line
     from leukedge.stopping import StopRequest
     from leukedge.watch import Watcher
 
+    try:
+        check_output_paths({"--jsonl": jsonl})
+    except ValueError as exc:
+        _usage_error(str(exc))
     classifier = _load_classifier(model, threads, labels, threshold, _parse_band(refer_band))
     positive = ModelInfo.of(classifier).positive_label
     options = WatchOptions(

@@ -53,12 +53,16 @@ class Skipped:
             are not counted).
         other_suffixes: non-image files by lower-case suffix (``""`` for none).
         unreadable: ``"<folder>: <problem>"`` for each folder that could not be listed.
+        repeated: paths given more than once (directly, through overlapping folders, links
+            or ``--files-from``), classified once: counting an image twice would weigh it
+            twice in a slide's call.
     """
 
     hidden_files: int = 0
     hidden_folders: int = 0
     other_suffixes: Counter = field(default_factory=Counter)
     unreadable: list[str] = field(default_factory=list)
+    repeated: int = 0
 
     @property
     def not_images(self) -> int:
@@ -83,6 +87,8 @@ class Skipped:
             parts.append(f"{self.hidden_folders} hidden folder{_s(self.hidden_folders)}")
         if self.unreadable:
             parts.append(f"{len(self.unreadable)} unreadable folder{_s(len(self.unreadable))}")
+        if self.repeated:
+            parts.append(f"{self.repeated} repeated path{_s(self.repeated)} (classified once)")
         return ", ".join(parts)
 
 
@@ -107,14 +113,22 @@ def walk_images(folder: str | os.PathLike, skipped: Skipped | None = None) -> li
 
     Returns:
         ``Path`` list sorted by path components (so ``a/b.jpg`` before ``a-b/c.jpg``).
+        Symbolically linked folders are walked too (labs link slide folders together),
+        each real folder once, so a link back up the tree cannot loop.
     """
     skipped = skipped if skipped is not None else Skipped()
     found: list[Path] = []
+    seen_folders: set[str] = set()
 
     def unreadable(exc: OSError) -> None:
         skipped.unreadable.append(f"{exc.filename}: {exc.strerror or exc}")
 
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen_folders:
+            dirnames[:] = []
+            continue
+        seen_folders.add(real)
         hidden = [d for d in dirnames if is_hidden(d)]
         skipped.hidden_folders += len(hidden)
         dirnames[:] = [d for d in dirnames if not is_hidden(d)]
@@ -150,7 +164,9 @@ def collect_inputs(
 
     Returns:
         :class:`Inputs`. A path that does not exist is kept, so that it gets its own
-        "No such file or directory" result rather than vanishing.
+        "No such file or directory" result rather than vanishing. A file reached twice
+        (the same real path) is kept once, at its first place, and counted in
+        ``skipped.repeated``.
 
     Raises:
         OSError: ``files_from`` cannot be read.
@@ -170,4 +186,46 @@ def collect_inputs(
             expanded += walk_images(path, skipped)
         else:
             expanded.append(path)
-    return Inputs(expanded, skipped)
+    unique: list[Path] = []
+    seen: set[str] = set()
+    for path in expanded:
+        real = os.path.realpath(path)
+        if real in seen:
+            skipped.repeated += 1
+        else:
+            seen.add(real)
+            unique.append(path)
+    return Inputs(unique, skipped)
+
+
+def check_output_paths(outputs: dict[str, Path | None], inputs: Iterable[Path] = ()) -> None:
+    """Refuse output files that would destroy an input or each other, before any work.
+
+    Args:
+        outputs: ``{option name: path}`` of the files a command will write (``None``: not
+            asked for).
+        inputs: the images it will read.
+
+    Raises:
+        ValueError: an output path has an image suffix (a shell glob such as
+            ``--csv d/*.jpg`` makes the first image the output file), is one of the inputs,
+            is a folder, or is given for two outputs; the message names the option and path.
+    """
+    real_inputs = {os.path.realpath(p) for p in inputs}
+    taken: dict[str, str] = {}
+    for option, path in outputs.items():
+        if path is None:
+            continue
+        real = os.path.realpath(path)
+        if is_image_name(str(path)):
+            raise ValueError(
+                f"{option} {path}: the output file has an image suffix; refusing to overwrite "
+                "what may be an image (did a shell pattern such as *.jpg expand into it?)"
+            )
+        if real in real_inputs:
+            raise ValueError(f"{option} {path}: is also an input; refusing to overwrite it")
+        if os.path.isdir(path):
+            raise ValueError(f"{option} {path}: is a folder, not a file")
+        if real in taken:
+            raise ValueError(f"{option} {path}: the same file as {taken[real]}")
+        taken[real] = option

@@ -195,9 +195,16 @@ def load_rgb(
     if path.is_dir():
         raise ImageDecodeError("is a directory, not an image", path)
     try:
-        with Image.open(path) as pil:
-            _draft(pil, min_size)
+        with warnings.catch_warnings():
+            if max_pixels is not None and max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels):
+                # Our own, stricter cap speaks for the file below, by name.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            pil = Image.open(path)
+        with pil:
+            # The header's size, before a reduced-size JPEG decode shrinks it: the cap is
+            # on the file, whatever its decoder can do.
             _check_pixels(*pil.size, path, max_pixels)  # header only: nothing decoded yet
+            _draft(pil, min_size)
             _warn_if_several_frames(pil, path)
             rgb = _decode_file(pil, path)
     except ImageDecodeError:
