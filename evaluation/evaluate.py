@@ -117,7 +117,13 @@ def evaluate_run(
         net = load_keras_model(model)
         probabilities = predict_keras(net, samples, int(net.input_shape[1]))
         tag = split
+    # Training wrote metrics_val.json with the epoch it kept; re-evaluating the run's own
+    # model must not lose it (the converter copies it into the model card).
+    earlier = run_dir / f"metrics_{tag}.json"
+    kept = json.loads(earlier.read_text()).get("best_epoch") if earlier.is_file() else None
     metrics = write_evaluation(run_dir, tag, samples, probabilities)
+    if kept is not None and model.suffix == ".keras":
+        metrics["best_epoch"] = kept
     metrics["model"] = str(model)
     (run_dir / f"metrics_{tag}.json").write_text(json.dumps(metrics, indent=2))
     from leukedge.evaluation.figures import run_figures
