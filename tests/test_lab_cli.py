@@ -390,6 +390,12 @@ def test_camera_stops_after_n_frames_and_reports_a_missing_camera(tmp_path):
     broken.write_bytes(b"not a video")
     proc = _cli("camera", "--video", broken, "--headless")
     assert proc.returncode == 1 and "cannot open video" in proc.stderr
+    # A file OpenCV opens but gets no frame from (a text file named .png): exit 1 too.
+    text = tmp_path / "notes.png"
+    text.write_text("not an image, not a video")
+    proc = _cli("camera", "--video", text, "--headless")
+    assert proc.returncode == 1, proc.stderr
+    assert "cannot open video" in proc.stderr or "no frame could be read" in proc.stderr
 
 
 def test_overlay_draws_the_call():

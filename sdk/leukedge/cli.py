@@ -480,6 +480,10 @@ def camera(
         f"{stats.dropped} dropped while busy, {stats.errors} failed",
         err=True,
     )
+    if stats.captured == 0 and not stop:
+        where = f"video {video}" if video is not None else f"camera {device}"
+        typer.echo(f"error: no frame could be read from {where}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()
