@@ -192,9 +192,11 @@ def test_evaluate_update_card_then_info(converted, tiny_run, tmp_path):
     assert json.loads((run / "metrics_test.json").read_text())["n"] == 16
     # Re-evaluating the run's own model on val keeps the epoch training kept (the
     # converter copies it into the model card).
-    kept = json.loads((run / "metrics_val.json").read_text())["best_epoch"]
-    assert kept >= 1 and _cli("train", "evaluate", run, "--split", "val").exit_code == 0
-    assert json.loads((run / "metrics_val.json").read_text())["best_epoch"] == kept
+    # (On a copy: other tests read the shared run's files as training wrote them.)
+    copy = shutil.copytree(run, tmp_path / "run_copy")
+    kept = json.loads((copy / "metrics_val.json").read_text())["best_epoch"]
+    assert kept >= 1 and _cli("train", "evaluate", copy, "--split", "val").exit_code == 0
+    assert json.loads((copy / "metrics_val.json").read_text())["best_epoch"] == kept
     bad = _cli("train", "evaluate", run, "--split", "nope")
     assert bad.exit_code == 2 and "no split 'nope'" in bad.output
 

@@ -178,6 +178,15 @@ def test_outputs_never_overwrite_images_and_repeats_do_not_weigh_twice(tmp_path)
     proc = _cli("watch", d, "--jsonl", d / "field_01.jpg")
     assert proc.returncode == 2 and "image suffix" in proc.stderr, proc.stderr
     assert (d / "field_01.jpg").read_bytes() == before
+    # An output through a symbolic link: written into its target, the link stays.
+    target = tmp_path / "nas" / "real.csv"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    (tmp_path / "latest.csv").symlink_to(target)
+    proc = _cli("classify", d / "field_02.jpg", "--csv", tmp_path / "latest.csv")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "latest.csv").is_symlink()
+    assert target.read_text().startswith("path,")
 
     s1 = tmp_path / "dup" / "s1"
     s1.mkdir(parents=True)
@@ -205,10 +214,12 @@ def test_exit_0_when_every_input_is_classified():
 
 
 def _many(tmp_path: Path, n: int) -> Path:
+    """``n`` distinct files (copies: links to one file would be one image, classified once)."""
     folder = tmp_path / "many"
     folder.mkdir()
+    data = {i: (EXAMPLES / (FIELD if i else BENIGN)).read_bytes() for i in (0, 1)}
     for i in range(n):
-        os.symlink(EXAMPLES / (FIELD if i % 2 else BENIGN), folder / f"f{i:05d}.jpg")
+        (folder / f"f{i:05d}.jpg").write_bytes(data[i % 2])
     return folder
 
 
@@ -232,7 +243,10 @@ def _start_and_wait_for_rows(tmp_path: Path, folder: Path, rows: int, *extra):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_keeps_finished_rows_and_leaves_no_temp_file(tmp_path, signum):
     folder = _many(tmp_path, 3000)
-    proc, csv_out, jsonl_out = _start_and_wait_for_rows(tmp_path, folder, 10)
+    groups = tmp_path / "groups.csv"
+    proc, csv_out, jsonl_out = _start_and_wait_for_rows(
+        tmp_path, folder, 10, "--group-by", "folder", "--group-csv", groups
+    )
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, stderr
@@ -248,6 +262,8 @@ def test_interrupt_keeps_finished_rows_and_leaves_no_temp_file(tmp_path, signum)
     assert csv_out.read_text().endswith("\n")
     assert not list(tmp_path.glob(".*partial"))
     assert "stopped early" in stderr
+    # A slide's call from part of its images would read as the slide's: none is written.
+    assert not groups.exists() and "group summary not written" in stderr
 
 
 def test_kill_leaves_previous_results_untouched(tmp_path):

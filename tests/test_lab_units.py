@@ -31,8 +31,15 @@ from leukedge.groups import (
     summary_columns,
     wilson_interval,
 )
-from leukedge.inputs import check_output_paths, collect_inputs, read_path_list, walk_images
+from leukedge.inputs import (
+    check_is_a_record_file,
+    check_output_paths,
+    collect_inputs,
+    read_path_list,
+    walk_images,
+)
 from leukedge.outputs import AtomicTextFile, CsvWriter, JsonLinesWriter, csv_columns
+from leukedge.preprocess import ImageDecodeError, load_rgb
 from leukedge.records import ModelInfo, error_record, result_record, status_of
 from leukedge.subjects import parse_subject
 
@@ -121,6 +128,30 @@ def test_a_file_reached_twice_is_classified_once_and_counted(tmp_path):
     )
 
 
+def test_hard_links_are_one_file_and_non_regular_inputs_are_errors(tmp_path):
+    a = tmp_path / "s1" / "a.jpg"
+    a.parent.mkdir()
+    shutil.copy(EXAMPLES / "WBC-Malignant-Pre-810.jpg", a)
+    os.link(a, tmp_path / "s1" / "b.jpg")
+    inputs = collect_inputs([tmp_path / "s1"])
+    assert [p.name for p in inputs.paths] == ["a.jpg"] and inputs.skipped.repeated == 1
+    os.mkfifo(tmp_path / "pipe.jpg")  # reading it would block for ever
+    with pytest.raises(ImageDecodeError, match="not a regular file"):
+        load_rgb(tmp_path / "pipe.jpg")
+
+
+def test_a_record_file_is_appended_to_only_if_it_holds_records(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("line1\nline 2 no newline")
+    with pytest.raises(ValueError, match="not a leukedge JSON Lines file"):
+        check_is_a_record_file(notes)
+    assert notes.read_text() == "line1\nline 2 no newline"
+    records = tmp_path / "calls.jsonl"
+    records.write_text('{"path": "a.jpg", "status": "ok"}\n')
+    check_is_a_record_file(records)
+    check_is_a_record_file(tmp_path / "new.jsonl")
+
+
 def test_linked_slide_folders_are_walked_once_without_looping(tmp_path):
     tree = slide_tree(tmp_path / "day")
     linked = tmp_path / "linked"
@@ -130,6 +161,14 @@ def test_linked_slide_folders_are_walked_once_without_looping(tmp_path):
     found = walk_images(linked)
     slide_a = [p for p in tree["images"] if "slide_A" in str(p)]
     assert [p.name for p in found] == [p.name for p in slide_a]
+    # A real slide folder and two links to it: the real name wins, whatever the directory
+    # order, and the links' images count as repeats.
+    day = tmp_path / "day"
+    for alias in ("a_link", "zz_link"):
+        (day / alias).symlink_to(day / "slide_A", target_is_directory=True)
+    inputs = collect_inputs([day])
+    assert inputs.paths == walk_images(day) == tree["images"]
+    assert inputs.skipped.repeated == 2 * len(slide_a)
 
 
 @pytest.mark.parametrize(
@@ -139,11 +178,15 @@ def test_linked_slide_folders_are_walked_once_without_looping(tmp_path):
         ({"--jsonl": "in.dat"}, "is also an input"),
         ({"--csv": "d"}, "is a folder"),
         ({"--csv": "r.out", "--jsonl": "r.out"}, "the same file as --csv"),
+        ({"--csv": "hard.dat"}, "is also an input"),
+        ({"--csv": "fifo.csv"}, "not a regular file"),
     ],
 )
 def test_output_paths_that_would_destroy_inputs_are_refused(tmp_path, outputs, message):
     (tmp_path / "d").mkdir()
     (tmp_path / "in.dat").write_bytes(b"x")
+    os.link(tmp_path / "in.dat", tmp_path / "hard.dat")  # the same file under another name
+    os.mkfifo(tmp_path / "fifo.csv")
     paths = {k: tmp_path / v for k, v in outputs.items()}
     with pytest.raises(ValueError, match=message):
         check_output_paths(paths, [tmp_path / "in.dat"])

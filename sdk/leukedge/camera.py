@@ -134,13 +134,17 @@ def draw_overlay(frame: np.ndarray, record: dict[str, Any] | None, positive_labe
     cv2.putText(frame, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness)
 
 
-def save_snapshot(folder: Path, frame_bgr: np.ndarray, record: dict[str, Any]) -> Path:
-    """Save ``frame_bgr`` as ``frame_<timestamp>.png`` and its record as ``….json``;
-    the record's ``path`` becomes the PNG's path. Returns the PNG path."""
+def save_snapshot(
+    folder: Path, frame_bgr: np.ndarray, record: dict[str, Any], run: str = ""
+) -> Path:
+    """Save ``frame_bgr`` as ``<run>frame_<timestamp>.png`` and its record as ``….json``;
+    the record's ``path`` becomes the PNG's path. ``run`` (e.g. the run's start time) keeps
+    a later run's frames, whose timestamps start again from 0, from replacing this run's.
+    Returns the PNG path."""
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
-    png = folder / f"frame_{int(record.get('timestamp_ms') or 0):010d}.png"
+    png = folder / f"{run}frame_{int(record.get('timestamp_ms') or 0):010d}.png"
     if not cv2.imwrite(str(png), frame_bgr):
         raise CameraError(f"{png}: could not write the snapshot")
     record["path"] = str(png)
@@ -178,6 +182,7 @@ def run_camera(
     latest: dict[str, Any] = {}
     lock = threading.Lock()
     model: ModelInfo | None = None
+    run_name = time.strftime("%Y%m%d-%H%M%S_")  # snapshots of this run
 
     def on_result(
         result: ClassificationResult | None,
@@ -193,7 +198,7 @@ def run_camera(
             record["timestamp_ms"] = timestamp_ms
         if options.snapshot is not None:
             try:
-                save_snapshot(options.snapshot, frame, record)
+                save_snapshot(options.snapshot, frame, record, run_name)
             except (OSError, CameraError) as exc:
                 warnings.warn(f"snapshot not saved: {exc}", LeukedgeWarning, stacklevel=1)
         with lock:

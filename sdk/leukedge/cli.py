@@ -18,6 +18,7 @@ SIGTERM) when ``classify`` was stopped before the end (what was done is kept).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -235,12 +236,18 @@ def classify(
     if not inputs.paths:
         skipped = inputs.skipped.describe()
         _usage_error("no images to classify" + (f" (skipped {skipped})" if skipped else ""))
+    read_too = [p for p in (files_from, group_map) if p is not None and str(p) != "-"]
     try:
         check_output_paths(
-            {"--csv": csv_out, "--jsonl": jsonl_out, "--group-csv": group_csv}, inputs.paths
+            {"--csv": csv_out, "--jsonl": jsonl_out, "--group-csv": group_csv},
+            [*inputs.paths, *read_too],
         )
     except ValueError as exc:
         _usage_error(str(exc))
+    # Write through symbolic links (the link stays, its target gets the results).
+    csv_out, jsonl_out, group_csv = (
+        None if p is None else Path(os.path.realpath(p)) for p in (csv_out, jsonl_out, group_csv)
+    )
     classifier = _load_classifier(model, threads, labels, threshold, band)
     _run_classify(
         classifier,
@@ -316,7 +323,12 @@ def _run_classify(
         raise typer.Exit(130) from None
     if job.keep_records:
         print_results_table(job.records, classifier)
-    if groups is not None:
+    if groups is not None and totals.stopped_by is not None:
+        typer.echo(
+            "group summary not written: the run was stopped before every image was classified",
+            err=True,
+        )
+    elif groups is not None:
         summaries = groups.summaries()
         print_group_table(summaries, by, sys.stderr if as_json else sys.stdout)
         if group_csv is not None:
@@ -381,16 +393,18 @@ def watch(
     leaves neither duplicates nor gaps. A bad file gets an error record; watching goes on.
     Ctrl+C or SIGTERM stops cleanly (exit 0).
     """
-    from leukedge.inputs import check_output_paths
+    from leukedge.inputs import check_is_a_record_file, check_output_paths
     from leukedge.records import ModelInfo
     from leukedge.report import record_line
     from leukedge.stopping import StopRequest
     from leukedge.watch import Watcher
 
     try:
-        check_output_paths({"--jsonl": jsonl})
+        check_output_paths({"--jsonl": jsonl}, [folder] if folder.is_file() else [])
+        check_is_a_record_file(jsonl)
     except ValueError as exc:
         _usage_error(str(exc))
+    jsonl = Path(os.path.realpath(jsonl))
     classifier = _load_classifier(model, threads, labels, threshold, _parse_band(refer_band))
     positive = ModelInfo.of(classifier).positive_label
     options = WatchOptions(

@@ -125,13 +125,23 @@ def walk_images(folder: str | os.PathLike, skipped: Skipped | None = None) -> li
 
     for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen_folders:
+        if real in seen_folders:  # a second name (link) of a folder already walked
             dirnames[:] = []
+            skipped.repeated += sum(
+                is_image_name(n) and not is_hidden(n)
+                for _, _, names in os.walk(real)
+                for n in names
+            )
             continue
         seen_folders.add(real)
         hidden = [d for d in dirnames if is_hidden(d)]
         skipped.hidden_folders += len(hidden)
-        dirnames[:] = [d for d in dirnames if not is_hidden(d)]
+        # Real folders before links to them, each group by name: the walk (and so which
+        # name a linked slide is reported under) does not depend on the directory order.
+        dirnames[:] = sorted(
+            (d for d in dirnames if not is_hidden(d)),
+            key=lambda d: (os.path.islink(os.path.join(dirpath, d)), d),
+        )
         for name in filenames:
             if is_hidden(name):
                 skipped.hidden_files += 1
@@ -187,15 +197,25 @@ def collect_inputs(
         else:
             expanded.append(path)
     unique: list[Path] = []
-    seen: set[str] = set()
+    seen: set[object] = set()
     for path in expanded:
-        real = os.path.realpath(path)
-        if real in seen:
+        key = file_identity(path)
+        if key in seen:
             skipped.repeated += 1
         else:
-            seen.add(real)
+            seen.add(key)
             unique.append(path)
     return Inputs(unique, skipped)
+
+
+def file_identity(path: str | os.PathLike) -> object:
+    """What makes two paths the same file: ``(device, inode)`` for an existing file (so
+    symbolic and hard links are one file), else the resolved path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return os.path.realpath(path)
+    return (st.st_dev, st.st_ino)
 
 
 def check_output_paths(outputs: dict[str, Path | None], inputs: Iterable[Path] = ()) -> None:
@@ -208,24 +228,56 @@ def check_output_paths(outputs: dict[str, Path | None], inputs: Iterable[Path] =
 
     Raises:
         ValueError: an output path has an image suffix (a shell glob such as
-            ``--csv d/*.jpg`` makes the first image the output file), is one of the inputs,
-            is a folder, or is given for two outputs; the message names the option and path.
+            ``--csv d/*.jpg`` makes the first image the output file), is one of the inputs
+            (images, the ``--files-from`` list, the ``--group-map``), is a folder or another
+            non-regular file (a FIFO, a device such as ``/dev/stdout``: outputs are replaced
+            atomically, which would replace the device node), or is given for two outputs;
+            the message names the option and path.
     """
-    real_inputs = {os.path.realpath(p) for p in inputs}
-    taken: dict[str, str] = {}
+    input_ids = {file_identity(p) for p in inputs}
+    taken: dict[object, str] = {}
     for option, path in outputs.items():
         if path is None:
             continue
-        real = os.path.realpath(path)
+        key = file_identity(path)
         if is_image_name(str(path)):
             raise ValueError(
                 f"{option} {path}: the output file has an image suffix; refusing to overwrite "
                 "what may be an image (did a shell pattern such as *.jpg expand into it?)"
             )
-        if real in real_inputs:
+        if key in input_ids:
             raise ValueError(f"{option} {path}: is also an input; refusing to overwrite it")
         if os.path.isdir(path):
             raise ValueError(f"{option} {path}: is a folder, not a file")
-        if real in taken:
-            raise ValueError(f"{option} {path}: the same file as {taken[real]}")
-        taken[real] = option
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise ValueError(
+                f"{option} {path}: is not a regular file (a pipe or device); write to a file"
+            )
+        if key in taken:
+            raise ValueError(f"{option} {path}: the same file as {taken[key]}")
+        taken[key] = option
+
+
+def check_is_a_record_file(path: str | os.PathLike) -> None:
+    """Refuse to append records to an existing file that is not leukedge's JSON Lines
+    (``watch`` repairs a cut-short last line, which would cut another file's text).
+
+    Raises:
+        ValueError: ``path`` exists, is not empty, and its first line is not a JSON object
+            with a ``"path"`` (a leukedge record).
+    """
+    import json
+
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        first = handle.readline()
+    try:
+        record = json.loads(first)
+    except ValueError:
+        record = None
+    if not (isinstance(record, dict) and "path" in record):
+        raise ValueError(
+            f"--jsonl {path}: exists and is not a leukedge JSON Lines file (its first line is "
+            "not a record); refusing to append to it"
+        )

@@ -194,6 +194,8 @@ def load_rgb(
         raise FileNotFoundError(errno.ENOENT, "no such file", str(path))
     if path.is_dir():
         raise ImageDecodeError("is a directory, not an image", path)
+    if not path.is_file():  # a FIFO, socket or device: reading it could block forever
+        raise ImageDecodeError("is not a regular file (a pipe, socket or device)", path)
     try:
         with warnings.catch_warnings():
             if max_pixels is not None and max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels):
