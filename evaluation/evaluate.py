@@ -122,7 +122,7 @@ def evaluate_run(
     earlier = run_dir / f"metrics_{tag}.json"
     kept = json.loads(earlier.read_text()).get("best_epoch") if earlier.is_file() else None
     metrics = write_evaluation(run_dir, tag, samples, probabilities)
-    if kept is not None and model.suffix == ".keras":
+    if kept is not None:
         metrics["best_epoch"] = kept
     metrics["model"] = str(model)
     (run_dir / f"metrics_{tag}.json").write_text(json.dumps(metrics, indent=2))

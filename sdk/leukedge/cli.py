@@ -18,7 +18,6 @@ SIGTERM) when ``classify`` was stopped before the end (what was done is kept).
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -244,10 +243,6 @@ def classify(
         )
     except ValueError as exc:
         _usage_error(str(exc))
-    # Write through symbolic links (the link stays, its target gets the results).
-    csv_out, jsonl_out, group_csv = (
-        None if p is None else Path(os.path.realpath(p)) for p in (csv_out, jsonl_out, group_csv)
-    )
     classifier = _load_classifier(model, threads, labels, threshold, band)
     _run_classify(
         classifier,
@@ -400,11 +395,10 @@ def watch(
     from leukedge.watch import Watcher
 
     try:
-        check_output_paths({"--jsonl": jsonl}, [folder] if folder.is_file() else [])
+        check_output_paths({"--jsonl": jsonl})
         check_is_a_record_file(jsonl)
     except ValueError as exc:
         _usage_error(str(exc))
-    jsonl = Path(os.path.realpath(jsonl))
     classifier = _load_classifier(model, threads, labels, threshold, _parse_band(refer_band))
     positive = ModelInfo.of(classifier).positive_label
     options = WatchOptions(

@@ -19,6 +19,7 @@ cycles).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections import Counter
@@ -127,10 +128,9 @@ def walk_images(folder: str | os.PathLike, skipped: Skipped | None = None) -> li
         real = os.path.realpath(dirpath)
         if real in seen_folders:  # a second name (link) of a folder already walked
             dirnames[:] = []
+            # Its images are repeats (counted without following links: no loop).
             skipped.repeated += sum(
-                is_image_name(n) and not is_hidden(n)
-                for _, _, names in os.walk(real)
-                for n in names
+                is_image_name(n) and not is_hidden(n) for _, _, ns in os.walk(real) for n in ns
             )
             continue
         seen_folders.add(real)
@@ -175,7 +175,7 @@ def collect_inputs(
     Returns:
         :class:`Inputs`. A path that does not exist is kept, so that it gets its own
         "No such file or directory" result rather than vanishing. A file reached twice
-        (the same real path) is kept once, at its first place, and counted in
+        (the same :func:`file_identity`) is kept once, at its first place, and counted in
         ``skipped.repeated``.
 
     Raises:
@@ -266,8 +266,6 @@ def check_is_a_record_file(path: str | os.PathLike) -> None:
         ValueError: ``path`` exists, is not empty, and its first line is not a JSON object
             with a ``"path"`` (a leukedge record).
     """
-    import json
-
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         return
     with open(path, encoding="utf-8", errors="replace") as handle:

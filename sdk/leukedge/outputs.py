@@ -43,7 +43,8 @@ class AtomicTextFile:
     """A text file written under a temporary name and renamed onto ``target`` at the end.
 
     Args:
-        target: the file to create or replace; its folder is created if missing.
+        target: the file to create or replace; its folder is created if missing. A
+            symbolic link is written through (its target is replaced, the link stays).
         mode: permission bits of the final file; default ``0o666 & ~umask``.
 
     Use as a context manager, or call :meth:`commit` / :meth:`discard` yourself. Leaving the
@@ -55,7 +56,7 @@ class AtomicTextFile:
     """
 
     def __init__(self, target: str | os.PathLike, mode: int | None = None):
-        self.target = Path(target)
+        self.target = Path(os.path.realpath(target))
         self.target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(
             dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".partial"

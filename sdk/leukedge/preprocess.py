@@ -197,12 +197,7 @@ def load_rgb(
     if not path.is_file():  # a FIFO, socket or device: reading it could block forever
         raise ImageDecodeError("is not a regular file (a pipe, socket or device)", path)
     try:
-        with warnings.catch_warnings():
-            if max_pixels is not None and max_pixels <= (Image.MAX_IMAGE_PIXELS or max_pixels):
-                # Our own, stricter cap speaks for the file below, by name.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            pil = Image.open(path)
-        with pil:
+        with Image.open(path) as pil:
             # The header's size, before a reduced-size JPEG decode shrinks it: the cap is
             # on the file, whatever its decoder can do.
             _check_pixels(*pil.size, path, max_pixels)  # header only: nothing decoded yet
