@@ -205,3 +205,17 @@ def integer_input_model():
         return rewrite_model(content, prepend_dequantize)
 
     return make
+
+
+def load_script(path: Path, prefix: str):
+    """Import the script at ``path`` (examples and tools are scripts, not a package) as the
+    module ``<prefix><stem>``; registered in ``sys.modules``, where dataclasses look their
+    module up."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"{prefix}{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -245,15 +245,10 @@ def _invoke(*args: str):
 def _rewritten(edit, path, content: bytes | None = None):
     """``content`` (default: the embedded model) changed by ``edit(model)`` (TFLite schema
     object API of ai-edge-litert, no TensorFlow), written to ``path``."""
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as schema
+    from conftest import rewrite_model
 
     content = default_model_path().read_bytes() if content is None else content
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    edit(model, schema)
-    builder = flatbuffers.Builder(0)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
+    path.write_bytes(rewrite_model(content, edit))
     return path
 
 

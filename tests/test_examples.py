@@ -7,7 +7,6 @@ from __future__ import annotations
 import configparser
 import csv
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from leukedge.classifier import Classifier
 from leukedge.preprocess import load_rgb
@@ -31,12 +31,7 @@ BENIGN = "WBC-Benign-420.jpg"
 
 def _example(example_images, name):
     """Import ``examples/<name>`` as a module (the examples are scripts, not a package)."""
-    path = example_images.parent / name
-    spec = importlib.util.spec_from_file_location(f"example_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(example_images.parent / name, "example_")
 
 
 def _run(example_images, name, *args):
@@ -197,11 +192,7 @@ RESULT_LINE = re.compile(r"^\s*(\d+) ms  (.*)$")
 
 
 def _module(path: Path):
-    spec = importlib.util.spec_from_file_location(f"_example_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path, "_example_")
 
 
 def readme_commands(readme: Path) -> list[tuple[str, list[str]]]:

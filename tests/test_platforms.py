@@ -5,14 +5,13 @@ platform table against the recorded results. Fast: nothing here installs or emul
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 from packaging.requirements import Requirement
 
 try:
@@ -27,11 +26,7 @@ PLATFORM_RESULTS = REPO / "tools" / "platform_results"
 
 
 def _module(path: Path):
-    spec = importlib.util.spec_from_file_location(f"_mod_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(path, "_mod_")
 
 
 @pytest.fixture(scope="module")
