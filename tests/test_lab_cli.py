@@ -382,6 +382,17 @@ def test_camera_on_a_video_prints_calls_and_saves_snapshots(tmp_path, classifier
     snaps = tmp_path / "snaps"
     proc = _cli("camera", "--video", video, "--headless", "--snapshot", snaps)
     assert proc.returncode == 0, proc.stderr
+    # A second run into the same folder (its timestamps start again from 0) adds its own
+    # snapshots beside the first run's instead of replacing them.
+    first_run = sorted(snaps.glob("*.json"))
+    time.sleep(1.1)  # runs are named to the second
+    again = _cli("camera", "--video", video, "--headless", "--snapshot", snaps)
+    assert again.returncode == 0, again.stderr
+    runs = {p.name.split("frame_")[0] for p in snaps.glob("*.json")}
+    assert len(runs) == 2 and all(p.exists() for p in first_run), sorted(runs)
+    for sidecar in set(snaps.glob("*.json")) - set(first_run):
+        sidecar.unlink()
+        sidecar.with_suffix(".png").unlink()
     lines = [line for line in proc.stdout.splitlines() if " ms " in line]
     summary = proc.stderr.strip().splitlines()[-1]
     assert summary.startswith(f"{frames} frames captured, {len(lines)} classified")

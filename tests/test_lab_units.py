@@ -135,9 +135,24 @@ def test_hard_links_are_one_file_and_non_regular_inputs_are_errors(tmp_path):
     os.link(a, tmp_path / "s1" / "b.jpg")
     inputs = collect_inputs([tmp_path / "s1"])
     assert [p.name for p in inputs.paths] == ["a.jpg"] and inputs.skipped.repeated == 1
-    os.mkfifo(tmp_path / "pipe.jpg")  # reading it would block for ever
+    pipe = tmp_path / "pipe.jpg"
+    os.mkfifo(pipe)  # reading it would block for ever
+
+    def writer():  # so that a reader that did open it would not hang this test
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # no reader (yet)
+                time.sleep(0.05)
+                continue
+            os.write(fd, b"not an image")
+            os.close(fd)
+            return
+
+    threading.Thread(target=writer, daemon=True).start()
     with pytest.raises(ImageDecodeError, match="not a regular file"):
-        load_rgb(tmp_path / "pipe.jpg")
+        load_rgb(pipe)
 
 
 def test_a_record_file_is_appended_to_only_if_it_holds_records(tmp_path):
@@ -180,6 +195,7 @@ def test_linked_slide_folders_are_walked_once_without_looping(tmp_path):
         ({"--csv": "r.out", "--jsonl": "r.out"}, "the same file as --csv"),
         ({"--csv": "hard.dat"}, "is also an input"),
         ({"--csv": "fifo.csv"}, "not a regular file"),
+        ({"--csv": "to_image.csv"}, "image suffix"),
     ],
 )
 def test_output_paths_that_would_destroy_inputs_are_refused(tmp_path, outputs, message):
@@ -187,6 +203,8 @@ def test_output_paths_that_would_destroy_inputs_are_refused(tmp_path, outputs, m
     (tmp_path / "in.dat").write_bytes(b"x")
     os.link(tmp_path / "in.dat", tmp_path / "hard.dat")  # the same file under another name
     os.mkfifo(tmp_path / "fifo.csv")
+    (tmp_path / "keep.jpg").write_bytes(b"an image")
+    (tmp_path / "to_image.csv").symlink_to(tmp_path / "keep.jpg")  # not an input of this run
     paths = {k: tmp_path / v for k, v in outputs.items()}
     with pytest.raises(ValueError, match=message):
         check_output_paths(paths, [tmp_path / "in.dat"])

@@ -240,10 +240,11 @@ def check_output_paths(outputs: dict[str, Path | None], inputs: Iterable[Path] =
         if path is None:
             continue
         key = file_identity(path)
-        if is_image_name(str(path)):
+        if is_image_name(str(path)) or is_image_name(os.path.realpath(path)):
             raise ValueError(
-                f"{option} {path}: the output file has an image suffix; refusing to overwrite "
-                "what may be an image (did a shell pattern such as *.jpg expand into it?)"
+                f"{option} {path}: the output file (or what it links to) has an image suffix; "
+                "refusing to overwrite what may be an image (did a shell pattern such as *.jpg "
+                "expand into it?)"
             )
         if key in input_ids:
             raise ValueError(f"{option} {path}: is also an input; refusing to overwrite it")
