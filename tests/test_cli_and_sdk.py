@@ -439,43 +439,69 @@ def test_cli_info_prints_metadata_and_tensors():
 
 
 def test_cli_info_text(tmp_path, model_without_metadata):
-    """README: float32 input (the in-graph normalisation stays float; scale 0, zero point
-    0), uint8 output (scale 1/256), uint8 embedding, labels, input kind and size,
-    temperature and the model card, read from the file itself."""
+    """README: a readable summary, one line per subject, read from the file itself: the
+    model, its labels and input (field, 224x224 RGB 0-255; float32 input tensor, the
+    in-graph normalisation stays float), uint8 output (scale 1/256) and embedding, the
+    gate's result, the model card's key figures, the temperature, which checks it carries,
+    the operating point, band and thresholds. No raw JSON (that is ``--json``)."""
+    import dataclasses
+
     path = default_model_path()
     meta = read_metadata(path)
     embedding = TFLiteEngine(path).details()["embedding"]
     result = _invoke("info")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].endswith(": float32 [1, 224, 224, 3], scale 0, zero point 0")
-    assert lines[1].endswith(": uint8 [1, 2], scale 0.00390625, zero point 0")
-    assert lines[2] == (
-        f"embedding {embedding['name']}: uint8 [1, 1280], scale {embedding['scale']:g}, "
-        "zero point 0"
+    by_key = dict(line.split(None, 1) for line in lines if not line.startswith((" ", "(")))
+    assert by_key["model"] == f"leukedge_default (int8), made by leukedge {meta.version}"
+    assert by_key["file"] == (
+        f"{path} ({path.stat().st_size / 1e6:.2f} MB), runtime ai_edge_litert.interpreter"
     )
-    assert (
-        lines[3]
-        == f"size    {path.stat().st_size / 1e6:.2f} MB; runtime ai_edge_litert.interpreter"
+    assert by_key["labels"] == "ALL, HEM (positive class: ALL)"
+    assert by_key["input"] == "field image, resized whole (bilinear) to 224x224 RGB 0-255"
+    assert any(
+        ln.startswith("  tensor ") and ln.endswith(": float32 [1, 224, 224, 3]") for ln in lines
     )
-    ops = lines[4].removeprefix("ops     ").split(", ")
-    assert "CONV_2D" in ops and "SOFTMAX" in ops and ops == sorted(ops)
-    assert lines[5] == (
-        f"model   leukedge_default (int8), leukedge {meta.version}, labels ['ALL', 'HEM'], "
-        "input field 224x224 RGB 0-255, temperature 1.173"
+    assert by_key["output"].endswith(": uint8 [1, 2], scale 0.00390625, zero point 0")
+    assert by_key["embedding"] == (
+        f"{embedding['name']}: uint8 [1, 1280], scale {embedding['scale']:g}, zero point 0"
+    )
+    # The README's figures: gate 0.73 pp lost, 98.3 % agreement; test accuracy 0.944, weighted
+    # F1 0.942, confusion matrix [[340, 6], [17, 47]].
+    assert by_key["gate"].startswith(
+        "passed on the val split (n=410): accuracy 0.968 vs float 0.976 (0.73 pp lost), "
+        "label agreement 98.3 %"
+    )
+    assert by_key["test"].startswith("n=410: accuracy 0.944, weighted F1 0.942, ")
+    assert by_key["test"].endswith("confusion [[340, 6], [17, 47]]")
+    assert "validation" in by_key and "trained" in by_key and "robustness" in by_key
+    assert by_key["temperature"].startswith("1.173 ")
+    assert by_key["checks"] == (
+        "quality thresholds fitted; out of domain on; operating point fitted"
     )
     # The model's operating point (p(ALL) >= 0.429, refer band [0.160, 0.755)).
-    assert lines[6] == (
-        "call    ALL when p(ALL) >= 0.4294: operating point for sensitivity >= 0.98 on "
+    assert by_key["call"] == (
+        "ALL when p(ALL) >= 0.4294: operating point for sensitivity >= 0.98 on "
         f"{meta.decision.source}"
     )
-    assert lines[7].startswith("refer   0.1599 <= p(ALL) < 0.7552: ")
-    start = next(i for i, line in enumerate(lines) if line.startswith("card    "))
-    card = "\n".join(lines[start:])
-    assert json.loads(card[len("card    ") :]) == meta.model_card
+    assert by_key["refer"].startswith("0.1599 <= p(ALL) < 0.7552: ")
+    assert "ood" in by_key and "quality" in by_key
+    ops = by_key["operators"].split(", ")
+    assert "CONV_2D" in ops and "SOFTMAX" in ops and ops == sorted(ops)
+    # A summary, not the card: no JSON, no line of the card's 140.
+    assert "{" not in result.output and len(lines) < 30
+    # A model whose gate failed says so.
+    card = {**meta.model_card, "gate": {**meta.model_card["gate"], "passed": False}}
+    failed = tmp_path / "failed.tflite"
+    failed.write_bytes(
+        write_metadata(path.read_bytes(), dataclasses.replace(meta, model_card=card))
+    )
+    shown = _invoke("info", failed)
+    assert shown.exit_code == 0
+    assert "gate       FAILED on the val split" in shown.output
     plain = _invoke("info", model_without_metadata)
     assert plain.exit_code == 0 and "carries no leukedge metadata" in plain.output
-    assert "model   " not in plain.output
+    assert "model   " not in plain.output and "output     " in plain.output
     for bad in (tmp_path / "missing.tflite", tmp_path):
         result = _invoke("info", bad)
         assert result.exit_code == 2 and str(bad) in result.output

