@@ -368,6 +368,63 @@ def test_cli_table_and_exit_zero(classifier, example_images):
     assert round(results[0].probabilities["ALL"], 3) == 0.944
 
 
+def test_litert_banner_is_hidden_and_nothing_else(example_images):
+    """LiteRT's C++ "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." line does not
+    reach standard error; whatever else is written there while an interpreter is made is
+    kept, in order; LEUKEDGE_LITERT_LOG=1 keeps the banner (check_arm64.sh uses it)."""
+    import os
+
+    proc = _run_cli("classify", str(example_images / BENIGN))
+    assert proc.returncode == 0, proc.stderr
+    assert "XNNPACK" not in proc.stderr and "INFO:" not in proc.stderr
+    code = (
+        "import os\n"
+        "from ai_edge_litert.interpreter import Interpreter\n"
+        "from leukedge.classifier import default_model_path\n"
+        "from leukedge.runtime import quiet_delegate_banner\n"
+        "content = default_model_path().read_bytes()\n"
+        "with quiet_delegate_banner():\n"
+        "    os.write(2, b'ERROR: before\\n')\n"
+        "    Interpreter(model_content=content).allocate_tensors()\n"
+        "    os.write(2, b'after\\n')\n"
+    )
+    for env, expected in (
+        ({}, "ERROR: before\nafter\n"),
+        (
+            {"LEUKEDGE_LITERT_LOG": "1"},
+            "ERROR: before\nINFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nafter\n",
+        ),
+    ):
+        shown = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **env},
+        )
+        assert shown.returncode == 0 and shown.stderr == expected, shown.stderr
+
+
+def test_cli_bad_refer_band_names_the_option(example_images):
+    """A band that is not LOW,HIGH in [0, 1], or does not contain the threshold, is a usage
+    error (exit 2) naming --refer-band (and --threshold when given), not "cannot load
+    model"."""
+    image = example_images / BENIGN
+    for band, problem in (
+        ("0.9,0.1", "0 <= LOW <= HIGH <= 1"),
+        ("0.1,1.5", "0 <= LOW <= HIGH <= 1"),
+        ("a,b", "expected LOW,HIGH"),
+        ("0.5,0.6", "contain the threshold 0.429"),  # the model's operating point
+    ):
+        result = _invoke("classify", "--refer-band", band, image)
+        assert result.exit_code == 2, (band, result.output)
+        assert "error: --refer-band" in result.output and problem in result.output
+        assert "cannot load model" not in result.output
+    both = _invoke("classify", "--threshold", "0.7", "--refer-band", "0.1,0.6", image)
+    assert both.exit_code == 2 and "error: --threshold and --refer-band:" in both.output
+    assert _invoke("classify", "--refer-band", "0.1,0.6", image).exit_code == 0
+
+
 def test_cli_help_lists_every_command_and_option():
     top = _invoke("--help")
     assert top.exit_code == 0

@@ -105,7 +105,7 @@ SHOW_LITERT_LOG_ENV = "LEUKEDGE_LITERT_LOG"
 """Set this environment variable to ``1`` to keep LiteRT's banner (e.g. to see that XNNPACK
 is used: ``examples/raspberry_pi/check_arm64.sh`` does)."""
 
-_banner_lock = threading.Lock()
+_banner_lock = threading.RLock()  # re-entrant: a block may make an engine itself
 _banner_seen = False
 
 
