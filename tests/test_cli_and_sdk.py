@@ -564,8 +564,8 @@ def test_cli_info_text(tmp_path, model_without_metadata):
         assert result.exit_code == 2 and str(bad) in result.output
 
 
-def test_cli_bench_json(tmp_path, interpreter_threads):
-    result = _invoke("bench", "--threads", "1", "--threads", "2", "--runs", "3")
+def test_cli_bench_table_and_json(tmp_path, interpreter_threads):
+    result = _invoke("bench", "--threads", "1", "--threads", "2", "--runs", "3", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{") :])
     path = default_model_path()
@@ -574,6 +574,23 @@ def test_cli_bench_json(tmp_path, interpreter_threads):
     for figures in report["latency_ms"].values():
         assert set(figures) == {"median", "p90", "cpu_median"}
         assert 0 < figures["median"] <= figures["p90"] and figures["cpu_median"] > 0
+    # Without --json: a table of the same figures (those --out writes), no JSON.
+    out = tmp_path / "bench.json"
+    table = _invoke("bench", "--threads", "1", "--threads", "2", "--runs", "3", "--out", out)
+    assert table.exit_code == 0, table.output
+    assert "{" not in table.output and "latency per image (ms)" in table.output
+    written = json.loads(out.read_text())
+    for threads, figures in written["latency_ms"].items():
+        row = next(
+            ln for ln in table.output.splitlines() if ln.startswith(f"│ {' ' * 6}{threads} ")
+        )
+        cells = [cell.strip() for cell in row.split("│")[1:-1]]
+        assert cells == [
+            threads,
+            f"{figures['median']:.2f}",
+            f"{figures['p90']:.2f}",
+            f"{figures['cpu_median']:.2f}",
+        ]
     assert _invoke("bench", "--threads", "0").exit_code == 2
     missing = _invoke("bench", tmp_path / "missing.tflite", "--runs", "1")
     assert missing.exit_code == 2 and "missing.tflite" in missing.output

@@ -797,6 +797,9 @@ def bench(
             "(default bench-compare/)."
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the figures as JSON instead of a table.")
+    ] = False,
 ) -> None:
     """Latency of a .tflite per thread count (median and p90, ms): a benchmark, not a test.
 
@@ -847,7 +850,12 @@ def bench(
     text = json.dumps(results, indent=2)
     if out is not None:
         out.write_text(text)
-    typer.echo(text)
+    if as_json:
+        typer.echo(text)
+    else:
+        from leukedge.bench import print_report
+
+        print_report(results)
 
 
 def _bench_profile_ops(engine, rng, out: Path | None) -> None:
