@@ -425,6 +425,49 @@ def test_cli_bad_refer_band_names_the_option(example_images):
     assert _invoke("classify", "--refer-band", "0.1,0.6", image).exit_code == 0
 
 
+def test_training_and_conversion_logs_print_once(capsys):
+    """``leukedge train`` / ``convert`` print each log record once, on standard error, even
+    when TensorFlow (absl) has given the root logger a handler of its own."""
+    import io
+    import logging
+
+    from leukedge.cli_groups import attach_log_handler
+
+    root, leukedge_logger = logging.getLogger(), logging.getLogger("leukedge")
+    saved = (leukedge_logger.propagate, list(leukedge_logger.handlers), leukedge_logger.level)
+    root_stream = io.StringIO()
+    foreign = logging.StreamHandler(root_stream)
+    root.addHandler(foreign)
+    try:
+        attach_log_handler()
+        attach_log_handler()  # idempotent
+        logging.getLogger("leukedge.converters.convert").info("load: %.1f s", 1.25)
+    finally:
+        root.removeHandler(foreign)
+        leukedge_logger.propagate, leukedge_logger.handlers[:], level = saved
+        leukedge_logger.setLevel(level)
+    captured = capsys.readouterr()
+    assert (captured.err, captured.out) == ("load: 1.2 s\n", "")
+    assert root_stream.getvalue() == ""
+
+
+def test_stdout_to_takes_python_and_c_level_output(capfd, tmp_path):
+    """What TensorFlow's converter prints (Python print and C++ writes to descriptor 1)
+    goes into the log during the block; standard output is back after it."""
+    import os
+
+    from leukedge.cli_groups import stdout_to
+
+    with open(tmp_path / "conversion.log", "w+", encoding="utf-8") as log:
+        with stdout_to(log):
+            print("Saved artifact at /tmp/x", flush=True)
+            os.write(1, b"fully_quantize: 0\n")
+        print("wrote model.tflite")
+    assert capfd.readouterr().out == "wrote model.tflite\n"
+    logged = (tmp_path / "conversion.log").read_text().splitlines()
+    assert sorted(logged) == ["Saved artifact at /tmp/x", "fully_quantize: 0"]
+
+
 def test_cli_help_lists_every_command_and_option():
     top = _invoke("--help")
     assert top.exit_code == 0

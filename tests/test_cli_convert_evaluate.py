@@ -283,15 +283,25 @@ def test_import_weights_writes_where_weights_imagenet_reads(lite0_weights, tmp_p
     target = tmp_path / "models" / "efficientnet_lite0_imagenet.weights.h5"
     written = []
 
+    unused = [f"_bn{i}.num_batches_tracked" for i in range(49)]
+
     def fake_import(out, state_dict=None):  # the real import ran in the fixture
         written.append(out)
         shutil.copy(lite0_weights, out)
-        return import_weights.ImportReport()
+        return import_weights.ImportReport({"a": "a/kernel", "b": "b/bias"}, unused)
 
     monkeypatch.setattr(import_weights, "import_lite0_weights", fake_import)
     target.parent.mkdir()
     result = _cli("convert", "import-weights")
     assert result.exit_code == 0 and written == [target], result.output
+    # One line a person reads; --json gives the figures (whole, valid JSON).
+    assert result.stdout == (
+        f"wrote {target}: 2 tensors imported, 49 unused (49 BatchNorm num_batches_tracked "
+        "counters)\n"
+    )
+    raw = _cli("convert", "import-weights", "--json")
+    assert raw.exit_code == 0, raw.output
+    assert json.loads(raw.stdout) == {"written": str(target), "tensors": 2, "unused": unused}
     from_default = build_backbone("proposed-lite", SIZE, "imagenet")
     from_file = build_backbone("proposed-lite", SIZE, str(lite0_weights))
     for a, b in zip(from_default.weights, from_file.weights, strict=True):

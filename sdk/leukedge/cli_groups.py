@@ -10,12 +10,19 @@ the ``ModuleNotFoundError`` into one line naming the extra to install, and exit 
 
 Training and conversion report through ``logging.getLogger("leukedge…")``, never
 ``print``; :func:`attach_log_handler`, the groups' callback, is what shows those records on
-the terminal (standard error; results such as JSON stay alone on standard output).
+the terminal (standard error, one line per record; results such as JSON stay alone on
+standard output). What TensorFlow's converter prints on standard output goes to a log file
+instead (:func:`stdout_to`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import TextIO
 
 import typer
 from typer.core import TyperGroup
@@ -89,5 +96,37 @@ def attach_log_handler() -> None:
     """
     logger = logging.getLogger("leukedge")
     logger.setLevel(logging.INFO)
+    # One line per record: TensorFlow and absl give the root logger a handler of their own
+    # (Python's logging.info() adds one when the root has none), which would print every
+    # record a second time as "INFO:leukedge...:".
+    logger.propagate = False
     if not any(isinstance(h, EchoHandler) for h in logger.handlers):
         logger.addHandler(EchoHandler())
+
+
+@contextlib.contextmanager
+def stdout_to(log: TextIO) -> Iterator[None]:
+    """Send everything written to standard output during the block into ``log``: Python's
+    ``sys.stdout`` and file descriptor 1 itself, where TensorFlow's C++ converter prints
+    (``fully_quantize: 0, inference_type: 6 ...``) and Keras' ``model.export`` prints the
+    SavedModel's signature (tens of KB per conversion). Standard error is left alone.
+
+    Args:
+        log: an open text file (its descriptor receives the C++ output).
+    """
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1: only Python's stdout can be redirected
+        saved = None
+    if saved is not None:
+        os.dup2(log.fileno(), 1)
+    try:
+        with contextlib.redirect_stdout(log):
+            yield
+    finally:
+        log.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
