@@ -110,6 +110,19 @@ def test_every_precision_is_written_with_metadata_but_int16x8_is_refused(convert
         assert figures["max_abs_prob_diff"] <= bound and figures["agreement"] >= 0.9
 
 
+def test_convert_output_is_one_line_per_record_and_no_tensorflow_text(converted):
+    """No TensorFlow text on standard output: Keras' SavedModel signature (Python) and the
+    MLIR converter's lines (C++, descriptor 1) are in OUT/conversion.log; each log record is
+    printed once, on standard error (the run exits 1 on int16x8, so no "wrote" lines)."""
+    out, result = converted
+    assert result.stdout == "", result.stdout[:2000]
+    log = (out / "conversion.log").read_text()
+    assert "TensorSpec" in log and "fully_quantize" in log, log[:2000]
+    assert "INFO:leukedge" not in result.stderr
+    records = [ln for ln in result.stderr.splitlines() if ln.startswith("converting ")]
+    assert len(records) == len(set(records)) >= len(WRITTEN), result.stderr[:4000]
+
+
 def test_labels_are_written_in_output_order(converted, tiny_run, images):
     """The metadata names output i with the run's label i: the .tflite's call for an image
     is, by name, the Keras model's arg-max."""
