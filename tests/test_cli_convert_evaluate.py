@@ -111,9 +111,10 @@ def test_every_precision_is_written_with_metadata_but_int16x8_is_refused(convert
 
 
 def test_convert_output_is_one_line_per_record_and_no_tensorflow_text(converted):
-    """No TensorFlow text on standard output: Keras' SavedModel signature (Python) and the
-    C++ writes to descriptor 1) are in OUT/conversion.log; each log record is
-    printed once, on standard error (the run exits 1 on int16x8, so no "wrote" lines)."""
+    """No TensorFlow text on standard output: Keras' SavedModel signature (printed by
+    ``model.export``, tens of KB) and any C++ write to descriptor 1 are in
+    OUT/conversion.log; each log record is printed once, on standard error (the run exits
+    1 on int16x8, so no "wrote" lines)."""
     out, result = converted
     assert result.stdout == "", result.stdout[:2000]
     log = (out / "conversion.log").read_text()
