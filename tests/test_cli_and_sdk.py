@@ -368,6 +368,106 @@ def test_cli_table_and_exit_zero(classifier, example_images):
     assert round(results[0].probabilities["ALL"], 3) == 0.944
 
 
+def test_litert_banner_is_hidden_and_nothing_else(example_images):
+    """LiteRT's C++ "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." line does not
+    reach standard error; whatever else is written there while an interpreter is made is
+    kept, in order; LEUKEDGE_LITERT_LOG=1 keeps the banner (check_arm64.sh uses it)."""
+    import os
+
+    proc = _run_cli("classify", str(example_images / BENIGN))
+    assert proc.returncode == 0, proc.stderr
+    assert "XNNPACK" not in proc.stderr and "INFO:" not in proc.stderr
+    code = (
+        "import os\n"
+        "from ai_edge_litert.interpreter import Interpreter\n"
+        "from leukedge.classifier import default_model_path\n"
+        "from leukedge.runtime import quiet_delegate_banner\n"
+        "content = default_model_path().read_bytes()\n"
+        "with quiet_delegate_banner():\n"
+        "    os.write(2, b'ERROR: before\\n')\n"
+        "    Interpreter(model_content=content).allocate_tensors()\n"
+        "    os.write(2, b'after\\n')\n"
+    )
+    for env, expected in (
+        ({}, "ERROR: before\nafter\n"),
+        (
+            {"LEUKEDGE_LITERT_LOG": "1"},
+            "ERROR: before\nINFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nafter\n",
+        ),
+    ):
+        shown = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **env},
+        )
+        assert shown.returncode == 0 and shown.stderr == expected, shown.stderr
+
+
+def test_cli_bad_refer_band_names_the_option(example_images):
+    """A band that is not LOW,HIGH in [0, 1], or does not contain the threshold, is a usage
+    error (exit 2) naming --refer-band (and --threshold when given), not "cannot load
+    model"."""
+    image = example_images / BENIGN
+    for band, problem in (
+        ("0.9,0.1", "0 <= LOW <= HIGH <= 1"),
+        ("0.1,1.5", "0 <= LOW <= HIGH <= 1"),
+        ("a,b", "expected LOW,HIGH"),
+        ("0.5,0.6", "contain the threshold 0.429"),  # the model's operating point
+    ):
+        result = _invoke("classify", "--refer-band", band, image)
+        assert result.exit_code == 2, (band, result.output)
+        assert "error: --refer-band" in result.output and problem in result.output
+        assert "cannot load model" not in result.output
+    both = _invoke("classify", "--threshold", "0.7", "--refer-band", "0.1,0.6", image)
+    assert both.exit_code == 2 and "error: --threshold and --refer-band:" in both.output
+    assert _invoke("classify", "--refer-band", "0.1,0.6", image).exit_code == 0
+
+
+def test_training_and_conversion_logs_print_once(capsys):
+    """``leukedge train`` / ``convert`` print each log record once, on standard error, even
+    when TensorFlow (absl) has given the root logger a handler of its own."""
+    import io
+    import logging
+
+    from leukedge.cli_groups import attach_log_handler
+
+    root, leukedge_logger = logging.getLogger(), logging.getLogger("leukedge")
+    saved = (leukedge_logger.propagate, list(leukedge_logger.handlers), leukedge_logger.level)
+    root_stream = io.StringIO()
+    foreign = logging.StreamHandler(root_stream)
+    root.addHandler(foreign)
+    try:
+        attach_log_handler()
+        attach_log_handler()  # idempotent
+        logging.getLogger("leukedge.converters.convert").info("load: %.1f s", 1.25)
+    finally:
+        root.removeHandler(foreign)
+        leukedge_logger.propagate, leukedge_logger.handlers[:], level = saved
+        leukedge_logger.setLevel(level)
+    captured = capsys.readouterr()
+    assert (captured.err, captured.out) == ("load: 1.2 s\n", "")
+    assert root_stream.getvalue() == ""
+
+
+def test_stdout_to_takes_python_and_c_level_output(capfd, tmp_path):
+    """What TensorFlow's converter prints (Python print and C++ writes to descriptor 1)
+    goes into the log during the block; standard output is back after it."""
+    import os
+
+    from leukedge.cli_groups import stdout_to
+
+    with open(tmp_path / "conversion.log", "w+", encoding="utf-8") as log:
+        with stdout_to(log):
+            print("Saved artifact at /tmp/x", flush=True)
+            os.write(1, b"fully_quantize: 0\n")
+        print("wrote model.tflite")
+    assert capfd.readouterr().out == "wrote model.tflite\n"
+    logged = (tmp_path / "conversion.log").read_text().splitlines()
+    assert sorted(logged) == ["Saved artifact at /tmp/x", "fully_quantize: 0"]
+
+
 def test_cli_help_lists_every_command_and_option():
     top = _invoke("--help")
     assert top.exit_code == 0
@@ -439,50 +539,76 @@ def test_cli_info_prints_metadata_and_tensors():
 
 
 def test_cli_info_text(tmp_path, model_without_metadata):
-    """README: float32 input (the in-graph normalisation stays float; scale 0, zero point
-    0), uint8 output (scale 1/256), uint8 embedding, labels, input kind and size,
-    temperature and the model card, read from the file itself."""
+    """README: a readable summary, one line per subject, read from the file itself: the
+    model, its labels and input (field, 224x224 RGB 0-255; float32 input tensor, the
+    in-graph normalisation stays float), uint8 output (scale 1/256) and embedding, the
+    gate's result, the model card's key figures, the temperature, which checks it carries,
+    the operating point, band and thresholds. No raw JSON (that is ``--json``)."""
+    import dataclasses
+
     path = default_model_path()
     meta = read_metadata(path)
     embedding = TFLiteEngine(path).details()["embedding"]
     result = _invoke("info")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].endswith(": float32 [1, 224, 224, 3], scale 0, zero point 0")
-    assert lines[1].endswith(": uint8 [1, 2], scale 0.00390625, zero point 0")
-    assert lines[2] == (
-        f"embedding {embedding['name']}: uint8 [1, 1280], scale {embedding['scale']:g}, "
-        "zero point 0"
+    by_key = dict(line.split(None, 1) for line in lines if not line.startswith((" ", "(")))
+    assert by_key["model"] == f"leukedge_default (int8), made by leukedge {meta.version}"
+    assert by_key["file"] == (
+        f"{path} ({path.stat().st_size / 1e6:.2f} MB), runtime ai_edge_litert.interpreter"
     )
-    assert (
-        lines[3]
-        == f"size    {path.stat().st_size / 1e6:.2f} MB; runtime ai_edge_litert.interpreter"
+    assert by_key["labels"] == "ALL, HEM (positive class: ALL)"
+    assert by_key["input"] == "field image, resized whole (bilinear) to 224x224 RGB 0-255"
+    assert any(
+        ln.startswith("  tensor ") and ln.endswith(": float32 [1, 224, 224, 3]") for ln in lines
     )
-    ops = lines[4].removeprefix("ops     ").split(", ")
-    assert "CONV_2D" in ops and "SOFTMAX" in ops and ops == sorted(ops)
-    assert lines[5] == (
-        f"model   leukedge_default (int8), leukedge {meta.version}, labels ['ALL', 'HEM'], "
-        "input field 224x224 RGB 0-255, temperature 1.173"
+    assert by_key["output"].endswith(": uint8 [1, 2], scale 0.00390625, zero point 0")
+    assert by_key["embedding"] == (
+        f"{embedding['name']}: uint8 [1, 1280], scale {embedding['scale']:g}, zero point 0"
+    )
+    # The README's figures: gate 0.73 pp lost, 98.3 % agreement; test accuracy 0.944, weighted
+    # F1 0.942, confusion matrix [[340, 6], [17, 47]].
+    assert by_key["gate"].startswith(
+        "passed on the val split (n=410): accuracy 0.968 vs float 0.976 (0.73 pp lost), "
+        "label agreement 98.3 %"
+    )
+    assert by_key["test"].startswith("n=410: accuracy 0.944, weighted F1 0.942, ")
+    assert by_key["test"].endswith("confusion [[340, 6], [17, 47]]")
+    assert "validation" in by_key and "trained" in by_key and "robustness" in by_key
+    assert by_key["temperature"].startswith("1.173 ")
+    assert by_key["checks"] == (
+        "quality thresholds fitted; out of domain on; operating point fitted"
     )
     # The model's operating point (p(ALL) >= 0.429, refer band [0.160, 0.755)).
-    assert lines[6] == (
-        "call    ALL when p(ALL) >= 0.4294: operating point for sensitivity >= 0.98 on "
+    assert by_key["call"] == (
+        "ALL when p(ALL) >= 0.4294: operating point for sensitivity >= 0.98 on "
         f"{meta.decision.source}"
     )
-    assert lines[7].startswith("refer   0.1599 <= p(ALL) < 0.7552: ")
-    start = next(i for i, line in enumerate(lines) if line.startswith("card    "))
-    card = "\n".join(lines[start:])
-    assert json.loads(card[len("card    ") :]) == meta.model_card
+    assert by_key["refer"].startswith("0.1599 <= p(ALL) < 0.7552: ")
+    assert "ood" in by_key and "quality" in by_key
+    ops = by_key["operators"].split(", ")
+    assert "CONV_2D" in ops and "SOFTMAX" in ops and ops == sorted(ops)
+    # A summary, not the card: no JSON, no line of the card's 140.
+    assert "{" not in result.output and len(lines) < 30
+    # A model whose gate failed says so.
+    card = {**meta.model_card, "gate": {**meta.model_card["gate"], "passed": False}}
+    failed = tmp_path / "failed.tflite"
+    failed.write_bytes(
+        write_metadata(path.read_bytes(), dataclasses.replace(meta, model_card=card))
+    )
+    shown = _invoke("info", failed)
+    assert shown.exit_code == 0
+    assert "gate       FAILED on the val split" in shown.output
     plain = _invoke("info", model_without_metadata)
     assert plain.exit_code == 0 and "carries no leukedge metadata" in plain.output
-    assert "model   " not in plain.output
+    assert "model   " not in plain.output and "output     " in plain.output
     for bad in (tmp_path / "missing.tflite", tmp_path):
         result = _invoke("info", bad)
         assert result.exit_code == 2 and str(bad) in result.output
 
 
-def test_cli_bench_json(tmp_path, interpreter_threads):
-    result = _invoke("bench", "--threads", "1", "--threads", "2", "--runs", "3")
+def test_cli_bench_table_and_json(tmp_path, interpreter_threads):
+    result = _invoke("bench", "--threads", "1", "--threads", "2", "--runs", "3", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.output[result.output.index("{") :])
     path = default_model_path()
@@ -491,6 +617,23 @@ def test_cli_bench_json(tmp_path, interpreter_threads):
     for figures in report["latency_ms"].values():
         assert set(figures) == {"median", "p90", "cpu_median"}
         assert 0 < figures["median"] <= figures["p90"] and figures["cpu_median"] > 0
+    # Without --json: a table of the same figures (those --out writes), no JSON.
+    out = tmp_path / "bench.json"
+    table = _invoke("bench", "--threads", "1", "--threads", "2", "--runs", "3", "--out", out)
+    assert table.exit_code == 0, table.output
+    assert "{" not in table.output and "latency per image (ms)" in table.output
+    written = json.loads(out.read_text())
+    for threads, figures in written["latency_ms"].items():
+        row = next(
+            ln for ln in table.output.splitlines() if ln.startswith(f"│ {' ' * 6}{threads} ")
+        )
+        cells = [cell.strip() for cell in row.split("│")[1:-1]]
+        assert cells == [
+            threads,
+            f"{figures['median']:.2f}",
+            f"{figures['p90']:.2f}",
+            f"{figures['cpu_median']:.2f}",
+        ]
     assert _invoke("bench", "--threads", "0").exit_code == 2
     missing = _invoke("bench", tmp_path / "missing.tflite", "--runs", "1")
     assert missing.exit_code == 2 and "missing.tflite" in missing.output

@@ -110,6 +110,20 @@ def test_every_precision_is_written_with_metadata_but_int16x8_is_refused(convert
         assert figures["max_abs_prob_diff"] <= bound and figures["agreement"] >= 0.9
 
 
+def test_convert_output_is_one_line_per_record_and_no_tensorflow_text(converted):
+    """No TensorFlow text on standard output: Keras' SavedModel signature (printed by
+    ``model.export``, tens of KB) and any C++ write to descriptor 1 are in
+    OUT/conversion.log; each log record is printed once, on standard error (the run exits
+    1 on int16x8, so no "wrote" lines)."""
+    out, result = converted
+    assert result.stdout == "", result.stdout[:2000]
+    log = (out / "conversion.log").read_text()
+    assert "Saved artifact" in log and "TensorSpec" in log, log[:2000]
+    assert "INFO:leukedge" not in result.stderr
+    records = [ln for ln in result.stderr.splitlines() if ln.startswith("converting ")]
+    assert len(records) == len(set(records)) >= len(WRITTEN), result.stderr[:4000]
+
+
 def test_labels_are_written_in_output_order(converted, tiny_run, images):
     """The metadata names output i with the run's label i: the .tflite's call for an image
     is, by name, the Keras model's arg-max."""
@@ -283,15 +297,25 @@ def test_import_weights_writes_where_weights_imagenet_reads(lite0_weights, tmp_p
     target = tmp_path / "models" / "efficientnet_lite0_imagenet.weights.h5"
     written = []
 
+    unused = [f"_bn{i}.num_batches_tracked" for i in range(49)]
+
     def fake_import(out, state_dict=None):  # the real import ran in the fixture
         written.append(out)
         shutil.copy(lite0_weights, out)
-        return import_weights.ImportReport()
+        return import_weights.ImportReport({"a": "a/kernel", "b": "b/bias"}, unused)
 
     monkeypatch.setattr(import_weights, "import_lite0_weights", fake_import)
     target.parent.mkdir()
     result = _cli("convert", "import-weights")
     assert result.exit_code == 0 and written == [target], result.output
+    # One line a person reads; --json gives the figures (whole, valid JSON).
+    assert result.stdout == (
+        f"wrote {target}: 2 tensors imported, 49 unused (49 BatchNorm num_batches_tracked "
+        "counters)\n"
+    )
+    raw = _cli("convert", "import-weights", "--json")
+    assert raw.exit_code == 0, raw.output
+    assert json.loads(raw.stdout) == {"written": str(target), "tensors": 2, "unused": unused}
     from_default = build_backbone("proposed-lite", SIZE, "imagenet")
     from_file = build_backbone("proposed-lite", SIZE, str(lite0_weights))
     for a, b in zip(from_default.weights, from_file.weights, strict=True):

@@ -497,3 +497,17 @@ def test_microscope_integration_hands_the_sdk_frames_in_their_own_order(classifi
     assert smoothed.on_frame(rgb, 3_400, "RGB") is None  # same millisecond: skipped
     with pytest.raises(ValueError, match="pixel_format"):
         smoothed.on_frame(bgrx, 5_000, "BGR")  # 4 channels declared as 3
+
+
+def test_pi_guide_says_how_to_bring_the_repository_to_the_pi():
+    """The Pi guide's install is commands a newcomer can run as written: no placeholder
+    (such as ``git clone <this repository>``: the project has no public address); the
+    repository folder is copied from the lab PC (rsync, scp) or cloned from it over SSH,
+    then installed from its folder."""
+    text = (EXAMPLES_DIR / "raspberry_pi" / "README.md").read_text()
+    start = text.index("## Install")
+    install = text[start : text.index("\n## ", start + 1)]
+    code = "\n".join(re.findall(r"```bash\n(.*?)```", install, re.S))
+    assert not re.search(r"<[^>\n]+>", code), "a placeholder in the Pi guide's commands"
+    assert "rsync -a" in code and "scp -r" in code and "git clone ssh://" in code
+    assert "cd ~/leukedge" in code and "python3 -m pip install ." in code

@@ -40,7 +40,14 @@ from leukedge.inputs import (
 )
 from leukedge.outputs import AtomicTextFile, CsvWriter, JsonLinesWriter, csv_columns
 from leukedge.preprocess import ImageDecodeError, load_rgb
-from leukedge.records import ModelInfo, error_record, result_record, status_of
+from leukedge.records import (
+    ModelInfo,
+    error_record,
+    probability_decimals,
+    result_record,
+    status_of,
+)
+from leukedge.report import record_line
 from leukedge.subjects import parse_subject
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
@@ -350,13 +357,15 @@ def test_csv_rows_hold_every_record_in_columns(tmp_path):
         "model_sha256",
     ]  # fmt: skip
     ok, rejected, bad = rows
-    assert ok["p_ALL"] == "0.75" and ok["label"] == "ALL" and ok["error"] == ""
+    # Probabilities at the model's resolution (a float model: 6 decimals), the rest in full.
+    assert ok["p_ALL"] == "0.750000" and ok["score"] == "0.750000"
+    assert ok["label"] == "ALL" and ok["error"] == ""
     assert (ok["ood_distance"], ok["quality_grey_std"], ok["failed_checks"]) == (
         "12.5",
         "30.25",
         "",
     )
-    assert (rejected["label"], rejected["p_ALL"], rejected["model_p_HEM"]) == ("", "", "0.9")
+    assert (rejected["label"], rejected["p_ALL"], rejected["model_p_HEM"]) == ("", "", "0.900000")
     assert rejected["failed_checks"] == "out_of_focus;out_of_domain"
     assert bad["path"] == "b, with comma.jpg" and bad["p_ALL"] == "" and bad["quality_width"] == ""
     assert (bad["status"], bad["reason"]) == ("error", "decode_error")
@@ -482,3 +491,45 @@ def test_summarise_all_groups_by_slide():
                _rec("A/2.jpg", "error")]  # fmt: skip
     summaries = summarise_all(records, "slide", ["ALL", "HEM"])
     assert [(s.group, s.n, s.positive) for s in summaries] == [("A", 2, 1), ("B", 1, 0)]
+
+
+def test_probability_decimals_follow_the_output_resolution(tmp_path):
+    """An 8-bit output moves in steps of 1/256 = 0.0039: 4 decimals in CSV files (not 16);
+    a float32 output gets 6. The CSV writer uses the model's decimals."""
+    assert probability_decimals("uint8", 1 / 256) == 4
+    assert probability_decimals("int8", 1 / 256) == 4
+    assert probability_decimals("uint8", 1 / 65536) == 6
+    assert probability_decimals("float32", 0.0) == 6
+    target = tmp_path / "calls.csv"
+    writer = CsvWriter(target, ModelInfo("m", "1", "ab" * 32, ("ALL", "HEM"), "ALL", 4))
+    p = {"ALL": 0.9439080447634222, "HEM": 0.05609195523657782}
+    record = {
+        "path": "a.jpg",
+        "status": "ok",
+        "label": "ALL",
+        "probabilities": p,
+        "score": p["ALL"],
+        "model_probabilities": p,
+        "ood_distance": 1158.4084591599528,
+    }
+    writer.write(record)
+    writer.close()
+    with open(target, newline="") as handle:
+        (row,) = csv.DictReader(handle)
+    assert (row["p_ALL"], row["p_HEM"], row["score"]) == ("0.9439", "0.0561", "0.9439")
+    assert (row["model_p_ALL"], row["ood_distance"]) == ("0.9439", "1158.4084591599528")
+
+
+def test_watch_line_names_the_status_once():
+    """``leukedge watch``'s line: the call and p(ALL) for ok; the status once with its reason
+    otherwise (never "rejected  rejected (blank)"); the error for a failed file."""
+    ok = {"path": "a.jpg", "status": "ok", "label": "ALL", "probabilities": {"ALL": 0.972}}
+    assert record_line(ok, "ALL") == "a.jpg  ALL  p(ALL) 0.972"
+    refer = {"path": "b.jpg", "status": "refer", "reason": "uncertain", "label": None,
+             "probabilities": {"ALL": 0.5}}  # fmt: skip
+    assert record_line(refer, "ALL") == "b.jpg  refer (uncertain)  p(ALL) 0.500"
+    blank = {"path": "c.png", "status": "rejected", "reason": "blank", "label": None,
+             "probabilities": None, "model_probabilities": {"ALL": 0.3}}  # fmt: skip
+    assert record_line(blank, "ALL") == "c.png  rejected (blank)"
+    bad = {"path": "d.jpg", "status": "error", "error": "d.jpg: truncated"}
+    assert record_line(bad, "ALL") == "d.jpg  error  d.jpg: truncated"

@@ -164,7 +164,7 @@ def test_bench_compare_without_tensorflow_names_the_extra(tmp_path):
     (tmp_path / "split.csv").write_text("path,label,subject,group,split\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert 'pip install "leukedge[train]"' in proc.stderr
+    assert 'pip install ".[train]"' in proc.stderr and "leukedge[train]" not in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

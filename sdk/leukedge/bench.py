@@ -315,3 +315,67 @@ def cold_start(model, image, runs: int = 5) -> dict[str, float]:
         "cpu_median": statistics.median(cpu),
         "runs": runs,
     }
+
+
+def print_report(results: dict[str, Any], stream: Any = None) -> None:
+    """``leukedge bench``'s results as a person reads them: the model and machine, a table
+    of latency per thread count (median and p90 wall time, median CPU time, ms) and, with
+    ``--sdk``, the SDK's costs; ``--json`` prints ``results`` as they are.
+
+    Args:
+        results: what ``leukedge bench`` measured: ``path``, ``size_bytes``,
+            ``latency_ms`` ``{threads: {median, p90, cpu_median}}``, optional ``sdk``
+            (:func:`sdk_measurements`) and ``environment`` (:func:`environment`).
+        stream: where to print (default standard output).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(file=stream or sys.stdout, width=100)
+    env = results.get("environment") or {}
+    cpu = env.get("cpu") or {}
+    flags = " ".join(name for name, on in (cpu.get("flags") or {}).items() if on)
+    litert = (env.get("versions") or {}).get("ai-edge-litert")
+    load = env.get("load_average")
+    console.print(
+        f"{results['path']} ({results['size_bytes'] / 1e6:.2f} MB)", highlight=False, soft_wrap=True
+    )
+    console.print(
+        f"{cpu.get('model', '?')} {cpu.get('machine', '')}, {cpu.get('cores', '?')} cores"
+        + (f" ({flags})" if flags else "")
+        + (f", LiteRT {litert}" if litert else "")
+        + (f", load average {load[0]:.1f}" if load else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    table = Table(title="latency per image (ms)")
+    table.add_column("threads", justify="right")
+    for column in ("median", "p90", "CPU median"):
+        table.add_column(column, justify="right")
+    for threads, figures in results["latency_ms"].items():
+        table.add_row(
+            str(threads),
+            f"{figures['median']:.2f}",
+            f"{figures['p90']:.2f}",
+            f"{figures['cpu_median']:.2f}",
+        )
+    console.print(table)
+    sdk = results.get("sdk")
+    if sdk:
+        array, jpeg, cold = sdk["array_224"], sdk["camera_jpeg"], sdk["cold_start_s"]
+        for line in (
+            f"SDK at {sdk['threads']} thread, CPU time per image:",
+            f"  224x224 array: {array['sdk_cpu_ms']:.1f} ms vs bare invoke "
+            f"{array['bare_cpu_ms']:.1f} ms (x{array['ratio']:.2f})",
+            f"  {jpeg['size']} camera JPEG ({jpeg['file_mb']:.2f} MB): {jpeg['sdk_cpu_ms']:.1f} ms"
+            f" vs bare invoke {jpeg['bare_cpu_ms']:.1f} ms (x{jpeg['ratio']:.2f}); peak RSS "
+            f"{jpeg['peak_rss_mb']:.0f} MB",
+            f"  cold start of `leukedge classify one.jpg`: median {cold['median']:.2f} s "
+            f"(CPU {cold['cpu_median']:.2f} s, {cold['runs']} runs)",
+        ):
+            console.print(line, highlight=False, soft_wrap=True)
+    console.print(
+        "(--json: every figure and the environment, as JSON; --out FILE writes them)",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -452,6 +452,17 @@ class Classifier:
         return list(self.metadata.labels)
 
     @property
+    def output_dtype(self) -> np.dtype:
+        """NumPy dtype of the model's probabilities tensor (``uint8`` for int8 models)."""
+        return self._engine.output_dtype
+
+    @property
+    def output_quantization(self) -> tuple[float, int]:
+        """``(scale, zero_point)`` of the probabilities tensor; ``(0.0, 0)`` if float. Its
+        probabilities move in steps of the scale (1/256 for int8 models)."""
+        return self._engine.output_quantization
+
+    @property
     def input_size(self) -> tuple[int, int]:
         """``(height, width)`` the model takes, pixels."""
         return self._engine.input_size

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -65,10 +65,10 @@ def _parse_band(text: str | None) -> tuple[float, float] | None:
         return (0.0, 0.0)
     try:
         low, high = (float(v) for v in text.split(","))
-    except ValueError as exc:
-        raise typer.BadParameter(
-            f"expected LOW,HIGH (e.g. 0.2,0.6) or 'off', got {text!r}", param_hint="--refer-band"
-        ) from exc
+    except ValueError:
+        _usage_error(f"--refer-band: expected LOW,HIGH (e.g. 0.2,0.6) or 'off', got {text!r}")
+    if not 0.0 <= low <= high <= 1.0:
+        _usage_error(f"--refer-band {text}: LOW,HIGH must satisfy 0 <= LOW <= HIGH <= 1")
     return low, high
 
 
@@ -80,6 +80,7 @@ def _load_classifier(
     refer_band: tuple[float, float] | None = None,
 ):
     from leukedge.classifier import Classifier, ClassifierOptions
+    from leukedge.decision import OperatingPointError
     from leukedge.errors import LeukedgeError
 
     options = ClassifierOptions(
@@ -91,6 +92,15 @@ def _load_classifier(
     )
     try:
         classifier = Classifier.create_from_options(options)
+    except OperatingPointError as exc:
+        given = [
+            name for name, v in (("--threshold", threshold), ("--refer-band", refer_band)) if v
+        ]
+        if not given:  # the model's own operating point is broken
+            typer.echo(f"error: cannot load model: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        whose = "" if threshold is not None else " (the model's operating point: see leukedge info)"
+        _usage_error(f"{' and '.join(given)}: {exc}{whose}")
     except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: cannot load model: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -258,7 +268,7 @@ def classify(
     )
 
 
-def _usage_error(message: str) -> None:
+def _usage_error(message: str) -> NoReturn:
     """Print ``error: message`` and exit with code 2 (raises :class:`typer.Exit`)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
@@ -527,28 +537,135 @@ def info(
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
-    for tensor in ("input", "output", "embedding"):
-        t = out[tensor]
-        if t is None:
-            continue
-        typer.echo(
-            f"{tensor:<7} {t['name']}: {t['dtype']} {t['shape']}, scale {t['scale']:g}, "
-            f"zero point {t['zero_point']}"
-        )
-    typer.echo(f"size    {out['size_bytes'] / 1e6:.2f} MB; runtime {out['runtime']}")
-    typer.echo(f"ops     {', '.join(out['operators'])}")
+    for line in _info_lines(out, metadata, engine):
+        typer.echo(line)
+
+
+def _tensor_text(t: dict) -> str:
+    """``uint8 [1, 2], scale 0.00390625, zero point 0`` (float: no scale)."""
+    text = f"{t['dtype']} {t['shape']}"
+    if t["scale"]:
+        text += f", scale {t['scale']:g}, zero point {t['zero_point']}"
+    return text
+
+
+def _info_lines(out: dict, metadata, engine) -> list[str]:
+    """``leukedge info``'s readable summary: what the model is, what it was checked
+    against, the settings it applies and what a person needs to trust it (the model card's
+    key figures); ``--json`` prints everything, the card in full."""
+    lines = []
     if metadata is not None:
-        typer.echo(
-            f"model   {metadata.name} ({metadata.precision}), leukedge {metadata.version}, "
-            f"labels {metadata.labels}, input {metadata.input.kind} "
-            f"{metadata.input.height}x{metadata.input.width} RGB 0-255, "
-            f"temperature {metadata.temperature:.3f}"
+        lines.append(
+            f"model      {metadata.name} ({metadata.precision}), made by leukedge "
+            f"{metadata.version}"
         )
-        for line in _trust_lines(metadata, engine):
-            typer.echo(line)
-        typer.echo(
-            "card    " + json.dumps(metadata.model_card, indent=2).replace("\n", "\n        ")
+    lines.append(
+        f"file       {out['path']} ({out['size_bytes'] / 1e6:.2f} MB), runtime {out['runtime']}"
+    )
+    if metadata is not None:
+        i = metadata.input
+        lines.append(
+            f"labels     {', '.join(metadata.labels)} (positive class: "
+            f"{metadata.decision.positive_label if metadata.decision else metadata.positive_label})"
         )
+        lines.append(
+            f"input      {i.kind} image, resized whole ({i.resize}) to {i.height}x{i.width} "
+            f"{i.color} 0-255"
+        )
+    lines.append(f"  tensor   {out['input']['name']}: {_tensor_text(out['input'])}")
+    lines.append(f"output     {out['output']['name']}: {_tensor_text(out['output'])}")
+    if out["embedding"] is not None:
+        e = out["embedding"]
+        lines.append(f"embedding  {e['name']}: {_tensor_text(e)}")
+    if metadata is None:
+        lines.append(f"operators  {', '.join(out['operators'])}")
+        return lines
+    card = metadata.model_card or {}
+    lines.extend(_gate_lines(card))
+    lines.extend(_card_lines(card))
+    lines.append(f"temperature {metadata.temperature:.3f} (applied to the probabilities)")
+    lines.append(_checks_line(metadata, engine))
+    lines.extend(_trust_lines(metadata, engine))
+    lines.append(f"operators  {', '.join(out['operators'])}")
+    lines.append("(leukedge info --json: every tensor detail and the whole model card)")
+    return lines
+
+
+def _checks_line(metadata, engine) -> str:
+    """Which of the checks a result goes through the model carries (fitted at conversion)
+    and which fall back (generic quality thresholds) or are off."""
+    quality = "fitted" if metadata.quality is not None else "generic (not fitted)"
+    ood = "on" if metadata.ood is not None and engine.embedding_dim is not None else "OFF"
+    decision = "fitted" if metadata.decision is not None else "none (arg-max)"
+    return (
+        f"checks     quality thresholds {quality}; out of domain {ood}; operating point {decision}"
+    )
+
+
+def _gate_lines(card: dict) -> list[str]:
+    """The accuracy-delta gate's result from the model card (one line). What the runtime
+    does with a model that failed it is said here too, when it has such a rule."""
+    g = card.get("gate")
+    if not g:
+        return ["gate       not checked (converted with --no-check)"]
+    verdict = "passed" if g.get("passed") else "FAILED"
+    return [
+        f"gate       {verdict} on the {g['eval_split']} split (n={g['n']}): accuracy "
+        f"{g['accuracy']:.3f} vs float {g['float_accuracy']:.3f} ({g['delta_pp']:.2f} pp "
+        f"lost), label agreement {100 * g['agreement']:.1f} %, mean |dp| "
+        f"{g['mean_abs_prob_diff']:.3f}, ECE {g['ece']:.3f} (float {g['float_ece']:.3f})"
+    ]
+
+
+def _metric_text(m: dict) -> str:
+    parts = [f"n={m['n']}: accuracy {m['accuracy']:.3f}, weighted F1 {m['weighted_f1']:.3f}"]
+    for key, name in (
+        ("sensitivity", "sensitivity"),
+        ("specificity", "specificity"),
+        ("roc_auc", "ROC AUC"),
+    ):
+        if m.get(key) is not None:
+            parts.append(f"{name} {m[key]:.3f}")
+    if m.get("confusion_matrix") is not None:
+        parts.append(f"confusion {m['confusion_matrix']}")
+    return ", ".join(parts)
+
+
+def _card_lines(card: dict) -> list[str]:
+    """The model card's key figures: training, validation (float), test, robustness."""
+    lines = []
+    if card.get("architecture"):
+        training = card.get("training") or {}
+        where = card.get("training_data")
+        created = str(card.get("created", ""))[:10]
+        lines.append(
+            f"trained    {card['architecture']}, {training.get('image_size', '?')} px, "
+            f"weights {training.get('weights', '?')}"
+            + (f", on {where}" if where else "")
+            + (f", {created}" if created else "")
+        )
+    counts = (card.get("split") or {}).get("counts")
+    if counts:
+        lines.append(
+            "split      "
+            + "; ".join(
+                f"{name} " + ", ".join(f"{n} {label}" for label, n in c.items())
+                for name, c in counts.items()
+            )
+        )
+    if card.get("validation_metrics_float"):
+        lines.append(f"validation {_metric_text(card['validation_metrics_float'])} (float model)")
+    if card.get("test_metrics"):
+        lines.append(f"test       {_metric_text(card['test_metrics'])}")
+    else:
+        lines.append("test       not evaluated (leukedge train evaluate --update-card)")
+    robustness = card.get("test_robustness")
+    if robustness:
+        lines.append(
+            "robustness calls changed by "
+            + ", ".join(f"{name} {100 * r['flip_rate']:.1f} %" for name, r in robustness.items())
+        )
+    return lines
 
 
 def _figures(f: dict) -> str:
@@ -568,35 +685,37 @@ def _trust_lines(metadata, engine) -> list[str]:
     positive = d.positive_label if d else metadata.positive_label
     if d is None:
         lines.append(
-            f"call    {positive} when p({positive}) >= 0.5 (the arg-max; the model carries no "
+            f"call       {positive} when p({positive}) >= 0.5 (the arg-max; the model carries no "
             "operating point); no refer band"
         )
     else:
         op, argmax = d.validation.get("operating_point"), d.validation.get("argmax")
         lines.append(
-            f"call    {positive} when p({positive}) >= {d.threshold:.4f}: operating point for "
+            f"call       {positive} when p({positive}) >= {d.threshold:.4f}: operating point for "
             f"sensitivity >= {d.target_sensitivity} on {d.source}"
         )
         if d.refer_band:
             lines.append(
-                f"refer   {d.refer_band[0]:.4f} <= p({positive}) < {d.refer_band[1]:.4f}: best "
+                f"refer      {d.refer_band[0]:.4f} <= p({positive}) < {d.refer_band[1]:.4f}: best "
                 f"accuracy of calls at coverage >= {d.coverage_target}"
             )
         else:
-            lines.append("refer   no band")
+            lines.append("refer      no band")
         if op:
-            lines.append(f"        validation, this operating point: {_figures(op)}")
+            lines.append(f"           validation, this operating point: {_figures(op)}")
         if argmax:
-            lines.append(f"        validation, arg-max (0.5, no band): {_figures(argmax)}")
+            lines.append(f"           validation, arg-max (0.5, no band): {_figures(argmax)}")
     o = metadata.ood
     if o is None or engine.embedding_dim is None:
         why = "no embedding output" if engine.embedding_dim is None else "no out-of-domain data"
-        lines.append(f"ood     unavailable ({why}): inputs unlike the training data go undetected")
+        lines.append(
+            f"ood        unavailable ({why}): inputs unlike the training data go undetected"
+        )
     else:
         accepted = o.validation.get("accepted")
         output = o.embedding_output or "output"
         lines.append(
-            f"ood     {o.method}, {o.embedding_dim}-d embedding ({output}), "
+            f"ood        {o.method}, {o.embedding_dim}-d embedding ({output}), "
             f"rank {o.rank}, shrinkage {o.shrinkage}: out of domain when distance > "
             f"{o.threshold:.4g}; fitted on {o.fitted_on} (n={o.n_fit}), threshold on "
             f"{o.threshold_split} (n={o.n_threshold}, "
@@ -612,9 +731,9 @@ def _trust_lines(metadata, engine) -> list[str]:
         ("not_stained", q.stain_min, "colourfulness < {:.3g}"),
     ]
     text = "; ".join(f"{r}: {fmt.format(v)}" for r, v, fmt in checks if v is not None)
-    lines.append(f"quality {text} ({q.source})")
+    lines.append(f"quality    {text} ({q.source})")
     if q.unchecked():
-        lines.append(f"        unchecked: {', '.join(q.unchecked())}")
+        lines.append(f"           unchecked: {', '.join(q.unchecked())}")
     return lines
 
 
@@ -678,6 +797,9 @@ def bench(
             "(default bench-compare/)."
         ),
     ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the figures as JSON instead of a table.")
+    ] = False,
 ) -> None:
     """Latency of a .tflite per thread count (median and p90, ms): a benchmark, not a test.
 
@@ -728,7 +850,12 @@ def bench(
     text = json.dumps(results, indent=2)
     if out is not None:
         out.write_text(text)
-    typer.echo(text)
+    if as_json:
+        typer.echo(text)
+    else:
+        from leukedge.bench import print_report
+
+        print_report(results)
 
 
 def _bench_profile_ops(engine, rng, out: Path | None) -> None:
@@ -782,9 +909,11 @@ def _bench_compare(
         run_compare(config)
     except ModuleNotFoundError as exc:
         if exc.name in ("tensorflow", "keras", "sklearn", "matplotlib"):
+            from leukedge.errors import install_hint
+
             typer.echo(
                 f"error: leukedge bench --compare needs the 'train' extra ({exc.name} is not "
-                'installed): pip install "leukedge[train]"',
+                f"installed): {install_hint('train')}",
                 err=True,
             )
             raise typer.Exit(2) from exc

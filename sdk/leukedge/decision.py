@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from leukedge.errors import LeukedgeError
+
 DEFAULT_TARGET_SENSITIVITY = 0.98
 """Validation sensitivity for ALL that the operating point must reach."""
 
@@ -72,22 +74,27 @@ class DecisionSpec:
         return spec
 
 
+class OperatingPointError(LeukedgeError, ValueError):
+    """A decision threshold or refer band that cannot be used (out of [0, 1], or a band that
+    does not contain the threshold); still a ``ValueError``."""
+
+
 def validate_operating_point(threshold: float, band: Sequence[float] | None) -> None:
     """Check a threshold and band.
 
     Raises:
-        ValueError: ``threshold`` not in [0, 1], or ``band`` is not ``[low, high]`` with
-            ``0 ≤ low ≤ threshold ≤ high ≤ 1``.
+        OperatingPointError: ``threshold`` not in [0, 1], or ``band`` is not
+            ``[low, high]`` with ``0 ≤ low ≤ threshold ≤ high ≤ 1``.
     """
     if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"decision threshold must be in [0, 1], got {threshold}")
+        raise OperatingPointError(f"decision threshold must be in [0, 1], got {threshold}")
     if band is None:
         return
     if len(band) != 2:
-        raise ValueError(f"refer band must be [low, high], got {band!r}")
+        raise OperatingPointError(f"refer band must be [low, high], got {band!r}")
     low, high = float(band[0]), float(band[1])
     if not 0.0 <= low <= threshold <= high <= 1.0:
-        raise ValueError(
+        raise OperatingPointError(
             f"refer band [{low}, {high}] must lie in [0, 1] and contain the threshold {threshold}"
         )
 

@@ -22,3 +22,14 @@ class LeukedgeError(Exception):
 
 class LeukedgeWarning(UserWarning):
     """A warning from leukedge itself (not from a library it uses); names the file, if any."""
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs the optional dependencies ``extra`` (``train``, ``weights``,
+    ``compare``; pyproject.toml's ``[project.optional-dependencies]``).
+
+    leukedge is installed from its repository folder, not from a package index, so the hint
+    is ``pip install ".[extra]"`` run in that folder: ``pip install "leukedge[extra]"``
+    would look for a package named leukedge on PyPI and fail.
+    """
+    return f'pip install ".[{extra}]" (in the leukedge repository folder)'

@@ -173,11 +173,14 @@ def _time(interpreter, runs: int) -> float:
 def _interpreter(content: bytes, threads: int, delegate: bool):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from leukedge.runtime import quiet_delegate_banner
+
     resolver = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(
-        model_content=content, num_threads=threads, experimental_op_resolver_type=resolver
-    )
-    interpreter.allocate_tensors()
+    with quiet_delegate_banner():
+        interpreter = Interpreter(
+            model_content=content, num_threads=threads, experimental_op_resolver_type=resolver
+        )
+        interpreter.allocate_tensors()
     return interpreter
 
 

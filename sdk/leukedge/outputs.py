@@ -213,24 +213,41 @@ def csv_columns(labels: Sequence[str]) -> list[str]:
     return [column for name in CSV_FIELDS for column, _ in _expand(name, labels)]
 
 
-def csv_row(record: dict[str, Any], labels: Sequence[str]) -> dict[str, Any]:
-    """One record as a CSV row (``None`` → empty cell; floats written in full)."""
+PROBABILITY_FIELDS = frozenset({"probabilities", "model_probabilities", "score"})
+"""Record fields holding probabilities: rounded in CSV rows to the model's resolution
+(:func:`leukedge.records.probability_decimals`)."""
+
+
+def csv_row(
+    record: dict[str, Any], labels: Sequence[str], decimals: int | None = None
+) -> dict[str, Any]:
+    """One record as a CSV row (``None`` → empty cell; lists joined with ``;``).
+
+    Probabilities (:data:`PROBABILITY_FIELDS`) are rounded to ``decimals`` (``None``: in
+    full): an int8 model's output moves in steps of 1/256, so its 16-digit floats would
+    show precision it does not have. Other numbers are written in full.
+    """
     row: dict[str, Any] = {}
     for name in CSV_FIELDS:
         value = record.get(name)
+        rounded = decimals is not None and name in PROBABILITY_FIELDS
         for column, key in _expand(name, labels):
             cell = value if key is None else (value or {}).get(key)
             if isinstance(cell, list | tuple):
                 cell = ";".join(map(str, cell))
+            elif rounded and isinstance(cell, float):
+                cell = f"{cell:.{decimals}f}"
             row[column] = "" if cell is None else cell
     return row
 
 
 class CsvWriter:
-    """Records as CSV rows (header :func:`csv_columns`) into an :class:`AtomicTextFile`."""
+    """Records as CSV rows (header :func:`csv_columns`; probabilities rounded to
+    ``model.probability_decimals``) into an :class:`AtomicTextFile`."""
 
     def __init__(self, target: str | os.PathLike, model: ModelInfo):
         self.labels = model.labels
+        self.decimals = model.probability_decimals
         self.columns = csv_columns(self.labels)
         self.file = AtomicTextFile(target)
         self._buffer = io.StringIO()
@@ -244,7 +261,7 @@ class CsvWriter:
         self._buffer.truncate()
 
     def write(self, record: dict[str, Any]) -> None:
-        self._csv.writerow(csv_row(record, self.labels))
+        self._csv.writerow(csv_row(record, self.labels, self.decimals))
         self._emit()
 
     def close(self) -> None:

@@ -21,9 +21,12 @@ An input that could not be classified gets the result of
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from leukedge.classifier import ERROR_REASONS, STATUSES, ClassificationResult
 
@@ -36,9 +39,37 @@ __all__ = [
     "ModelInfo",
     "describe_error",
     "error_record",
+    "probability_decimals",
     "result_record",
     "status_of",
 ]
+
+
+FLOAT_PROBABILITY_DECIMALS = 6
+"""Decimals of a float32 output's probabilities in a CSV: float32 carries about 7
+significant digits, and no reader needs more than 1e-6 of a probability."""
+
+
+def probability_decimals(output_dtype: Any, output_scale: float) -> int:
+    """Decimals that show every step a model's probabilities can take, and no more.
+
+    A quantized output (``uint8``/``int8``, scale 1/256 for leukedge's int8 models) moves in
+    steps of ``output_scale``; its first significant digit is decimal
+    ``ceil(-log10(scale))`` (3 for 1/256 = 0.0039) and one more digit keeps neighbouring
+    steps apart after the temperature's smooth rescaling: 4 decimals for 1/256. A float32
+    output gets :data:`FLOAT_PROBABILITY_DECIMALS`.
+
+    Args:
+        output_dtype: numpy dtype of the probabilities tensor.
+        output_scale: its quantization scale (0 for a float output).
+
+    Returns:
+        Decimals, between 2 and :data:`FLOAT_PROBABILITY_DECIMALS`.
+    """
+    if np.dtype(output_dtype).kind == "f" or not output_scale or output_scale <= 0:
+        return FLOAT_PROBABILITY_DECIMALS
+    step_digit = math.ceil(-math.log10(output_scale))
+    return max(2, min(FLOAT_PROBABILITY_DECIMALS, step_digit + 1))
 
 
 @dataclass(frozen=True)
@@ -51,6 +82,8 @@ class ModelInfo:
         labels: class names in output order.
         positive_label: the class whose fraction groups report: the model's decision
             spec's positive label (``"ALL"``), else the metadata's, else the first label.
+        probability_decimals: decimals of probabilities in CSV files
+            (:func:`probability_decimals` of the model's output: 4 for an int8 model).
     """
 
     name: str
@@ -58,6 +91,7 @@ class ModelInfo:
     sha256: str
     labels: tuple[str, ...]
     positive_label: str
+    probability_decimals: int = FLOAT_PROBABILITY_DECIMALS
 
     @classmethod
     def of(cls, classifier: Classifier) -> ModelInfo:
@@ -71,6 +105,9 @@ class ModelInfo:
             sha256=classifier.model_sha256,
             labels=labels,
             positive_label=positive if positive in labels else labels[0],
+            probability_decimals=probability_decimals(
+                classifier.output_dtype, classifier.output_quantization[0]
+            ),
         )
 
 

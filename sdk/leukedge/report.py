@@ -75,19 +75,22 @@ def summary_line(totals: Totals, labels: Sequence[str], skipped: str = "") -> st
 
 
 def record_line(record: dict[str, Any], positive_label: str) -> str:
-    """One line per record for ``leukedge watch``: ``"<path>  ALL  p(ALL) 0.972"``, or the
-    status and reason, or the error."""
+    """One line per record for ``leukedge watch``: ``"<path>  ALL  p(ALL) 0.972"`` for a
+    call, ``"<path>  refer (uncertain: …)  p(ALL) 0.512"`` or ``"<path>  rejected (blank)"``
+    (the status once, with its reason) otherwise, or ``"<path>  error  <message>"``."""
     if record.get("error"):
         return f"{record['path']}  error  {record['error']}"
     probs = record.get("probabilities") or {}
     p = probs.get(positive_label)
     status = status_of(record)
-    call = record.get("label") or status
-    line = f"{record['path']}  {call}"
+    if status == "ok" and record.get("label"):
+        line = f"{record['path']}  {record['label']}"
+    else:
+        line = f"{record['path']}  {status}"
+        if record.get("reason"):
+            line += f" ({record['reason']})"
     if p is not None:
         line += f"  p({positive_label}) {p:.3f}"
-    if status != "ok":
-        line += f"  {status}" + (f" ({record['reason']})" if record.get("reason") else "")
     return line
 
 

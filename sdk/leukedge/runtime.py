@@ -10,15 +10,24 @@ The engine takes RGB ``uint8`` images already at the model's input size and retu
 probabilities. For a quantized input tensor, pixels are mapped with the tensor's own
 ``scale`` and ``zero_point`` (``q = round(x / scale) + zero_point``, clipped to the dtype); a
 quantized output is dequantized with ``x = (q - zero_point) · scale``.
+
+LiteRT's C++ library writes ``INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`` to
+the process's standard error (file descriptor 2) when the first interpreter is made; it has
+no Python setting, environment variable or log level that turns this line off (its
+``tflite::LoggerOptions::SetMinimumLogSeverity`` is C++ only and not exported).
+:func:`quiet_delegate_banner` removes that one line and nothing else.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
+import tempfile
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +95,75 @@ def _import_problem(name: str, exc: BaseException) -> str:
             "x86-64 and aarch64 such as 64-bit Raspberry Pi OS, macOS and Windows)"
         )
     return f"{what}; reinstall it or pip install ai-edge-litert"
+
+
+DELEGATE_BANNER = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+"""The line LiteRT writes to standard error once per process, when its first interpreter
+applies the default XNNPACK delegate (``TFLITE_LOG_PROD_ONCE`` in its C++ code)."""
+
+SHOW_LITERT_LOG_ENV = "LEUKEDGE_LITERT_LOG"
+"""Set this environment variable to ``1`` to keep LiteRT's banner (e.g. to see that XNNPACK
+is used: ``examples/raspberry_pi/check_arm64.sh`` does)."""
+
+_banner_lock = threading.RLock()  # re-entrant: a block may make an engine itself
+_banner_seen = False
+
+
+@contextmanager
+def quiet_delegate_banner() -> Iterator[None]:
+    """Run the block (an interpreter's creation) with LiteRT's :data:`DELEGATE_BANNER` line
+    removed from standard error; every other byte written there is kept.
+
+    The banner comes from C++ code straight to file descriptor 2, below Python's
+    ``sys.stderr``, so descriptor 2 itself points to a temporary file during the block; after
+    it, descriptor 2 is restored and what was captured, less the banner line, is written to
+    it. Nothing is swallowed: LiteRT's errors, and anything other threads wrote meanwhile,
+    arrive after the block instead of during it (a crash inside the block would lose them,
+    which is why the capture stops once the banner has been seen: LiteRT prints it once
+    per process). A lock makes concurrent creations take turns while it is on.
+
+    Does nothing when :data:`SHOW_LITERT_LOG_ENV` is ``1``, after the banner has been seen,
+    or when descriptor 2 cannot be duplicated (closed).
+    """
+    global _banner_seen
+    if _banner_seen or os.environ.get(SHOW_LITERT_LOG_ENV) == "1":
+        yield
+        return
+    with _banner_lock, tempfile.TemporaryFile() as captured:
+        _flush_stderr()
+        try:
+            saved = os.dup(2)
+        except OSError:  # descriptor 2 is closed: nothing to hide
+            saved = None
+        if saved is None:
+            yield
+            return
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            lines = captured.read().splitlines(keepends=True)
+            kept = [line for line in lines if line.rstrip(b"\r\n") != DELEGATE_BANNER]
+            _banner_seen = _banner_seen or len(kept) < len(lines)
+            _write_fd2(b"".join(kept))
+
+
+def _flush_stderr() -> None:
+    with suppress(AttributeError, OSError, ValueError):  # no stderr, or a closed one
+        sys.stderr.flush()
+
+
+def _write_fd2(data: bytes) -> None:
+    while data:
+        try:
+            written = os.write(2, data)
+        except OSError:
+            return
+        data = data[written:]
 
 
 class ModelLoadError(LeukedgeError, RuntimeError):
@@ -239,8 +317,9 @@ class TFLiteEngine:
         self._lock = threading.Lock()
         interpreter_cls, self.runtime = interpreter_class()
         try:
-            self._interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with quiet_delegate_banner():
+                self._interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelLoadError(f"{origin}: not a valid TFLite model ({exc})") from exc
         inputs = self._interpreter.get_input_details()
