@@ -65,7 +65,7 @@ def test_default_model_is_embedded_int8_with_metadata():
     card = meta.model_card
     assert card["split"]["strategy"] in ("auto", "blocks")
     assert card["gate"]["passed"] is True
-    assert "taleqani" in card["training_data"]
+    assert card["training_data"] == {"dataset": "taleqani", "path": "taleqani"}
     # The README's model card is read from this file: its figures must be the file's
     # (model v2, the "camera" recipe; `leukedge info` prints them).
     assert round(meta.temperature, 3) == 1.173
@@ -461,7 +461,7 @@ def test_cli_info_text(tmp_path, model_without_metadata):
     ops = lines[4].removeprefix("ops     ").split(", ")
     assert "CONV_2D" in ops and "SOFTMAX" in ops and ops == sorted(ops)
     assert lines[5] == (
-        f"model   leukedge_default (int8), leukedge {meta.version}, labels ['ALL', 'HEM'], "
+        f"model   leukedge_default (int8), version {meta.version}, labels ['ALL', 'HEM'], "
         "input field 224x224 RGB 0-255, temperature 1.173"
     )
     # The model's operating point (p(ALL) >= 0.429, refer band [0.160, 0.755)).
@@ -471,6 +471,7 @@ def test_cli_info_text(tmp_path, model_without_metadata):
     )
     assert lines[7].startswith("refer   0.1599 <= p(ALL) < 0.7552: ")
     start = next(i for i, line in enumerate(lines) if line.startswith("card    "))
+    assert lines[start - 1] == "gate    passed"
     card = "\n".join(lines[start:])
     assert json.loads(card[len("card    ") :]) == meta.model_card
     plain = _invoke("info", model_without_metadata)

@@ -347,7 +347,7 @@ def test_csv_rows_hold_every_record_in_columns(tmp_path):
         "path", "status", "label", "reason", "p_ALL", "p_HEM", "score", "message",
         "model_label", "model_p_ALL", "model_p_HEM", "ood_distance",
         *[f"quality_{k}" for k in stats], "failed_checks", "error", "model", "model_version",
-        "model_sha256",
+        "model_sha256", "weights_sha256",
     ]  # fmt: skip
     ok, rejected, bad = rows
     assert ok["p_ALL"] == "0.75" and ok["label"] == "ALL" and ok["error"] == ""

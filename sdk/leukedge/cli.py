@@ -78,6 +78,7 @@ def _load_classifier(
     labels: str | None,
     threshold: float | None = None,
     refer_band: tuple[float, float] | None = None,
+    allow_failed_gate: bool = False,
 ):
     from leukedge.classifier import Classifier, ClassifierOptions
     from leukedge.errors import LeukedgeError
@@ -88,6 +89,7 @@ def _load_classifier(
         labels=labels.split(",") if labels else None,
         decision_threshold=threshold,
         refer_band=refer_band,
+        allow_failed_gate=allow_failed_gate,
     )
     try:
         classifier = Classifier.create_from_options(options)
@@ -120,6 +122,14 @@ ThresholdOption = Annotated[
         max=1.0,
         help="Call ALL when its probability is >= this (default: the model's operating "
         "point; see `leukedge info`). Without --refer-band, no refer band is used.",
+    ),
+]
+AllowFailedGateOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-failed-gate",
+        help="Use a model whose card says it FAILED its conversion's accuracy gate (refused "
+        "by default); a warning on stderr says so at every run.",
     ),
 ]
 ReferBandOption = Annotated[
@@ -202,6 +212,7 @@ def classify(
     labels: LabelsOption = None,
     threshold: ThresholdOption = None,
     refer_band: ReferBandOption = None,
+    allow_failed_gate: AllowFailedGateOption = False,
 ) -> None:
     """Classify images as ALL (leukemic blast) or HEM (normal), with a status per image.
 
@@ -243,7 +254,7 @@ def classify(
         )
     except ValueError as exc:
         _usage_error(str(exc))
-    classifier = _load_classifier(model, threads, labels, threshold, band)
+    classifier = _load_classifier(model, threads, labels, threshold, band, allow_failed_gate)
     _run_classify(
         classifier,
         inputs,
@@ -380,6 +391,7 @@ def watch(
     labels: LabelsOption = None,
     threshold: ThresholdOption = None,
     refer_band: ReferBandOption = None,
+    allow_failed_gate: AllowFailedGateOption = False,
 ) -> None:
     """Classify each new image saved into FOLDER; append one record per image to --jsonl.
 
@@ -399,7 +411,9 @@ def watch(
         check_is_a_record_file(jsonl)
     except ValueError as exc:
         _usage_error(str(exc))
-    classifier = _load_classifier(model, threads, labels, threshold, _parse_band(refer_band))
+    classifier = _load_classifier(
+        model, threads, labels, threshold, _parse_band(refer_band), allow_failed_gate
+    )
     positive = ModelInfo.of(classifier).positive_label
     options = WatchOptions(
         folder=folder,
@@ -453,6 +467,7 @@ def camera(
     ] = None,
     model: ModelOption = None,
     threads: ThreadsOption = None,
+    allow_failed_gate: AllowFailedGateOption = False,
 ) -> None:
     """Live calls from a camera (or a video file, at its frame rate) with OpenCV.
 
@@ -473,7 +488,9 @@ def camera(
         with stop.installed():
             stats = run_camera(
                 options,
-                ClassifierOptions(model_path=model, num_threads=threads),
+                ClassifierOptions(
+                    model_path=model, num_threads=threads, allow_failed_gate=allow_failed_gate
+                ),
                 stop,
                 emit=lambda line: typer.echo(line),
             )
@@ -504,7 +521,7 @@ def info(
     """Print a model's metadata, model card, tensor details and operators."""
     from leukedge.classifier import default_model_path
     from leukedge.errors import LeukedgeError
-    from leukedge.metadata import read_metadata
+    from leukedge.metadata import gate_failure, read_metadata
     from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
@@ -524,6 +541,13 @@ def info(
         typer.echo(
             f"warning: {path} carries no leukedge metadata; pass --labels to classify", err=True
         )
+    failed = gate_failure(metadata)
+    if failed is not None:  # on stderr too, so --json readers see it
+        typer.echo(
+            f"warning: {path}: this model FAILED its accuracy gate ({failed}); leukedge "
+            "refuses it unless --allow-failed-gate",
+            err=True,
+        )
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
@@ -539,13 +563,20 @@ def info(
     typer.echo(f"ops     {', '.join(out['operators'])}")
     if metadata is not None:
         typer.echo(
-            f"model   {metadata.name} ({metadata.precision}), leukedge {metadata.version}, "
+            f"model   {metadata.name} ({metadata.precision}), version {metadata.version}, "
             f"labels {metadata.labels}, input {metadata.input.kind} "
             f"{metadata.input.height}x{metadata.input.width} RGB 0-255, "
             f"temperature {metadata.temperature:.3f}"
         )
         for line in _trust_lines(metadata, engine):
             typer.echo(line)
+        gate = metadata.model_card.get("gate")
+        if failed is not None:
+            typer.echo(f"gate    FAILED: {failed}; refused unless --allow-failed-gate")
+        elif isinstance(gate, dict) and gate.get("passed"):
+            typer.echo("gate    passed")
+        else:
+            typer.echo("gate    not checked (no gate record in the card)")
         typer.echo(
             "card    " + json.dumps(metadata.model_card, indent=2).replace("\n", "\n        ")
         )
@@ -678,6 +709,7 @@ def bench(
             "(default bench-compare/)."
         ),
     ] = None,
+    allow_failed_gate: AllowFailedGateOption = False,
 ) -> None:
     """Latency of a .tflite per thread count (median and p90, ms): a benchmark, not a test.
 
@@ -696,14 +728,19 @@ def bench(
 
     from leukedge.classifier import default_model_path
     from leukedge.errors import LeukedgeError
+    from leukedge.metadata import check_gate, read_metadata
     from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
     try:
         engines = {n: TFLiteEngine(path, num_threads=n) for n in threads}
+        first = next(iter(engines.values()))
+        allowed = check_gate(read_metadata(first.model_content), first.origin, allow_failed_gate)
     except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: cannot load model: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if allowed is not None:
+        typer.echo(f"warning: {allowed}", err=True)
     rng = np.random.default_rng(0)
     if profile_ops:
         _bench_profile_ops(engines[min(threads)], rng, out)
@@ -723,7 +760,7 @@ def bench(
         from leukedge.bench import example_image, sdk_measurements
 
         with example_image() as image:
-            results["sdk"] = sdk_measurements(model, image)
+            results["sdk"] = sdk_measurements(model, image, allow_failed_gate=allow_failed_gate)
     results["environment"] = environment()
     text = json.dumps(results, indent=2)
     if out is not None:
