@@ -383,6 +383,10 @@ def test_picamera2_formats_reach_the_model_as_rgb(
 ):
     # ALL 0.94 (the model's error on this benign field); a swapped channel changes the
     # line: out of domain, ALL 0.99. What matters is the same line for every format.
+    from leukedge import preprocess
+
+    # The one framing policy of live frames, shared with `leukedge camera`.
+    assert camera_example.crop_centre_square is preprocess.crop_centre_square
     rgb = load_rgb(BENIGN_FILE)
     wide = np.zeros((rgb.shape[0], rgb.shape[1] + 96, 3), np.uint8)
     wide[:, 48:-48] = rgb  # the field in the centre square of a wider frame
