@@ -269,6 +269,34 @@ def classify(
     )
 
 
+def _check_groups(paths, by: str, mapping) -> None:
+    """Before any work: refuse a grouping that no image has (exit 2); warn how many images
+    have no group (they get a row without a group call)."""
+    from leukedge.groups import NO_GROUP, UNMAPPED, ungrouped
+
+    missing = len(ungrouped(paths, by, mapping))
+    if not missing:
+        return
+    if mapping is not None:
+        what, key = "are not listed in --group-map", UNMAPPED
+        advice = "check the paths in the --group-map CSV"
+    elif by == "subject":
+        what, key = "have no C-NMC subject in their file name (UID_<subject>_...)", NO_GROUP
+        advice = "use --group-by slide or folder, or a --group-map CSV"
+    else:
+        what, key = "have no folder name", NO_GROUP
+        advice = "name them with their folder (slide_12/f.jpg), or use a --group-map CSV"
+    if missing == len(paths):
+        _usage_error(
+            f"--group-by {by}: none of the {missing} images has a group: all {what}; {advice}"
+        )
+    typer.echo(
+        f"warning: {missing} of {len(paths)} images {what}: they are summarised as "
+        f"{key!r} with no group call",
+        err=True,
+    )
+
+
 def _usage_error(message: str) -> None:
     """Print ``error: message`` and exit with code 2 (raises :class:`typer.Exit`)."""
     typer.echo(f"error: {message}", err=True)
@@ -298,6 +326,7 @@ def _run_classify(
         except (OSError, ValueError) as exc:
             _usage_error(str(exc))
         groups = GroupCollector(by, info.labels, info.positive_label, mapping)
+        _check_groups(inputs.paths, by, mapping)
     writers = []
     try:
         if as_json:
