@@ -33,6 +33,35 @@ def read_json(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def training_data(data: str | None, dataset: str | None = None) -> dict[str, str] | None:
+    """Where the training images came from, as a named dataset and a path relative to it,
+    never the build machine's path (which means nothing on another machine and tells
+    strangers about the build machine's folders).
+
+    Args:
+        data: the run's ``data`` setting (a folder or CSV, absolute or relative).
+        dataset: the dataset's name; default: the folder's (or CSV's) own name.
+
+    Returns:
+        ``{"dataset": name, "path": relative path}``: for ``/srv/data/taleqani``,
+        ``{"dataset": "taleqani", "path": "taleqani"}`` (the folder, as found in a folder of
+        datasets); for ``/srv/cnmc/fold_0`` with ``dataset="cnmc"``,
+        ``{"dataset": "cnmc", "path": "cnmc/fold_0"}``: the path from the folder that holds the
+        dataset. ``None`` when ``data`` is unknown.
+    """
+    if not data:
+        return None
+    parts = [p for p in Path(str(data).replace("\\", "/")).parts if p not in ("/", ".", "..")]
+    parts = [p for p in parts if not p.endswith(":")]  # a Windows drive
+    if not parts:
+        return None
+    if dataset and dataset in parts[:-1]:
+        relative = parts[len(parts) - 1 - parts[::-1].index(dataset) :]
+    else:
+        relative = parts[-1:]
+    return {"dataset": dataset or Path(parts[-1]).stem, "path": "/".join(relative)}
+
+
 def model_card(
     run_dir: Path,
     run_config: dict[str, Any],
@@ -41,6 +70,7 @@ def model_card(
     keras_figures: dict[str, Any] | None,
     n_eval: int,
     extra: dict[str, Any] | None = None,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """The card of one converted file.
 
@@ -53,11 +83,13 @@ def model_card(
         keras_figures: the float model's figures on the gate's images (``None``: no gate).
         n_eval: held-out images the gate read.
         extra: keys added last (``ConvertConfig.extra_card``).
+        dataset: the training dataset's name (:func:`training_data`).
 
     Returns:
         JSON-ready dictionary: ``created`` (UTC ISO 8601), ``leukedge_version``,
-        ``architecture``, ``training_data``, ``split``, ``training``,
-        ``validation_metrics_float``, ``precision``, ``gate`` (``None`` when not checked)
+        ``architecture``, ``training_data`` (:func:`training_data`), ``split``,
+        ``training``, ``validation_metrics_float``, ``precision``, ``gate`` (``None`` when
+        not checked; ``passed`` and, since 2026-12, ``failures``: the bounds it broke)
         and, for int8, ``float_islands`` and ``keep_float``.
     """
     val = read_json(run_dir / "metrics_val.json")
@@ -65,7 +97,7 @@ def model_card(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "leukedge_version": __version__,
         "architecture": run_config.get("arch"),
-        "training_data": run_config.get("data"),
+        "training_data": training_data(run_config.get("data"), dataset),
         "split": {"strategy": run_config.get("split"), "counts": run_config.get("split_counts")},
         "training": {k: run_config.get(k) for k in TRAINING_KEYS},
         "validation_metrics_float": headline(val, extra=("best_epoch",)) if val else None,
@@ -88,5 +120,6 @@ def model_card(
             "ece": figures["ece"],
             "float_ece": figures["reference_ece"],
             "passed": not figures["gate_failures"],
+            "failures": list(figures["gate_failures"]),
         }
     return card | dict(extra or {})

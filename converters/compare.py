@@ -282,9 +282,8 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
         ModuleNotFoundError: TensorFlow or Keras is not installed (the ``train`` extra).
         RuntimeError: Keras already runs on another backend than TensorFlow.
     """
-    from leukedge import __version__
     from leukedge.bench import environment, sdk_measurements
-    from leukedge.converters.convert import sha256_file
+    from leukedge.converters.convert import default_model_version, sha256_file
     from leukedge.converters.gate import compare
     from leukedge.evaluation.data import LABELS, samples_from, stratified_subset
     from leukedge.evaluation.predict import predict_keras
@@ -351,7 +350,7 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
     metadata = ModelMetadata(
         name=keras_path.parent.name or keras_path.stem,
         labels=labels,
-        version=__version__,
+        version=default_model_version(source_sha),
         input=InputSpec(height=size[0], width=size[1], kind=run_config.get("input_kind", "field")),
         source_sha256=source_sha,
         model_card={"note": "made by leukedge bench --compare; not a gated release"},

@@ -68,6 +68,13 @@ class ConvertConfig:
         out: output directory (default: the model's directory).
         precisions: any of :data:`leukedge.converters.precisions.PRECISIONS`.
         name: file-name stem and model name (default: the run directory's name).
+        model_version: the model's version, stored as the metadata's ``version`` and
+            reported as every result's ``model_version`` (e.g. ``2.0.0``; give each
+            released model its own). Default: ``0.0.0+`` and the first 12 hex digits of
+            the ``.keras`` file's sha256, distinct for every trained model.
+        dataset: name of the training dataset in the model card (``training_data``);
+            default: the name of the run's data folder (or CSV). The card holds it with
+            the path relative to that dataset, never the build machine's path.
         split_file: ``split.csv`` of the run (default: beside the model).
         representative_data: dataset folder/CSV or ``split.csv`` for calibration; from a
             ``split.csv`` only the train split is used. Default: the run's train split.
@@ -100,6 +107,8 @@ class ConvertConfig:
     out: str | None = None
     precisions: Sequence[Precision] = ("fp32", "int8")
     name: str | None = None
+    model_version: str | None = None
+    dataset: str | None = None
     split_file: str | None = None
     representative_data: str | None = None
     representative_size: int = 200
@@ -117,6 +126,13 @@ class ConvertConfig:
     input_kind: InputKind | None = None
     seed: int = 0
     extra_card: dict[str, Any] = field(default_factory=dict)
+
+
+def default_model_version(source_sha256: str) -> str:
+    """``0.0.0+<first 12 hex digits of the .keras sha256>``: a version (PEP 440, local
+    part) that differs for every trained model when none is given
+    (``ConvertConfig.model_version``)."""
+    return f"0.0.0+{source_sha256[:12]}" if source_sha256 else "0.0.0"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -421,10 +437,11 @@ class Converter:
             self.report.get("keras"),
             len(self.eval_samples),
             config.extra_card,
+            dataset=config.dataset,
         )
         metadata = ModelMetadata(
             name=self.name,
-            version=__version__,
+            version=config.model_version or default_model_version(self.source_sha),
             labels=self.labels,
             positive_label="ALL",
             input=InputSpec(
@@ -489,7 +506,8 @@ class Converter:
             ValueError: corrupt ``.keras``, empty representative dataset, unknown
                 precision, no held-out images while ``check`` is on.
             GateFailedError: a precision failed the gate (files and report are written
-                first).
+                first; a file that failed is marked so in its card, ``gate.passed`` false,
+                and the SDK refuses it without ``allow_failed_gate``).
         """
         config = self.config
         with self.times.step("load"):
@@ -531,9 +549,22 @@ class Converter:
         if config.check:
             log.info("%s", gate.format_table(self.report["keras"], self.report["precisions"]))
         if failures:
+            written = [
+                self.report["precisions"][p]["path"]
+                for p in failures
+                if "path" in self.report["precisions"].get(p, {})
+            ]
+            kept = (
+                f". Written for inspection, marked failed in its metadata: {', '.join(written)}; "
+                "leukedge refuses to run it unless --allow-failed-gate "
+                "(ClassifierOptions(allow_failed_gate=True))"
+                if written
+                else ""
+            )
             raise GateFailedError(
                 "accuracy-delta gate FAILED: "
-                + "; ".join(f"{p}: {', '.join(r)}" for p, r in failures.items()),
+                + "; ".join(f"{p}: {', '.join(r)}" for p, r in failures.items())
+                + kept,
                 self.report,
             )
         return self.report

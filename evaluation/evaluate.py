@@ -72,6 +72,7 @@ def evaluate_run(
     model: str | os.PathLike | None = None,
     update_card: bool = False,
     robustness: bool = False,
+    allow_failed_gate: bool = False,
 ) -> dict[str, Any]:
     """Evaluate and write ``metrics_<split>[_<model>].json`` and predictions in ``run_dir``.
 
@@ -86,6 +87,9 @@ def evaluate_run(
             :mod:`leukedge.evaluation.robustness` (same read of the split); written to
             ``robustness_<tag>.json``, returned under ``"robustness"`` and, with
             ``update_card``, stored in the model card as ``"<split>_robustness"``.
+        allow_failed_gate: evaluate (and with ``update_card``, update) a ``.tflite`` whose
+            card says it failed its conversion's accuracy gate; warns
+            (:class:`~leukedge.errors.LeukedgeWarning`). Default: refused, like the SDK.
 
     Returns:
         The metrics dictionary (:func:`leukedge.evaluation.metrics.evaluate`).
@@ -93,6 +97,8 @@ def evaluate_run(
     Raises:
         FileNotFoundError: missing run files.
         ValueError: unknown split.
+        leukedge.metadata.FailedGateError: a ``.tflite`` that failed its gate, without
+            ``allow_failed_gate`` (a ``ValueError``).
     """
     run_dir = Path(run_dir)
     split_file = run_dir / "split.csv"
@@ -106,7 +112,15 @@ def evaluate_run(
     if not model.is_file():
         raise FileNotFoundError(f"{model}: model not found")
     if model.suffix == ".tflite":
+        import warnings
+
+        from leukedge.errors import LeukedgeWarning
         from leukedge.evaluation.predict import predict_tflite
+        from leukedge.metadata import check_gate, read_metadata
+
+        allowed = check_gate(read_metadata(model), str(model), allow_failed_gate)
+        if allowed is not None:
+            warnings.warn(allowed, LeukedgeWarning, stacklevel=2)
 
         probabilities = predict_tflite(str(model), [str(s.path) for s in samples])
         tag = f"{split}_{model.stem}"
@@ -132,7 +146,7 @@ def evaluate_run(
     (run_dir / f"report_{tag}.md").write_text(metrics_markdown(metrics, f"{run_dir.name}: {tag}"))
     run_figures(run_dir, tag)
     if robustness:
-        metrics["robustness"] = _robustness(model, samples)
+        metrics["robustness"] = _robustness(model, samples, allow_failed_gate)
         (run_dir / f"robustness_{tag}.json").write_text(json.dumps(metrics["robustness"], indent=2))
     if update_card and model.suffix == ".tflite":
         from leukedge.metadata import read_metadata, write_metadata
@@ -150,7 +164,7 @@ def evaluate_run(
     return metrics
 
 
-def _robustness(model: Path, samples) -> dict[str, Any]:
+def _robustness(model: Path, samples, allow_failed_gate: bool = False) -> dict[str, Any]:
     """Flip rates of the call of ``model`` on ``samples`` (robustness.flip_rates).
 
     A ``.tflite`` is run through the SDK's :class:`~leukedge.Classifier`, so the call is the
@@ -166,7 +180,7 @@ def _robustness(model: Path, samples) -> dict[str, Any]:
     if model.suffix == ".tflite":
         from leukedge.classifier import Classifier
 
-        classifier = Classifier.create_from_model_path(model)
+        classifier = Classifier.create_from_model_path(model, allow_failed_gate=allow_failed_gate)
 
         def predict(rgb: np.ndarray) -> int:
             result = classifier.classify(rgb)

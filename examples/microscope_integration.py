@@ -13,7 +13,9 @@ sits behind such a callback:
    got a call (status ``ok``), so one blurred or half-focused frame does not flip the
    displayed call; frames the classifier refers or rejects (out of focus, out of domain…)
    count as "no call". No call is made until ``min_frames`` frames are in and one label has
-   a strict majority of all frames in the window.
+   a strict majority of all frames in the window;
+4. when the slide changes (a stage event, an operator's button), :meth:`SmoothedClassifier.reset`
+   empties the window, so no frame of the old slide votes on the new one.
 
 This file simulates the SDK with the example images in ``examples/images`` (a few
 jittered, noisy "frames" of each), so it runs anywhere::
@@ -201,9 +203,16 @@ class SimulatedVendorCamera:
         self._period_us = int(1_000_000 / fps)
         self._rng = np.random.default_rng(seed)
         self._callback: Callable[[np.ndarray, int], object] | None = None
+        self._on_slide_change: Callable[[], object] | None = None
 
     def register_callback(self, callback: Callable[[np.ndarray, int], object]) -> None:
         self._callback = callback
+
+    def register_slide_change(self, callback: Callable[[], object]) -> None:
+        """``callback()`` runs when a new slide comes under the objective, before its first
+        frame (a motorised stage's "move done" event, or the operator's "next slide"
+        button, in a real setup)."""
+        self._on_slide_change = callback
 
     def run(self) -> None:
         if self._callback is None:
@@ -213,6 +222,8 @@ class SimulatedVendorCamera:
             with Image.open(path) as pil:
                 rgb = np.asarray(pil.convert("RGB"), dtype=np.int16)
             print(f"--- slide moved: now showing {path.name}")
+            if self._on_slide_change is not None:
+                self._on_slide_change()
             for _ in range(self._frames_per_image):
                 dy, dx = self._rng.integers(-6, 7, size=2)
                 frame = np.roll(rgb, (int(dy), int(dx)), axis=(0, 1))
@@ -259,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     print("Decision support only - not a diagnosis.")
     camera = SimulatedVendorCamera(images, frames_per_image=args.frames_per_image)
     camera.register_callback(assistant.on_frame)  # the SDK calls us for every frame
+    # A new slide starts a new vote: the old slide's frames must not vote on it.
+    camera.register_slide_change(assistant.reset)
     camera.run()
     return 0
 

@@ -4,8 +4,9 @@
 Frames come from a Raspberry Pi camera module (Picamera2, if it imports), from any camera
 OpenCV can open (``cv2.VideoCapture(index)``: USB/UVC microscope eyepiece cameras), or, with
 ``--video FILE``, from a video file played at its own frame rate (to try the program without
-a camera). Each frame's centre square (the model was trained on square smear fields;
-``--full-frame`` keeps the whole frame) goes to a leukedge ``Classifier`` in
+a camera). Each frame's centre square (``leukedge.preprocess.crop_centre_square``: the one
+framing policy of every live frame, also ``leukedge camera``'s; the model was trained on
+square smear fields) goes to a leukedge ``Classifier`` in
 ``LIVE_STREAM`` mode with the frame's own channel order as ``pixel_format``: no conversion
 here. Results arrive in a callback on a worker thread; frames that arrive while the
 previous one is still being classified are dropped, so the preview never lags.
@@ -49,7 +50,7 @@ from leukedge.classifier import (
     ClassifierOptions,
     RunningMode,
 )
-from leukedge.preprocess import array_to_rgb
+from leukedge.preprocess import array_to_rgb, centre_square, crop_centre_square
 
 WINDOW = "leukedge (decision support, not a diagnosis)"
 MAX_READ_FAILURES = 30
@@ -246,13 +247,6 @@ def as_json(result: ClassificationResult | None, timestamp_ms: int, error: Excep
 
 
 # --------------------------------------------------------------------------- drawing
-def centre_square(frame: np.ndarray) -> tuple[int, int, int]:
-    """``(x0, y0, side)`` of the largest centred square in ``frame``."""
-    height, width = frame.shape[:2]
-    side = min(height, width)
-    return (width - side) // 2, (height - side) // 2, side
-
-
 def draw_overlay(
     frame: np.ndarray,
     latest: LatestResult,
@@ -355,11 +349,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, default=640, help="capture width (default 640)")
     parser.add_argument("--height", type=int, default=480, help="capture height (default 480)")
     parser.add_argument(
-        "--full-frame",
-        action="store_true",
-        help="classify the whole frame (squashed to square) instead of its centre square",
-    )
-    parser.add_argument(
         "--headless", action="store_true", help="no preview window; print results only"
     )
     parser.add_argument(
@@ -460,15 +449,12 @@ def main(argv: list[str] | None = None) -> int:
                 timestamp_ms = own_ts if own_ts is not None else int(time.monotonic() * 1000)
                 timestamp_ms = max(timestamp_ms, last_ts + 1)
                 last_ts = timestamp_ms
-                roi = None if args.full_frame else centre_square(frame)
+                roi = centre_square(frame)  # drawn on the preview
                 if count % args.every_n_frames == 0:
-                    crop = (
-                        frame
-                        if roi is None
-                        else frame[roi[1] : roi[1] + roi[2], roi[0] : roi[0] + roi[2]]
-                    )
                     # The frame's own channel order; leukedge converts. False: busy, dropped.
-                    classifier.classify_async(crop, timestamp_ms, pixel_format=camera.pixel_format)
+                    classifier.classify_async(
+                        crop_centre_square(frame), timestamp_ms, pixel_format=camera.pixel_format
+                    )
                 if show:
                     bgr = np.ascontiguousarray(array_to_rgb(frame, camera.pixel_format)[:, :, ::-1])
                     draw_overlay(bgr, latest, roi)

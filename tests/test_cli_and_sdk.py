@@ -65,7 +65,7 @@ def test_default_model_is_embedded_int8_with_metadata():
     card = meta.model_card
     assert card["split"]["strategy"] in ("auto", "blocks")
     assert card["gate"]["passed"] is True
-    assert "taleqani" in card["training_data"]
+    assert card["training_data"] == {"dataset": "taleqani", "path": "taleqani"}
     # The README's model card is read from this file: its figures must be the file's
     # (model v2, the "camera" recipe; `leukedge info` prints them).
     assert round(meta.temperature, 3) == 1.173
@@ -553,7 +553,7 @@ def test_cli_info_text(tmp_path, model_without_metadata):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     by_key = dict(line.split(None, 1) for line in lines if not line.startswith((" ", "(")))
-    assert by_key["model"] == f"leukedge_default (int8), made by leukedge {meta.version}"
+    assert by_key["model"] == f"leukedge_default (int8), version {meta.version}"
     assert by_key["file"] == (
         f"{path} ({path.stat().st_size / 1e6:.2f} MB), runtime ai_edge_litert.interpreter"
     )
@@ -599,6 +599,7 @@ def test_cli_info_text(tmp_path, model_without_metadata):
     shown = _invoke("info", failed)
     assert shown.exit_code == 0
     assert "gate       FAILED on the val split" in shown.output
+    assert "refused by leukedge unless --allow-failed-gate" in shown.output
     plain = _invoke("info", model_without_metadata)
     assert plain.exit_code == 0 and "carries no leukedge metadata" in plain.output
     assert "model   " not in plain.output and "output     " in plain.output

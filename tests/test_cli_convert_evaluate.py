@@ -22,7 +22,7 @@ from test_conversion import INT8_MAX_ABS_PROB_DIFF, INT8_MEAN_ABS_PROB_DIFF  # n
 from leukedge.classifier import Classifier  # noqa: E402
 from leukedge.cli import app  # noqa: E402
 from leukedge.evaluation.data import LABELS, read_split  # noqa: E402
-from leukedge.metadata import read_metadata  # noqa: E402
+from leukedge.metadata import read_metadata, weights_sha256  # noqa: E402
 from leukedge.preprocess import load_and_resize  # noqa: E402
 from leukedge.runtime import TFLiteEngine  # noqa: E402
 
@@ -91,7 +91,11 @@ def test_every_precision_is_written_with_metadata_but_int16x8_is_refused(convert
         assert (meta.input.height, meta.input.width, meta.input.kind) == (64, 64, "field")
         assert meta.temperature == pytest.approx(temperature) and temperature != 1.0
         assert meta.source_sha256 == sha == report["source_sha256"]
+        # Its own version (default: from the .keras sha256); training data as a named
+        # dataset and a relative path, never this machine's path.
+        assert meta.version == f"0.0.0+{sha[:12]}"
         card = meta.model_card
+        assert card["training_data"] == {"dataset": "taleqani", "path": "taleqani"}
         assert card["validation_metrics_float"]["best_epoch"] == metrics["best_epoch"]
         assert card["gate"]["n"] == 16 and card["gate"]["passed"] is True
         assert report["precisions"][precision]["path"] == str(path)
@@ -199,6 +203,10 @@ def test_evaluate_update_card_then_info(converted, tiny_run, tmp_path):
     assert card["gate"] == read_metadata(out / "tiny_int8.tflite").model_card["gate"]
     image = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
     assert np.array_equal(TFLiteEngine(model).run(image), before.run(image))
+    # The file's sha256 changed; the weights' did not (records carry both).
+    original = (out / "tiny_int8.tflite").read_bytes()
+    assert hashlib.sha256(model.read_bytes()).digest() != hashlib.sha256(original).digest()
+    assert weights_sha256(model.read_bytes()) == weights_sha256(original)
     info = _cli("info", model)
     assert info.exit_code == 0 and '"test_metrics": {' in info.output
     # The .keras model on the same split; an unknown split is a usage error.

@@ -114,16 +114,20 @@ def test_microscope_integration_smooths_the_simulated_camera(example_images, tmp
     assert [line.rsplit(" ", 1)[1] for line in moved] == [BENIGN, FIELD]
     calls = [line for line in out.splitlines() if line.startswith("t=")]
     assert len(calls) == 8 and calls[0].endswith("no call")  # 1 frame < --min-frames 3
+    # The slide moved after four frames: the vote starts again, and none of the benign
+    # slide's frames votes on the malignant one (no "HEM" after the move).
     assert [c.split("| ")[1] for c in calls] == [
         "last 1: ALL 0, HEM 1, no call 0 -> no call",
         "last 2: ALL 0, HEM 2, no call 0 -> no call",
         "last 3: ALL 0, HEM 3, no call 0 -> HEM",
         "last 4: ALL 0, HEM 4, no call 0 -> HEM",
-        "last 5: ALL 1, HEM 4, no call 0 -> HEM",
-        "last 5: ALL 2, HEM 3, no call 0 -> HEM",
-        "last 5: ALL 3, HEM 2, no call 0 -> ALL",
-        "last 5: ALL 4, HEM 1, no call 0 -> ALL",  # the malignant field, 4 of the last 5
+        "last 1: ALL 1, HEM 0, no call 0 -> no call",  # the malignant field's first frame
+        "last 2: ALL 2, HEM 0, no call 0 -> no call",
+        "last 3: ALL 3, HEM 0, no call 0 -> ALL",
+        "last 4: ALL 4, HEM 0, no call 0 -> ALL",
     ]
+    lines = out.splitlines()
+    assert lines.index(moved[1]) == lines.index(calls[4]) - 1
     # The smoother itself: BGR frames are turned to RGB; a repeated millisecond is skipped.
     smoothed = example.SmoothedClassifier(window=3, min_frames=1)
     rgb = load_rgb(example_images / FIELD)
@@ -247,8 +251,10 @@ def _check_microscope(argv, proc):
     calls = [ln for ln in proc.stdout.splitlines() if ln.startswith("t=")]
     assert len(calls) == 24  # 12 simulated frames per image
     frames = [int(re.search(r"last (\d+):", ln).group(1)) for ln in calls]
-    assert frames == [min(i + 1, window) for i in range(24)]
-    assert all(ln.endswith("-> no call") for ln in calls[: min_frames - 1])
+    # The window starts again on each slide: the old slide's frames never vote.
+    assert frames == [min(i % 12 + 1, window) for i in range(24)]
+    for first in (0, 12):
+        assert all(ln.endswith("-> no call") for ln in calls[first : first + min_frames - 1])
     assert calls[-1].endswith("-> ALL")  # the malignant field wins the window at the end
 
 
@@ -377,6 +383,10 @@ def test_picamera2_formats_reach_the_model_as_rgb(
 ):
     # ALL 0.94 (the model's error on this benign field); a swapped channel changes the
     # line: out of domain, ALL 0.99. What matters is the same line for every format.
+    from leukedge import preprocess
+
+    # The one framing policy of live frames, shared with `leukedge camera`.
+    assert camera_example.crop_centre_square is preprocess.crop_centre_square
     rgb = load_rgb(BENIGN_FILE)
     wide = np.zeros((rgb.shape[0], rgb.shape[1] + 96, 3), np.uint8)
     wide[:, 48:-48] = rgb  # the field in the centre square of a wider frame

@@ -487,3 +487,69 @@ def test_statuses_flow_into_files_groups_and_table(tmp_path, classifier):
              for name in (BENIGN, "tiny.png")}  # fmt: skip
     assert "│ refer " in lines[BENIGN] and "│ uncertain " in lines[BENIGN]
     assert "│ rejected " in lines["tiny.png"] and "│ too_small " in lines["tiny.png"]
+
+
+def test_group_by_subject_without_subjects_is_refused_or_gets_no_call(tmp_path):
+    """Fields named without a C-NMC subject are not one subject: all of them, refused before
+    any work (exit 2, nothing written); some of them, a warning with their count and a
+    ``(none)`` row without a group call."""
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for name in (FIELD, BENIGN):
+        shutil.copy(EXAMPLES / name, fields / name)
+    calls = tmp_path / "calls.csv"
+    refused = _cli("classify", fields, "--group-by", "subject", "--csv", calls)
+    assert refused.returncode == 2 and refused.stdout == "", refused.stderr
+    assert "none of the 2 images has a group" in refused.stderr
+    assert "--group-by slide" in refused.stderr and not calls.exists()
+    mixed = tmp_path / "mixed"
+    shutil.copytree(fields, mixed)
+    for cell in CELLS:
+        shutil.copy(EXAMPLES / cell, mixed / cell)
+    groups = tmp_path / "subjects.csv"
+    proc = _cli("classify", mixed, "--group-by", "subject", "--group-csv", groups)
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "warning: 2 of 4 images have no C-NMC subject in their file name (UID_<subject>_...): "
+        "they are summarised as '(none)' with no group call"
+    ) in proc.stderr
+    with open(groups, newline="") as handle:
+        rows = {row["group"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"(none)", "3", "H10"}
+    assert rows["(none)"]["n"] == "2" and rows["(none)"]["call"] == ""
+    assert rows["(none)"]["call_reason"].startswith("no group call")
+
+
+def test_camera_classifies_the_centre_square_of_a_wide_frame(tmp_path, classifier):
+    """One framing policy for every live frame (README, "Camera"): the centre square
+    (:func:`leukedge.preprocess.crop_centre_square`), in ``leukedge camera`` as in the Pi
+    example, never the whole frame squashed to a square. A 4:3-ish frame with magenta
+    margins: the classified (and saved) square is the field without the margins."""
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+
+    import leukedge.camera
+    from leukedge.preprocess import centre_square, crop_centre_square
+
+    wide = np.zeros((224, 320, 3), np.uint8)
+    assert centre_square(wide) == (48, 0, 224) and centre_square(wide[:, :200]) == (0, 12, 200)
+    assert crop_centre_square(wide).base is wide  # a view, no copy
+    assert leukedge.camera.crop_centre_square is crop_centre_square
+    field = cv2.imread(str(EXAMPLES / FIELD))
+    wide[:] = (255, 0, 255)
+    wide[:, 48:-48] = field
+    video = tmp_path / "wide.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 224))
+    for _ in range(3):
+        writer.write(wide)
+    writer.release()
+    snaps = tmp_path / "snaps"
+    proc = _cli("camera", "--video", video, "--headless", "--snapshot", snaps)
+    assert proc.returncode == 0, proc.stderr
+    pngs = sorted(snaps.glob("*.png"))
+    assert pngs
+    for png in pngs:
+        saved = cv2.imread(str(png))
+        assert saved.shape == (224, 224, 3)
+        # The field (within MJPG's loss), no magenta margin.
+        assert np.abs(saved.astype(int) - field).mean() < 8

@@ -21,6 +21,7 @@ import pytest
 from leukedge import Classifier
 from leukedge.batch import classify_paths, default_workers, ordered_map
 from leukedge.groups import (
+    NO_CALL,
     NO_GROUP,
     UNMAPPED,
     GroupMap,
@@ -29,6 +30,7 @@ from leukedge.groups import (
     summarise,
     summarise_all,
     summary_columns,
+    ungrouped,
     wilson_interval,
 )
 from leukedge.inputs import (
@@ -354,7 +356,7 @@ def test_csv_rows_hold_every_record_in_columns(tmp_path):
         "path", "status", "label", "reason", "p_ALL", "p_HEM", "score", "message",
         "model_label", "model_p_ALL", "model_p_HEM", "ood_distance",
         *[f"quality_{k}" for k in stats], "failed_checks", "error", "model", "model_version",
-        "model_sha256",
+        "model_sha256", "weights_sha256",
     ]  # fmt: skip
     ok, rejected, bad = rows
     # Probabilities at the model's resolution (a float model: 6 decimals), the rest in full.
@@ -484,6 +486,28 @@ def test_group_keys_and_map(tmp_path):
     bad.write_text("file,label\n")
     with pytest.raises(ValueError, match="path"):
         GroupMap(bad)
+
+
+def test_images_without_a_group_get_no_group_call(tmp_path):
+    """Four unanimous ALL fields would make a subject's call (see above); without subjects
+    in their names they are not one subject: no call, with the reason, for ``(none)`` and
+    ``(unmapped)`` alike. ``ungrouped`` finds them from the paths, before any work."""
+    fields = [_rec(f"day/WBC-{i}.jpg", "ok", "ALL", 0.9) for i in range(6)]
+    cells = [_rec(f"day/UID_3_{i}_1_all.bmp", "ok", "ALL", 0.9) for i in range(6)]
+    summaries = summarise_all(fields + cells, "subject", ["ALL", "HEM"])
+    calls = {s.group: (s.call, s.n) for s in summaries}
+    assert calls == {"3": ("ALL", 6), NO_GROUP: (NO_CALL, 6)}
+    none = next(s for s in summaries if s.group == NO_GROUP)
+    assert none.call_reason.startswith("no group call") and none.as_row()["call"] == ""
+    assert none.fraction == 1.0  # the statistics are still reported
+    paths = [r["path"] for r in fields + cells]
+    assert ungrouped(paths, "subject") == paths[:6] and ungrouped(paths, "slide") == []
+    mapping_csv = tmp_path / "map.csv"
+    mapping_csv.write_text("path,slide\nWBC-0.jpg,S1\n")
+    mapping = GroupMap(mapping_csv)
+    assert len(ungrouped(paths, "slide", mapping)) == 11
+    unmapped = summarise_all(fields, "slide", ["ALL", "HEM"], mapping=mapping)
+    assert [(s.group, s.call) for s in unmapped] == [(UNMAPPED, NO_CALL), ("S1", "refer")]
 
 
 def test_summarise_all_groups_by_slide():

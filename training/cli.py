@@ -198,13 +198,21 @@ def evaluate_cmd(
             "and JPEG changes (evaluation/robustness.py)."
         ),
     ] = False,
+    allow_failed_gate: Annotated[
+        bool,
+        typer.Option(
+            "--allow-failed-gate",
+            help="Evaluate (and --update-card) a .tflite whose card says it FAILED its "
+            "accuracy gate (refused by default); a warning on stderr says so.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a run's model on one split (predictions joined to labels by file name)."""
     _require_train_extra()
     from leukedge.evaluation.evaluate import evaluate_run
 
     try:
-        metrics = evaluate_run(run_dir, split, model, update_card, robustness)
+        metrics = evaluate_run(run_dir, split, model, update_card, robustness, allow_failed_gate)
     except (FileNotFoundError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc

@@ -21,7 +21,7 @@ from leukedge.classifier import (
     default_model_path,
 )
 from leukedge.errors import LeukedgeError, LeukedgeWarning
-from leukedge.metadata import MetadataError, ModelMetadata, read_metadata
+from leukedge.metadata import FailedGateError, MetadataError, ModelMetadata, read_metadata
 from leukedge.preprocess import ImageDecodeError, PixelFormat
 from leukedge.quality import QualityThresholds
 from leukedge.runtime import ModelLoadError, RuntimeNotFoundError
@@ -32,6 +32,7 @@ __all__ = [
     "ClassificationResult",
     "Classifier",
     "ClassifierOptions",
+    "FailedGateError",
     "ImageDecodeError",
     "LeukedgeError",
     "LeukedgeWarning",

@@ -195,7 +195,11 @@ def camera_jpeg(
 
 
 def sdk_measurements(
-    model: str | os.PathLike | None, image: str | os.PathLike, rounds: int = 200, cold: int = 5
+    model: str | os.PathLike | None,
+    image: str | os.PathLike,
+    rounds: int = 200,
+    cold: int = 5,
+    allow_failed_gate: bool = False,
 ) -> dict[str, Any]:
     """What the SDK adds to a bare ``invoke()``, at one interpreter thread.
 
@@ -212,11 +216,20 @@ def sdk_measurements(
         image: an image file to classify (the camera JPEG is made from it).
         rounds: paired calls per comparison.
         cold: cold-start runs.
+        allow_failed_gate: measure a model that failed its accuracy gate
+            (:attr:`~leukedge.classifier.ClassifierOptions.allow_failed_gate`).
     """
     from leukedge.classifier import Classifier, ClassifierOptions
     from leukedge.preprocess import load_and_resize
 
-    classifier = Classifier(ClassifierOptions(model_path=model, num_threads=1, max_interpreters=1))
+    classifier = Classifier(
+        ClassifierOptions(
+            model_path=model,
+            num_threads=1,
+            max_interpreters=1,
+            allow_failed_gate=allow_failed_gate,
+        )
+    )
     engine = classifier._engine
     rgb = load_and_resize(image, engine.input_size)
     tensor = engine._quantize_input(rgb)[None]
@@ -243,10 +256,10 @@ def sdk_measurements(
             "bare_cpu_ms": cpu["bare"],
             "sdk_cpu_ms": cpu["sdk"],
             "ratio": cpu["sdk"] / cpu["bare"],
-            "peak_rss_mb": _peak_rss_of_classify(model, jpeg),
-            "peak_rss_mb_array_224": _peak_rss_of_classify(model, None),
+            "peak_rss_mb": _peak_rss_of_classify(model, jpeg, allow_failed_gate),
+            "peak_rss_mb_array_224": _peak_rss_of_classify(model, None, allow_failed_gate),
         }
-        out["cold_start_s"] = cold_start(model, image, cold)
+        out["cold_start_s"] = cold_start(model, image, cold, allow_failed_gate)
     return out
 
 
@@ -267,20 +280,28 @@ def example_image() -> Iterator[Path]:
         yield path
 
 
-def _peak_rss_of_classify(model, image) -> float:
+def _peak_rss_of_classify(model, image, allow_failed_gate: bool = False) -> float:
     """Peak RSS (MB) of a fresh process that classifies ``image`` once (``None``: a 224×224
     array)."""
     code = (
         "import sys, numpy as np\n"
         "from leukedge.classifier import Classifier, ClassifierOptions\n"
         "from leukedge.bench import peak_rss_mb\n"
-        "c = Classifier(ClassifierOptions(model_path=sys.argv[1] or None, num_threads=1))\n"
+        "c = Classifier(ClassifierOptions(model_path=sys.argv[1] or None, num_threads=1,\n"
+        "    allow_failed_gate=sys.argv[3] == '1'))\n"
         "x = sys.argv[2] or np.zeros((224, 224, 3), np.uint8)\n"
         "c.classify(x)\n"
         "print(peak_rss_mb())\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(model or ""), str(image or "")],
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(model or ""),
+            str(image or ""),
+            str(int(allow_failed_gate)),
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -288,7 +309,7 @@ def _peak_rss_of_classify(model, image) -> float:
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def cold_start(model, image, runs: int = 5) -> dict[str, float]:
+def cold_start(model, image, runs: int = 5, allow_failed_gate: bool = False) -> dict[str, float]:
     """Seconds of ``leukedge classify IMAGE [--model MODEL]`` in a fresh process, after one
     untimed run (which fills the file cache).
 
@@ -299,6 +320,8 @@ def cold_start(model, image, runs: int = 5) -> dict[str, float]:
     command = [sys.executable, "-m", "leukedge.cli", "classify", str(image)]
     if model:
         command += ["--model", str(model)]
+    if allow_failed_gate:
+        command.append("--allow-failed-gate")
     wall, cpu = [], []
     for i in range(runs + 1):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -1,13 +1,15 @@
 """``leukedge camera``: live calls from a microscope camera (or a video file) with OpenCV.
 
 Frames come from :class:`cv2.VideoCapture` (a device index, ``/dev/videoN`` on Linux, or a
-video file, played at its own frame rate like a camera) and go to a ``LIVE_STREAM``
-:class:`~leukedge.Classifier` with ``pixel_format="BGR"`` (OpenCV's channel order). The
-classifier drops frames that arrive while it is busy, so the preview never lags; each
-result is drawn on the preview (label, status, p) with :func:`cv2.putText`, or printed one
-line per result with ``headless``. ``snapshot`` saves every classified frame as a PNG
-(lossless, so classifying the file again gives the same result) with a JSON sidecar holding
-its record (:mod:`leukedge.records`).
+video file, played at its own frame rate like a camera); each frame's centre square
+(:func:`leukedge.preprocess.crop_centre_square`, the one framing policy of every live
+frame, also in ``examples/raspberry_pi_camera.py``; outlined on the preview) goes to a
+``LIVE_STREAM`` :class:`~leukedge.Classifier` with ``pixel_format="BGR"`` (OpenCV's channel
+order). The classifier drops frames that arrive while it is busy, so the preview never
+lags; each result is drawn on the preview (label, status, p) with :func:`cv2.putText`, or
+printed one line per result with ``headless``. ``snapshot`` saves the classified square of
+every classified frame as a PNG (lossless, so classifying the file again gives the same
+result) with a JSON sidecar holding its record (:mod:`leukedge.records`).
 
 OpenCV is imported only here, when the command runs. ``opencv-python-headless`` (the
 project's dependency) has no windows: without a GUI build the preview falls back to
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from leukedge.errors import LeukedgeError, LeukedgeWarning
+from leukedge.preprocess import centre_square, crop_centre_square
 from leukedge.records import ModelInfo, error_record, result_record
 
 if TYPE_CHECKING:
@@ -258,12 +261,14 @@ def _capture_loop(capture, classifier, options, headless, stop, stats, latest, l
         timestamp = max(timestamp, last_ts + 1)  # strictly increasing, as the classifier needs
         last_ts = timestamp
         stats.captured += 1
-        if not classifier.classify_async(frame, timestamp, pixel_format="BGR"):
+        if not classifier.classify_async(crop_centre_square(frame), timestamp, pixel_format="BGR"):
             stats.dropped += 1
         if not headless:
             with lock:
                 record = latest.get("record")
             shown = frame.copy()
+            x0, y0, side = centre_square(frame)
+            cv2.rectangle(shown, (x0, y0), (x0 + side - 1, y0 + side - 1), (255, 255, 255), 1)
             draw_overlay(shown, record, positive)
             cv2.imshow(WINDOW, shown)
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):

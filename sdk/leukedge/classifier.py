@@ -41,7 +41,13 @@ from leukedge.calibration import temperature_scaled
 from leukedge.decision import decide, validate_operating_point
 from leukedge.engine_pool import EnginePool, default_pool_size
 from leukedge.errors import LeukedgeWarning
-from leukedge.metadata import InputSpec, ModelMetadata, read_metadata
+from leukedge.metadata import (
+    InputSpec,
+    ModelMetadata,
+    check_gate,
+    read_metadata,
+    weights_sha256,
+)
 from leukedge.ood import MahalanobisScorer
 from leukedge.preprocess import (
     DEFAULT_MAX_PIXELS,
@@ -253,6 +259,11 @@ class ClassifierOptions:
             :meth:`~leukedge.quality.QualityThresholds.generic` for models without them).
         ood_threshold: squared-distance threshold replacing the model's (``math.inf``
             turns the out-of-domain check off); ``None``: the model's.
+        allow_failed_gate: use a model whose card says it failed its conversion's accuracy
+            gate (default ``False``: such a model raises
+            :class:`~leukedge.metadata.FailedGateError`); with ``True`` it loads with a
+            :class:`~leukedge.errors.LeukedgeWarning` naming the gate's figures. Models
+            without leukedge metadata or without a gate record are not affected.
     """
 
     model_path: str | os.PathLike | None = None
@@ -268,6 +279,7 @@ class ClassifierOptions:
     refer_band: tuple[float, float] | None = None
     quality: QualityThresholds | None = None
     ood_threshold: float | None = None
+    allow_failed_gate: bool = False
 
 
 class Classifier:
@@ -290,6 +302,8 @@ class Classifier:
         leukedge.runtime.ModelLoadError: not a valid TFLite classifier.
         leukedge.runtime.RuntimeNotFoundError: no usable TFLite interpreter package.
         leukedge.metadata.MetadataError: the model's leukedge metadata is malformed.
+        leukedge.metadata.FailedGateError: the model's card says it failed its accuracy
+            gate and ``options.allow_failed_gate`` is not set.
         ValueError: both ``model_path`` and ``model_content``; the model has no leukedge
             metadata and ``options.labels`` is not given, the labels do not match the
             output width, the callback does not fit the mode, or the decision threshold /
@@ -299,7 +313,8 @@ class Classifier:
     Warns:
         LeukedgeWarning: once, at load, when the model cannot run every check (no
             out-of-domain data or embedding output; no quality thresholds): those checks
-            are listed in every result's ``unchecked``.
+            are listed in every result's ``unchecked``; and when a model that failed its
+            gate is used with ``allow_failed_gate``.
     """
 
     def __init__(self, options: ClassifierOptions | None = None):
@@ -331,6 +346,9 @@ class Classifier:
             self.options.max_interpreters or default_pool_size(self.options.num_threads),
         )
         self.metadata = self._metadata_or_defaults(engine.origin)
+        allowed = check_gate(self.metadata, engine.origin, self.options.allow_failed_gate)
+        if allowed is not None:
+            warnings.warn(allowed, LeukedgeWarning, stacklevel=2)
         if len(self.metadata.labels) != engine.num_classes:
             raise ValueError(
                 f"{engine.origin}: {len(self.metadata.labels)} labels for "
@@ -477,6 +495,13 @@ class Classifier:
         """SHA-256 of the ``.tflite`` bytes (hex), so a result can be traced to the exact
         model file (``sha256sum model.tflite`` prints the same)."""
         return hashlib.sha256(self._engine.model_content).hexdigest()
+
+    @functools.cached_property
+    def weights_sha256(self) -> str:
+        """SHA-256 of the model's weights alone (hex; :func:`leukedge.metadata.weights_sha256`):
+        unchanged when only the metadata is rewritten (``train evaluate --update-card``),
+        which changes :attr:`model_sha256`."""
+        return weights_sha256(self._engine.model_content)
 
     # ---------------------------------------------------------------- running modes
     def _load(

@@ -78,6 +78,7 @@ def _load_classifier(
     labels: str | None,
     threshold: float | None = None,
     refer_band: tuple[float, float] | None = None,
+    allow_failed_gate: bool = False,
 ):
     from leukedge.classifier import Classifier, ClassifierOptions
     from leukedge.decision import OperatingPointError
@@ -89,6 +90,7 @@ def _load_classifier(
         labels=labels.split(",") if labels else None,
         decision_threshold=threshold,
         refer_band=refer_band,
+        allow_failed_gate=allow_failed_gate,
     )
     try:
         classifier = Classifier.create_from_options(options)
@@ -130,6 +132,14 @@ ThresholdOption = Annotated[
         max=1.0,
         help="Call ALL when its probability is >= this (default: the model's operating "
         "point; see `leukedge info`). Without --refer-band, no refer band is used.",
+    ),
+]
+AllowFailedGateOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-failed-gate",
+        help="Use a model whose card says it FAILED its conversion's accuracy gate (refused "
+        "by default); a warning on stderr says so at every run.",
     ),
 ]
 ReferBandOption = Annotated[
@@ -212,6 +222,7 @@ def classify(
     labels: LabelsOption = None,
     threshold: ThresholdOption = None,
     refer_band: ReferBandOption = None,
+    allow_failed_gate: AllowFailedGateOption = False,
 ) -> None:
     """Classify images as ALL (leukemic blast) or HEM (normal), with a status per image.
 
@@ -253,7 +264,7 @@ def classify(
         )
     except ValueError as exc:
         _usage_error(str(exc))
-    classifier = _load_classifier(model, threads, labels, threshold, band)
+    classifier = _load_classifier(model, threads, labels, threshold, band, allow_failed_gate)
     _run_classify(
         classifier,
         inputs,
@@ -265,6 +276,34 @@ def classify(
         group_csv,
         workers,
         progress,
+    )
+
+
+def _check_groups(paths, by: str, mapping) -> None:
+    """Before any work: refuse a grouping that no image has (exit 2); warn how many images
+    have no group (they get a row without a group call)."""
+    from leukedge.groups import NO_GROUP, UNMAPPED, ungrouped
+
+    missing = len(ungrouped(paths, by, mapping))
+    if not missing:
+        return
+    if mapping is not None:
+        what, key = "are not listed in --group-map", UNMAPPED
+        advice = "check the paths in the --group-map CSV"
+    elif by == "subject":
+        what, key = "have no C-NMC subject in their file name (UID_<subject>_...)", NO_GROUP
+        advice = "use --group-by slide or folder, or a --group-map CSV"
+    else:
+        what, key = "have no folder name", NO_GROUP
+        advice = "name them with their folder (slide_12/f.jpg), or use a --group-map CSV"
+    if missing == len(paths):
+        _usage_error(
+            f"--group-by {by}: none of the {missing} images has a group: all {what}; {advice}"
+        )
+    typer.echo(
+        f"warning: {missing} of {len(paths)} images {what}: they are summarised as "
+        f"{key!r} with no group call",
+        err=True,
     )
 
 
@@ -297,6 +336,7 @@ def _run_classify(
         except (OSError, ValueError) as exc:
             _usage_error(str(exc))
         groups = GroupCollector(by, info.labels, info.positive_label, mapping)
+        _check_groups(inputs.paths, by, mapping)
     writers = []
     try:
         if as_json:
@@ -390,6 +430,7 @@ def watch(
     labels: LabelsOption = None,
     threshold: ThresholdOption = None,
     refer_band: ReferBandOption = None,
+    allow_failed_gate: AllowFailedGateOption = False,
 ) -> None:
     """Classify each new image saved into FOLDER; append one record per image to --jsonl.
 
@@ -409,7 +450,9 @@ def watch(
         check_is_a_record_file(jsonl)
     except ValueError as exc:
         _usage_error(str(exc))
-    classifier = _load_classifier(model, threads, labels, threshold, _parse_band(refer_band))
+    classifier = _load_classifier(
+        model, threads, labels, threshold, _parse_band(refer_band), allow_failed_gate
+    )
     positive = ModelInfo.of(classifier).positive_label
     options = WatchOptions(
         folder=folder,
@@ -463,6 +506,7 @@ def camera(
     ] = None,
     model: ModelOption = None,
     threads: ThreadsOption = None,
+    allow_failed_gate: AllowFailedGateOption = False,
 ) -> None:
     """Live calls from a camera (or a video file, at its frame rate) with OpenCV.
 
@@ -483,7 +527,9 @@ def camera(
         with stop.installed():
             stats = run_camera(
                 options,
-                ClassifierOptions(model_path=model, num_threads=threads),
+                ClassifierOptions(
+                    model_path=model, num_threads=threads, allow_failed_gate=allow_failed_gate
+                ),
                 stop,
                 emit=lambda line: typer.echo(line),
             )
@@ -514,7 +560,7 @@ def info(
     """Print a model's metadata, model card, tensor details and operators."""
     from leukedge.classifier import default_model_path
     from leukedge.errors import LeukedgeError
-    from leukedge.metadata import read_metadata
+    from leukedge.metadata import gate_failure, read_metadata
     from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
@@ -533,6 +579,13 @@ def info(
     if metadata is None:
         typer.echo(
             f"warning: {path} carries no leukedge metadata; pass --labels to classify", err=True
+        )
+    failed = gate_failure(metadata)
+    if failed is not None:  # on stderr too, so --json readers see it
+        typer.echo(
+            f"warning: {path}: this model FAILED its accuracy gate ({failed}); leukedge "
+            "refuses it unless --allow-failed-gate",
+            err=True,
         )
     if as_json:
         typer.echo(json.dumps(out, indent=2))
@@ -556,8 +609,7 @@ def _info_lines(out: dict, metadata, engine) -> list[str]:
     lines = []
     if metadata is not None:
         lines.append(
-            f"model      {metadata.name} ({metadata.precision}), made by leukedge "
-            f"{metadata.version}"
+            f"model      {metadata.name} ({metadata.precision}), version {metadata.version}"
         )
     lines.append(
         f"file       {out['path']} ({out['size_bytes'] / 1e6:.2f} MB), runtime {out['runtime']}"
@@ -609,12 +661,19 @@ def _gate_lines(card: dict) -> list[str]:
     if not g:
         return ["gate       not checked (converted with --no-check)"]
     verdict = "passed" if g.get("passed") else "FAILED"
-    return [
+    lines = [
         f"gate       {verdict} on the {g['eval_split']} split (n={g['n']}): accuracy "
         f"{g['accuracy']:.3f} vs float {g['float_accuracy']:.3f} ({g['delta_pp']:.2f} pp "
         f"lost), label agreement {100 * g['agreement']:.1f} %, mean |dp| "
         f"{g['mean_abs_prob_diff']:.3f}, ECE {g['ece']:.3f} (float {g['float_ece']:.3f})"
     ]
+    if not g.get("passed"):
+        broken = "; ".join(str(f) for f in g.get("failures") or [])
+        lines.append(
+            "           refused by leukedge unless --allow-failed-gate"
+            + (f" (failed: {broken})" if broken else "")
+        )
+    return lines
 
 
 def _metric_text(m: dict) -> str:
@@ -637,6 +696,9 @@ def _card_lines(card: dict) -> list[str]:
     if card.get("architecture"):
         training = card.get("training") or {}
         where = card.get("training_data")
+        if isinstance(where, dict):  # {"dataset": NAME, "path": relative to it}
+            name, rel = where.get("dataset", "?"), where.get("path", "")
+            where = name if rel in ("", ".", name) else f"{name}/{rel}"
         created = str(card.get("created", ""))[:10]
         lines.append(
             f"trained    {card['architecture']}, {training.get('image_size', '?')} px, "
@@ -800,6 +862,7 @@ def bench(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the figures as JSON instead of a table.")
     ] = False,
+    allow_failed_gate: AllowFailedGateOption = False,
 ) -> None:
     """Latency of a .tflite per thread count (median and p90, ms): a benchmark, not a test.
 
@@ -818,14 +881,19 @@ def bench(
 
     from leukedge.classifier import default_model_path
     from leukedge.errors import LeukedgeError
+    from leukedge.metadata import check_gate, read_metadata
     from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
     try:
         engines = {n: TFLiteEngine(path, num_threads=n) for n in threads}
+        first = next(iter(engines.values()))
+        allowed = check_gate(read_metadata(first.model_content), first.origin, allow_failed_gate)
     except (LeukedgeError, OSError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: cannot load model: {exc}", err=True)
         raise typer.Exit(2) from exc
+    if allowed is not None:
+        typer.echo(f"warning: {allowed}", err=True)
     rng = np.random.default_rng(0)
     if profile_ops:
         _bench_profile_ops(engines[min(threads)], rng, out)
@@ -845,7 +913,7 @@ def bench(
         from leukedge.bench import example_image, sdk_measurements
 
         with example_image() as image:
-            results["sdk"] = sdk_measurements(model, image)
+            results["sdk"] = sdk_measurements(model, image, allow_failed_gate=allow_failed_gate)
     results["environment"] = environment()
     text = json.dumps(results, indent=2)
     if out is not None:

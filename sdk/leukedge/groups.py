@@ -18,6 +18,11 @@ A technician's unit is the slide (or the patient), not the field: ``leukedge cla
   interval that straddles one half). It is the field-level majority vote that
   :mod:`leukedge.training` reports per subject, made cautious.
 
+Images whose group is unknown (a file name without a subject: ``(none)``; an image a
+``--group-map`` does not list: ``(unmapped)``) are summarised in one row of their own with
+**no group call**: they are not one slide or patient. ``leukedge classify`` warns how many
+there are before classifying, and refuses the grouping when no image has a group.
+
 Group keys (:func:`group_key`): ``subject`` from the C-NMC file name
 (:func:`leukedge.subjects.parse_subject`), ``slide`` = the image's folder name (or a
 ``path,group`` CSV mapping, :class:`GroupMap`), ``folder`` = the image's folder path.
@@ -53,6 +58,13 @@ NO_GROUP = "(none)"
 
 UNMAPPED = "(unmapped)"
 """Group of an image that a ``--group-map`` CSV does not list."""
+
+UNKNOWN_GROUPS = (NO_GROUP, UNMAPPED)
+"""Keys that gather images whose group is unknown: not one slide or subject, so they get a
+summary row but never a group call (``call`` is :data:`NO_CALL`)."""
+
+NO_CALL = ""
+"""``call`` of an :data:`UNKNOWN_GROUPS` row (empty in the CSV, ``-`` in the table)."""
 
 Z_95 = 1.959963984540054
 """Standard normal quantile for a two-sided 95 % interval, Φ⁻¹(0.975)."""
@@ -115,7 +127,8 @@ class GroupSummary:
         fraction: ``positive / counts["ok"]`` (``None`` without ok calls).
         ci_low, ci_high: Wilson 95 % interval of ``fraction`` (0, 1 without ok calls).
         mean_probability: mean p(positive) over images with probabilities (``None`` if none).
-        call: the positive label, the other label, or ``"refer"``.
+        call: the positive label, the other label, ``"refer"``, or :data:`NO_CALL` for the
+            images whose group is unknown (:data:`UNKNOWN_GROUPS`).
         call_reason: why (one short phrase).
     """
 
@@ -169,6 +182,19 @@ def summary_columns(positive_label: str) -> list[str]:
     ]
 
 
+def ungrouped(
+    paths: Iterable[str | os.PathLike], by: str, mapping: GroupMap | None = None
+) -> list[str]:
+    """The paths whose group is unknown (:data:`UNKNOWN_GROUPS`): with ``by="subject"``,
+    file names without a C-NMC subject; with a ``mapping``, images it does not list. Known
+    from the paths alone, so the CLI warns (some) or refuses (all) before classifying.
+
+    Raises:
+        ValueError: unknown ``by``.
+    """
+    return [str(p) for p in paths if group_key(p, by, mapping) in UNKNOWN_GROUPS]
+
+
 def summarise(
     group: str,
     records: Sequence[dict[str, Any]],
@@ -205,8 +231,17 @@ def summarise(
     summary.ci_low, summary.ci_high = wilson_interval(summary.positive, ok)
     if probabilities:
         summary.mean_probability = sum(probabilities) / len(probabilities)
-    summary.call, summary.call_reason = _call(summary, labels, positive_label, rule)
+    if group in UNKNOWN_GROUPS:
+        summary.call, summary.call_reason = NO_CALL, _UNKNOWN_REASONS[group]
+    else:
+        summary.call, summary.call_reason = _call(summary, labels, positive_label, rule)
     return summary
+
+
+_UNKNOWN_REASONS = {
+    NO_GROUP: "no group call: images without a subject (or folder) in their path, not one group",
+    UNMAPPED: "no group call: images the --group-map does not list, not one slide",
+}
 
 
 def _call(

@@ -33,17 +33,29 @@ SCHEMA_VERSION = 2
 optional); version-1 files load with those ``None``."""
 
 # Field slots of table ``Model`` in tflite/schema.fbs (stable since schema v3).
+_MODEL_SUBGRAPHS = 2
 _MODEL_BUFFERS = 4
 _MODEL_METADATA = 6
-# Field slots of tables ``Metadata`` and ``Buffer``.
+# Field slots of tables ``SubGraph``, ``Tensor``, ``Metadata`` and ``Buffer``.
+_SUBGRAPH_TENSORS = 0
+_TENSOR_BUFFER = 2
 _METADATA_NAME = 0
 _METADATA_BUFFER = 1
 _BUFFER_DATA = 0
+_BUFFER_OFFSET = 1
+_BUFFER_SIZE = 2
 
 
 class MetadataError(LeukedgeError, ValueError):
     """The file is not a TFLite flatbuffer, or its leukedge metadata is malformed. Still a
     ``ValueError`` for older code."""
+
+
+class FailedGateError(LeukedgeError, ValueError):
+    """The model's card records that it failed the conversion's accuracy gate
+    (``model_card["gate"]["passed"]`` is ``false``): its calls may differ from the float
+    model's by more than the gate allows. The message gives the gate's figures and the
+    opt-in (``ClassifierOptions(allow_failed_gate=True)``, ``--allow-failed-gate``)."""
 
 
 @dataclass
@@ -75,7 +87,11 @@ class ModelMetadata:
 
     Attributes:
         name: model name, e.g. ``"proposed-lite-taleqani"``.
-        version: leukedge version that wrote the file.
+        version: the model's own version (e.g. ``"2.0.0"`` for the embedded default model
+            v2), reported as every result's ``model_version``; distinct for every model
+            released under one ``name``. The leukedge version that wrote the file is the
+            card's ``leukedge_version``. (Files written before 2026-12 hold the leukedge
+            version here, ``"0.1.0"``.)
         labels: class names in output order; ``labels[i]`` is probability ``i``.
         positive_label: the class that counts as a positive finding (``"ALL"``).
         input: :class:`InputSpec`.
@@ -157,6 +173,143 @@ class ModelMetadata:
         return cls(**kwargs)
 
 
+ALLOW_FAILED_GATE_HINT = (
+    "ClassifierOptions(allow_failed_gate=True) in Python, --allow-failed-gate on the command line"
+)
+"""How to opt in to a model that failed its gate (named in :class:`FailedGateError`)."""
+
+
+def gate_failure(metadata: ModelMetadata | None) -> str | None:
+    """Why the model failed its conversion's accuracy gate, or ``None`` if it did not.
+
+    Reads ``model_card["gate"]`` as :func:`leukedge.converters.card.model_card` writes it.
+    A model without leukedge metadata, without a gate record (``"gate": null``: not
+    checked, e.g. ``--no-check``), or whose gate has no ``passed`` entry counts as not
+    failed: nothing recorded says it failed.
+
+    Returns:
+        One line with the gate's figures: precision, split and images, accuracy against the
+        float model's, agreement, mean |Δp|, ECE, and the bounds it broke (``failures``,
+        written by converters since 2026-12).
+    """
+    if metadata is None:
+        return None
+    gate = metadata.model_card.get("gate") if isinstance(metadata.model_card, dict) else None
+    if not isinstance(gate, dict) or gate.get("passed") is not False:
+        return None
+    figures = []
+    if "accuracy" in gate and "float_accuracy" in gate:
+        figures.append(
+            f"accuracy {_fmt(gate['accuracy'])} vs {_fmt(gate['float_accuracy'])} float"
+            + (f" (delta {_fmt(gate['delta_pp'], '.2f')} pp)" if "delta_pp" in gate else "")
+        )
+    if "agreement" in gate:
+        figures.append(f"agreement with the float model {_fmt(gate['agreement'])}")
+    if "mean_abs_prob_diff" in gate:
+        figures.append(f"mean |dp| {_fmt(gate['mean_abs_prob_diff'], '.4f')}")
+    if "ece" in gate and "float_ece" in gate:
+        figures.append(f"ECE {_fmt(gate['ece'], '.4f')} vs {_fmt(gate['float_ece'], '.4f')} float")
+    where = f"{metadata.precision} on {gate.get('eval_split', '?')}, n={gate.get('n', '?')}"
+    text = f"{where}: " + ", ".join(figures)
+    failures = gate.get("failures")
+    if failures:
+        text += "; failed: " + "; ".join(str(f) for f in failures)
+    return text
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    try:
+        return format(float(value), spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def check_gate(metadata: ModelMetadata | None, origin: str, allow: bool = False) -> str | None:
+    """Refuse a model whose card says it failed its accuracy gate, unless ``allow``.
+
+    Args:
+        metadata: the model's metadata (``None``: a model without leukedge metadata, not
+            refused).
+        origin: the model's path (or ``"<model bytes>"``), for the message.
+        allow: the caller's explicit opt-in.
+
+    Returns:
+        ``None`` when the model did not fail; with ``allow``, the warning to show at every
+        run (one sentence naming the model and the gate's figures).
+
+    Raises:
+        FailedGateError: the model failed its gate and ``allow`` is false; the message
+            gives the figures and the opt-in (:data:`ALLOW_FAILED_GATE_HINT`).
+    """
+    why = gate_failure(metadata)
+    if why is None:
+        return None
+    if not allow:
+        raise FailedGateError(
+            f"{origin}: this model FAILED its conversion's accuracy gate ({why}), so its "
+            "calls may differ from the trained model's. Re-convert it (e.g. with other "
+            "calibration images or --auto-keep-float), or to use it anyway, opt in with "
+            f"{ALLOW_FAILED_GATE_HINT}"
+        )
+    return (
+        f"{origin}: using a model that FAILED its accuracy gate ({why}) because it was "
+        "allowed explicitly; its calls may differ from the trained model's"
+    )
+
+
+def weights_sha256(buf: bytes) -> str:
+    """SHA-256 (hex) of a TFLite model's weights, independent of its metadata.
+
+    Hashes, in subgraph and tensor order, each tensor's index and the bytes of the buffer it
+    reads (constant tensors: weights, biases, quantization tables), each prefixed by its
+    length, so rewriting the metadata (a model card update, :func:`write_metadata`) keeps
+    the digest while any change of a weight changes it. The file's own ``sha256sum``
+    changes with every metadata rewrite; this one names the weights.
+
+    Args:
+        buf: the whole ``.tflite`` file content.
+
+    Raises:
+        MetadataError: ``buf`` is not a TFLite flatbuffer, or a tensor names a missing
+            buffer.
+    """
+    import hashlib
+
+    model = _root_table(buf)
+    buffers = _vector_of_tables(model, _MODEL_BUFFERS)
+    digest = hashlib.sha256()
+    for s, subgraph in enumerate(_vector_of_tables(model, _MODEL_SUBGRAPHS)):
+        for t, tensor in enumerate(_vector_of_tables(subgraph, _SUBGRAPH_TENSORS)):
+            o = tensor.Offset(4 + 2 * _TENSOR_BUFFER)
+            index = tensor.Get(flatbuffers.number_types.Uint32Flags, o + tensor.Pos) if o else 0
+            if index == 0:
+                continue  # buffer 0 is the empty sentinel: an activation, no weights
+            if index >= len(buffers):
+                raise MetadataError(f"tensor {t} of subgraph {s} points at missing buffer {index}")
+            data = _buffer_bytes(buf, buffers[index])
+            if data:
+                digest.update(f"{s}:{t}:{len(data)}:".encode())
+                digest.update(data)
+    return digest.hexdigest()
+
+
+def _buffer_bytes(buf: bytes, data_tab: table.Table) -> bytes:
+    """A ``Buffer``'s bytes: its ``data`` vector, or ``offset``/``size`` into the file
+    (models over 2 GB keep their weights after the flatbuffer)."""
+    o = data_tab.Offset(4 + 2 * _BUFFER_DATA)
+    if o:
+        start, length = data_tab.Vector(o), data_tab.VectorLen(o)
+        return bytes(buf[start : start + length])
+    o_off = data_tab.Offset(4 + 2 * _BUFFER_OFFSET)
+    o_size = data_tab.Offset(4 + 2 * _BUFFER_SIZE)
+    if o_off and o_size:
+        offset = data_tab.Get(flatbuffers.number_types.Uint64Flags, o_off + data_tab.Pos)
+        size = data_tab.Get(flatbuffers.number_types.Uint64Flags, o_size + data_tab.Pos)
+        if offset > 1:
+            return bytes(buf[offset : offset + size])
+    return b""
+
+
 def _root_table(buf: bytes) -> table.Table:
     if len(buf) < 8 or buf[4:8] != b"TFL3":
         raise MetadataError("not a TFLite flatbuffer (file identifier 'TFL3' missing)")
@@ -226,7 +379,8 @@ def write_metadata(buf: bytes, metadata: ModelMetadata) -> bytes:
     """Return a copy of a TFLite flatbuffer with ``metadata`` embedded (replacing any older one).
 
     Uses the flatbuffer object API of ``ai_edge_litert.schema_py_generated`` (or TensorFlow's
-    copy of the same schema). The operators, tensors and weights are copied unchanged.
+    copy of the same schema). The operators, tensors and weights are copied unchanged
+    (:func:`weights_sha256` stays the same); an earlier leukedge entry's buffer is reused.
 
     Args:
         buf: the ``.tflite`` content.
@@ -248,14 +402,19 @@ def write_metadata(buf: bytes, metadata: ModelMetadata) -> bytes:
     _root_table(buf)  # validates the identifier
     model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)
     payload = np.frombuffer(metadata.to_json().encode("utf-8"), dtype=np.uint8)
-    model.metadata = [m for m in (model.metadata or []) if _name(m) != METADATA_NAME]
-    new_buffer = schema.BufferT()
-    new_buffer.data = payload
-    model.buffers.append(new_buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_NAME
-    entry.buffer = len(model.buffers) - 1
-    model.metadata.append(entry)
+    model.metadata = list(model.metadata or [])
+    earlier = [m for m in model.metadata if _name(m) == METADATA_NAME]
+    if earlier:  # rewrite the entry's own buffer: the file does not grow with each update
+        model.metadata = [m for m in model.metadata if m is earlier[0] or m not in earlier]
+        model.buffers[earlier[0].buffer].data = payload
+    else:
+        new_buffer = schema.BufferT()
+        new_buffer.data = payload
+        model.buffers.append(new_buffer)
+        entry = schema.MetadataT()
+        entry.name = METADATA_NAME
+        entry.buffer = len(model.buffers) - 1
+        model.metadata.append(entry)
     builder = flatbuffers.Builder(len(buf) + len(payload) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

@@ -12,7 +12,7 @@ would give it (``0o666`` minus the user's umask), not :func:`tempfile.mkstemp`'s
 CSV columns (:func:`csv_columns`): ``path, status, label, reason``, one ``p_<label>`` per
 class, ``score, message, model_label``, one ``model_p_<label>`` per class,
 ``ood_distance``, one ``quality_<statistic>`` per quality statistic, ``failed_checks,
-error, model, model_version, model_sha256``. JSON Lines hold each record whole
+error, model, model_version, model_sha256, weights_sha256``. JSON Lines hold each record whole
 (:mod:`leukedge.records`).
 """
 
@@ -191,6 +191,7 @@ CSV_FIELDS = (
     "model",
     "model_version",
     "model_sha256",
+    "weights_sha256",
 )
 """Record fields in CSV column order (per-label and per-key fields expand in place; lists
 are joined with ``;``)."""

@@ -507,6 +507,36 @@ def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
+def centre_square(frame: np.ndarray) -> tuple[int, int, int]:
+    """``(x0, y0, side)`` of the largest centred square of a camera frame: the region that
+    leukedge classifies from every live frame (``leukedge camera`` and the Raspberry Pi
+    example, through :func:`crop_centre_square`).
+
+    Why a crop, not the whole frame: the models take square inputs and were trained on
+    square smear fields; :func:`resize_rgb` of a 4:3 or 16:9 frame would squash every cell
+    by 25–44 % horizontally, a shape the model never saw. The centre of a microscope's field
+    is also its sharpest, evenly lit part. Still images (files) are resized whole: they are
+    fields as the training images were.
+
+    Args:
+        frame: array ``(H, W)`` or ``(H, W, C)``.
+
+    Returns:
+        Left and top offsets and side length, in pixels; ``side = min(H, W)``, offsets
+        ``(W - side) // 2`` and ``(H - side) // 2``.
+    """
+    height, width = frame.shape[:2]
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side
+
+
+def crop_centre_square(frame: np.ndarray) -> np.ndarray:
+    """The :func:`centre_square` of ``frame``: a view (no copy), any channel order, any
+    dtype. A square frame is returned whole."""
+    x0, y0, side = centre_square(frame)
+    return frame[y0 : y0 + side, x0 : x0 + side]
+
+
 def load_and_resize(
     image: ImageInput,
     size: tuple[int, int],

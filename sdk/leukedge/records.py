@@ -4,13 +4,14 @@
 A record is the result's own dictionary (:meth:`ClassificationResult.to_dict
 <leukedge.classifier.ClassificationResult.to_dict>`: status, reason, message, label,
 probabilities, model_label, ood_distance, quality, …) with the input's ``path`` in front and
-``model_sha256`` and ``error`` behind, so every line names the exact model file it came
-from::
+``model_sha256``, ``weights_sha256`` and ``error`` behind, so every line names the exact
+model file it came from, and the weights, which a model card update (a metadata rewrite that
+changes the file's sha256) keeps::
 
     {"path": "slide_12/f001.jpg", "status": "ok", "reason": null, "message": null,
      "label": "ALL", "probabilities": {"ALL": 0.97, "HEM": 0.03}, "score": 0.97, ...,
-     "model": "leukedge_default", "model_version": "0.1.0", "model_sha256": "9f2c…",
-     "error": null}
+     "model": "leukedge_default", "model_version": "2.0.0", "model_sha256": "9f2c…",
+     "weights_sha256": "e972…", "error": null}
 
 An input that could not be classified gets the result of
 :meth:`ClassificationResult.from_error
@@ -79,6 +80,8 @@ class ModelInfo:
     Attributes:
         name, version: from the model's metadata.
         sha256: hex digest of the ``.tflite`` bytes.
+        weights_sha256: hex digest of the weights alone
+            (:func:`leukedge.metadata.weights_sha256`; kept by metadata rewrites).
         labels: class names in output order.
         positive_label: the class whose fraction groups report: the model's decision
             spec's positive label (``"ALL"``), else the metadata's, else the first label.
@@ -92,6 +95,7 @@ class ModelInfo:
     labels: tuple[str, ...]
     positive_label: str
     probability_decimals: int = FLOAT_PROBABILITY_DECIMALS
+    weights_sha256: str = ""
 
     @classmethod
     def of(cls, classifier: Classifier) -> ModelInfo:
@@ -108,6 +112,7 @@ class ModelInfo:
             probability_decimals=probability_decimals(
                 classifier.output_dtype, classifier.output_quantization[0]
             ),
+            weights_sha256=classifier.weights_sha256,
         )
 
 
@@ -117,9 +122,10 @@ def result_record(
     model: ModelInfo,
     error: str | None = None,
 ) -> dict[str, Any]:
-    """``{"path", **result.to_dict(), "model_sha256", "error"}``."""
+    """``{"path", **result.to_dict(), "model_sha256", "weights_sha256", "error"}``."""
     record = {"path": None if path is None else str(path), **result.to_dict()}
     record["model_sha256"] = model.sha256
+    record["weights_sha256"] = model.weights_sha256
     record["error"] = error
     return record
 

@@ -236,7 +236,7 @@ def print_group_table(summaries: Sequence[Any], by: str, stream: TextIO | None =
             *[str(s.counts.get(status, 0)) for status in STATUSES],
             fraction,
             mean,
-            s.call,
+            s.call or "-",
             s.call_reason,
         )
     stream = stream or sys.stdout
