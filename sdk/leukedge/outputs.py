@@ -73,22 +73,41 @@ class AtomicTextFile:
         self.closed = False
 
     def write(self, text: str) -> None:
-        """Write ``text`` (whole lines) and flush it to the operating system."""
-        self.handle.write(text)
-        self.handle.flush()
+        """Write ``text`` (whole lines) and flush it to the operating system.
+
+        Raises:
+            OSError: it cannot be written (a full disk, a share gone); ``filename`` is the
+                target.
+        """
+        try:
+            self.handle.write(text)
+            self.handle.flush()
+        except OSError as exc:
+            raise self._naming_target(exc) from exc
 
     def commit(self) -> None:
-        """Sync the data to disk and rename the temporary file onto the target."""
+        """Sync the data to disk and rename the temporary file onto the target.
+
+        Raises:
+            OSError: as :meth:`write`; the temporary file is then left in place.
+        """
         if self.closed:
             return
         self.closed = True
         try:
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
-        finally:
-            self.handle.close()
-        os.replace(self.temp_path, self.target)
+            try:
+                self.handle.flush()
+                os.fsync(self.handle.fileno())
+            finally:
+                self.handle.close()
+            os.replace(self.temp_path, self.target)
+        except OSError as exc:
+            raise self._naming_target(exc) from exc
         _sync_folder(self.target.parent)
+
+    def _naming_target(self, exc: OSError) -> OSError:
+        """``exc`` with the target as its ``filename`` (a failed write names none)."""
+        return OSError(exc.errno, exc.strerror or str(exc), str(self.target))
 
     def discard(self) -> None:
         """Close and delete the temporary file; the target stays as it was."""
@@ -258,10 +277,17 @@ class CsvWriter:
 def write_rows_atomically(
     target: str | os.PathLike, columns: Sequence[str], rows: Sequence[dict[str, Any]]
 ) -> None:
-    """A whole CSV (header ``columns``, then ``rows``) written atomically (group summaries)."""
-    with AtomicTextFile(target) as handle:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
+    """A whole CSV (header ``columns``, then ``rows``) written atomically (group summaries):
+    all of it, or, when it cannot be written (:class:`OSError` naming ``target``), nothing
+    (the target stays as it was)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows(rows)
+    handle = AtomicTextFile(target)
+    try:
         handle.write(buffer.getvalue())
+    except BaseException:
+        handle.discard()
+        raise
+    handle.commit()

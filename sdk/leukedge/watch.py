@@ -253,8 +253,28 @@ class Watcher:
             return error_record(item.path, exc, self.model)
         return result_record(item.path, result, self.model)
 
+    def _append(self, out: Any, record: dict[str, Any]) -> None:
+        """Write one record and sync it to disk.
+
+        Raises:
+            OSError: it cannot be written (disk full, a share gone); ``filename`` is the
+                JSONL file.
+        """
+        try:
+            out.write(jsonl_line(record))
+            out.flush()
+            os.fsync(out.fileno())
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.options.jsonl)) from exc
+
     def run(self, stop: StopRequest) -> int:
-        """Watch until ``stop`` is requested; returns the number of records written."""
+        """Watch until ``stop`` is requested; returns the number of records written.
+
+        Raises:
+            OSError: a record cannot be written (``filename`` is the JSONL file); the
+                records before it are on disk, and the image is classified again after a
+                restart.
+        """
         observer = self._start_observer()
         try:
             self._scan()
@@ -270,9 +290,7 @@ class Watcher:
                         record = self._classify(item, now)
                         if record is None:
                             continue
-                        out.write(jsonl_line(record))
-                        out.flush()
-                        os.fsync(out.fileno())
+                        self._append(out, record)
                         key = _key(item.path)
                         self.recorded.add(key)
                         self.pending.pop(key, None)
