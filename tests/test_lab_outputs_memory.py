@@ -366,3 +366,32 @@ def test_resizing_without_a_full_size_array_gives_the_same_pixels(tmp_path):
         resized, decoded = load_resized(path, size, min_size=decode_size(size))
         assert np.array_equal(resized, resize_rgb(full, size)), path.name
         assert decoded == full.shape[:2], path.name
+
+
+def _peak_traced(fn) -> int:
+    """Peak bytes Python and NumPy allocate during ``fn()`` (``tracemalloc``; Pillow's own
+    image memory is not traced, its ``tobytes`` copies are)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_large_images_are_decoded_without_full_size_copies(tmp_path):
+    """Memory, not time: an 8-bit file reaches the model's size without a full-size array;
+    16-bit samples are scaled in bands, without a full-size float copy."""
+    from leukedge.preprocess import _scale_16bit
+
+    height, width = 1500, 2000
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), np.uint8)).save(tmp_path / "f.png")
+    full_rgb = height * width * 3  # bytes of the full-size uint8 array
+    peak = _peak_traced(lambda: load_resized(tmp_path / "f.png", (224, 224)))
+    assert peak < full_rgb / 2, peak
+    samples = rng.integers(0, 4096, (height, width, 3), np.uint16)
+    peak = _peak_traced(lambda: _scale_16bit(samples, 4095, "x"))
+    assert peak < full_rgb * 4 / 2, peak  # well under one float32 copy of the image

@@ -69,6 +69,11 @@ UNDECLARED_BITS_WARNING = 14
 """A 16-bit image without a declared bit depth whose values all fit in this many bits or fewer
 (maximum ≤ 16383: 10-, 12- and 14-bit camera data) gets a :class:`LeukedgeWarning`."""
 
+SCALE_BAND_PIXELS = 1 << 20
+"""16-bit samples scaled to 8 bits at a time (1 Mi samples: 4 MiB of float32), so scaling
+a large 16-bit image needs no full-size float copy (a 48 MP 16-bit colour PNG peaked at
+1.65 GB of RSS with one)."""
+
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 _EXIF_TRANSPOSE = {
@@ -587,8 +592,16 @@ def _scale_16bit(
                 LeukedgeWarning,
                 stacklevel=5,
             )
-    scaled = np.round(array.astype(np.float32) * np.float32(255.0 / top))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    # In bands of rows: a 48 MP colour image in float32 at once would be 580 MB, twice.
+    out = np.empty(array.shape, np.uint8)
+    factor = np.float32(255.0 / top)
+    rows = max(1, SCALE_BAND_PIXELS // max(1, int(np.prod(array.shape[1:]))))
+    for start in range(0, array.shape[0], rows):
+        band = array[start : start + rows].astype(np.float32)
+        band *= factor
+        np.round(band, out=band)
+        out[start : start + rows] = np.clip(band, 0, 255, out=band)
+    return out
 
 
 def _declared_max(pil: Image.Image, path: Path) -> int | None:
@@ -660,7 +673,7 @@ def _decode_16bit_colour(pil: Image.Image, path: Path, declared_max: int | None)
     if array is None or array.dtype != np.uint16:
         raise ImageDecodeError("16-bit colour image that OpenCV cannot decode", path)
     if array.ndim == 3 and array.shape[2] >= 3:
-        array = array[:, :, [2, 1, 0]]  # OpenCV: BGR(A); alpha dropped
+        array = array[:, :, 2::-1]  # OpenCV: BGR(A); alpha dropped (a view, no copy)
     elif array.ndim == 3:
         array = array[:, :, 0]  # grey + alpha
     rgb = _scale_16bit(array, declared_max, path)
