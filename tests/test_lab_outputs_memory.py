@@ -384,7 +384,7 @@ def _peak_traced(fn) -> int:
 def test_large_images_are_decoded_without_full_size_copies(tmp_path):
     """Memory, not time: an 8-bit file reaches the model's size without a full-size array;
     16-bit samples are scaled in bands, without a full-size float copy."""
-    from leukedge.preprocess import _scale_16bit
+    from leukedge.preprocess import _pil_to_rgb, _scale_16bit
 
     height, width = 1500, 2000
     rng = np.random.default_rng(2)
@@ -395,3 +395,8 @@ def test_large_images_are_decoded_without_full_size_copies(tmp_path):
     samples = rng.integers(0, 4096, (height, width, 3), np.uint16)
     peak = _peak_traced(lambda: _scale_16bit(samples, 4095, "x"))
     assert peak < full_rgb * 4 / 2, peak  # well under one float32 copy of the image
+    floats = Image.fromarray(rng.random((height, width), dtype=np.float32), mode="F")
+    peak = _peak_traced(lambda: _pil_to_rgb(floats, "x", None))
+    # Measured 15 bytes per pixel (Pillow's float32 bytes, joined from chunks: 8; grey and
+    # RGB results: 4; bands); with full-size float64 copies 24.
+    assert peak < height * width * 20, peak

@@ -70,9 +70,9 @@ UNDECLARED_BITS_WARNING = 14
 (maximum ≤ 16383: 10-, 12- and 14-bit camera data) gets a :class:`LeukedgeWarning`."""
 
 SCALE_BAND_PIXELS = 1 << 20
-"""16-bit samples scaled to 8 bits at a time (1 Mi samples: 4 MiB of float32), so scaling
-a large 16-bit image needs no full-size float copy (a 48 MP 16-bit colour PNG peaked at
-1.65 GB of RSS with one)."""
+"""16-bit and float samples scaled to 8 bits at a time (1 Mi samples: 4–8 MiB of floats),
+so scaling a large image needs no full-size float copy (a 48 MP 16-bit colour PNG peaked
+at 1.65 GB of RSS with them)."""
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
@@ -565,9 +565,12 @@ def _pil_to_rgb(
         gray = _scale_16bit(np.asarray(pil), declared_max, source)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if pil.mode == "F":
-        array = np.asarray(pil, dtype=np.float64)
+        array = np.asarray(pil)  # float32, as stored
         scale = 255.0 if array.size and np.nanmax(array) <= 1.0 else 1.0
-        gray = np.clip(np.round(np.nan_to_num(array) * scale), 0, 255).astype(np.uint8)
+        gray = np.empty(array.shape, np.uint8)
+        for band in _row_bands(array):  # no full-size float64 copies
+            values = np.nan_to_num(array[band].astype(np.float64)) * scale
+            gray[band] = np.clip(np.round(values), 0, 255)
         return np.repeat(gray[:, :, None], 3, axis=2)
     # convert() copies even an RGB image: a 48 MP image's 190 MB spared
     return np.asarray(pil if pil.mode == "RGB" else pil.convert("RGB"), dtype=np.uint8)
@@ -595,13 +598,19 @@ def _scale_16bit(
     # In bands of rows: a 48 MP colour image in float32 at once would be 580 MB, twice.
     out = np.empty(array.shape, np.uint8)
     factor = np.float32(255.0 / top)
+    for band in _row_bands(array):
+        values = array[band].astype(np.float32)
+        values *= factor
+        np.round(values, out=values)
+        out[band] = np.clip(values, 0, 255, out=values)
+    return out
+
+
+def _row_bands(array: np.ndarray) -> Iterator[slice]:
+    """Slices of ``array``'s rows holding about :data:`SCALE_BAND_PIXELS` samples each."""
     rows = max(1, SCALE_BAND_PIXELS // max(1, int(np.prod(array.shape[1:]))))
     for start in range(0, array.shape[0], rows):
-        band = array[start : start + rows].astype(np.float32)
-        band *= factor
-        np.round(band, out=band)
-        out[start : start + rows] = np.clip(band, 0, 255, out=band)
-    return out
+        yield slice(start, start + rows)
 
 
 def _declared_max(pil: Image.Image, path: Path) -> int | None:
