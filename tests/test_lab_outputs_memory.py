@@ -400,3 +400,26 @@ def test_large_images_are_decoded_without_full_size_copies(tmp_path):
     # Measured 15 bytes per pixel (Pillow's float32 bytes, joined from chunks: 8; grey and
     # RGB results: 4; bands); with full-size float64 copies 24.
     assert peak < height * width * 20, peak
+
+
+def test_the_command_allocates_large_images_in_blocks_the_system_gets_back(monkeypatch):
+    """Pillow blocks above glibc's largest mmap threshold (32 MiB): a freed decode goes
+    back to the system instead of staying in a worker thread's arena. Set by the command
+    (process-wide), unless the user set ``PILLOW_BLOCK_SIZE``; the SDK leaves it alone."""
+    from leukedge.cli import app
+    from leukedge.preprocess import LARGE_DECODE_BLOCK_BYTES
+
+    before = Image.core.get_block_size()
+    try:
+        Image.core.set_block_size(1 << 24)
+        monkeypatch.setenv("PILLOW_BLOCK_SIZE", "16m")
+        CliRunner().invoke(app, ["classify", str(EXAMPLES / BENIGN), "--json"])
+        assert Image.core.get_block_size() == 1 << 24  # the user's choice stands
+        monkeypatch.delenv("PILLOW_BLOCK_SIZE")
+        Classifier().classify(EXAMPLES / BENIGN)
+        assert Image.core.get_block_size() == 1 << 24  # not the SDK's business
+        result = CliRunner().invoke(app, ["classify", str(EXAMPLES / BENIGN), "--json"])
+        assert result.exit_code == 0, result.output
+        assert Image.core.get_block_size() == LARGE_DECODE_BLOCK_BYTES > 32 << 20
+    finally:
+        Image.core.set_block_size(before)
