@@ -269,6 +269,36 @@ def test_a_snapshot_that_cannot_be_saved_stops_camera_with_exit_1(tmp_path, monk
     assert captured < 60  # stopped, not played to the end
 
 
+@pytest.mark.skipif(os.name != "posix", reason="RLIMIT_FSIZE is POSIX")
+def test_a_real_write_failure_keeps_whole_records_and_exits_1(tmp_path):
+    """A file-size limit (``ulimit -f``) makes real writes fail mid-run, for root too:
+    classify and watch stop with exit 1 naming the file, and the files hold every complete
+    record before the failure and no partial line (the CSV is still renamed into place)."""
+    import resource
+
+    slide = _slide(tmp_path, 4)
+
+    def limited(*args):
+        return subprocess.run(
+            [*CLI, *map(str, args)], capture_output=True, text=True, timeout=90, cwd=tmp_path,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (1500, 1500)),
+        )  # fmt: skip
+
+    proc = limited("classify", slide, "--csv", "c.csv")
+    assert proc.returncode == 1, proc.stderr
+    assert f"error: cannot write {tmp_path / 'c.csv'}: File too large" in proc.stderr
+    text = (tmp_path / "c.csv").read_text()
+    rows = list(csv.DictReader(text.splitlines()))
+    assert text.endswith("\n") and 1 <= len(rows) < 4 and all(r["model_sha256"] for r in rows)
+    assert not list(tmp_path.glob(".*partial"))
+    proc = limited("watch", slide, "--jsonl", "calls.jsonl", "--settle-ms", "0")
+    assert proc.returncode == 1, proc.stderr
+    assert "error: cannot write calls.jsonl: File too large" in proc.stderr
+    lines = (tmp_path / "calls.jsonl").read_text().splitlines(keepends=True)
+    assert 1 <= len(lines) < 4 and all(json.loads(line)["path"] for line in lines)
+    assert lines[-1].endswith("\n")
+
+
 # ---------------------------------------------------------------- memory: the pixel budget
 def test_pixel_budget_never_holds_more_than_its_limit():
     """Claims from many threads never hold more than the limit together; a claim larger

@@ -5,7 +5,8 @@ Each output file is written to a temporary file in the target's own folder
 POSIX and Windows), one complete line per record, flushed to the operating system after
 every record. On completion **and** on interruption (Ctrl+C, SIGTERM, an exception) the
 temporary file is synced and renamed onto the target, so the target holds every record
-finished so far and never a partial line; a ``kill -9`` leaves the target as it was (absent
+finished so far and never a partial line (also when a write failed: the file is cut back to
+the records before it); a ``kill -9`` leaves the target as it was (absent
 or the previous run's) plus the ``.partial`` file. The file gets the mode a plain ``open()``
 would give it (``0o666`` minus the user's umask), not :func:`tempfile.mkstemp`'s ``0o600``.
 
@@ -18,6 +19,7 @@ error, model, model_version, model_sha256``. JSON Lines hold each record whole
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -26,7 +28,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO
 
 from leukedge.quality import QualityStatistics
 from leukedge.records import ModelInfo
@@ -65,25 +67,37 @@ class AtomicTextFile:
         try:
             if hasattr(os, "fchmod"):  # POSIX (Windows: the folder's ACL applies)
                 os.fchmod(fd, 0o666 & ~current_umask() if mode is None else mode)
-            self.handle: TextIO = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            # Unbuffered: each write() reaches the operating system whole or fails, and
+            # nothing is left in a buffer to fail again at close.
+            self.handle: BinaryIO = open(fd, "wb", buffering=0)  # noqa: SIM115
         except BaseException:
             os.close(fd)
             self.temp_path.unlink(missing_ok=True)
             raise
         self.closed = False
+        self.size = 0  # bytes of the whole writes so far
 
     def write(self, text: str) -> None:
-        """Write ``text`` (whole lines) and flush it to the operating system.
+        """Write ``text`` (whole lines, UTF-8) to the operating system.
+
+        A write that fails (a full disk, a file-size limit, a share gone) leaves nothing
+        of ``text`` behind: the file is cut back to the whole writes before it, so a later
+        :meth:`commit` still gives the target every complete line.
 
         Raises:
-            OSError: it cannot be written (a full disk, a share gone); ``filename`` is the
-                target.
+            OSError: it cannot be written; ``filename`` is the target.
         """
+        data = memoryview(text.encode("utf-8"))
         try:
-            self.handle.write(text)
-            self.handle.flush()
+            written = 0
+            while written < len(data):  # a short write (a limit reached) comes back here
+                written += self.handle.write(data[written:])
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.handle.fileno(), self.size)
+                os.lseek(self.handle.fileno(), self.size, os.SEEK_SET)
             raise self._naming_target(exc) from exc
+        self.size += len(data)
 
     def commit(self) -> None:
         """Sync the data to disk and rename the temporary file onto the target.
@@ -96,7 +110,6 @@ class AtomicTextFile:
         self.closed = True
         try:
             try:
-                self.handle.flush()
                 os.fsync(self.handle.fileno())
             finally:
                 self.handle.close()
