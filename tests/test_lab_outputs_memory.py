@@ -167,19 +167,19 @@ def _disk_full_after(monkeypatch, target, calls: int, name: str = "write"):
 
 
 class _FullDisk:
-    """A file handle whose ``calls``-th ``write`` and those after fail with ENOSPC."""
+    """A file whose ``calls``-th ``write`` and those after fail with ENOSPC."""
 
-    def __init__(self, handle, calls: int):
-        self.handle, self.left = handle, calls
+    def __init__(self, file, calls: int):
+        self.file, self.left = file, calls
 
-    def write(self, text):
+    def write(self, data):
         self.left -= 1
         if self.left <= 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return self.handle.write(text)
+        return self.file.write(data)
 
     def __getattr__(self, name):
-        return getattr(self.handle, name)
+        return getattr(self.file, name)
 
 
 def _full_disk(monkeypatch, calls: int) -> None:
@@ -191,7 +191,7 @@ def _full_disk(monkeypatch, calls: int) -> None:
 
     def open_on_a_full_disk(self, *args, **kwargs):
         opened(self, *args, **kwargs)
-        self.handle = _FullDisk(self.handle, calls)
+        self._file = _FullDisk(self._file, calls)
 
     monkeypatch.setattr(AtomicTextFile, "__init__", open_on_a_full_disk)
 

@@ -69,13 +69,22 @@ class AtomicTextFile:
                 os.fchmod(fd, 0o666 & ~current_umask() if mode is None else mode)
             # Unbuffered: each write() reaches the operating system whole or fails, and
             # nothing is left in a buffer to fail again at close.
-            self.handle: BinaryIO = open(fd, "wb", buffering=0)  # noqa: SIM115
+            self._file: BinaryIO = open(fd, "wb", buffering=0)  # noqa: SIM115
         except BaseException:
             os.close(fd)
             self.temp_path.unlink(missing_ok=True)
             raise
         self.closed = False
         self.size = 0  # bytes of the whole writes so far
+
+    @property
+    def handle(self) -> AtomicTextFile:
+        """A text stream onto the file (``write(str)``, ``flush()``), e.g. for
+        :class:`csv.writer`: the file itself."""
+        return self
+
+    def flush(self) -> None:
+        """Nothing to do: every :meth:`write` reaches the operating system at once."""
 
     def write(self, text: str) -> None:
         """Write ``text`` (whole lines, UTF-8) to the operating system.
@@ -91,11 +100,11 @@ class AtomicTextFile:
         try:
             written = 0
             while written < len(data):  # a short write (a limit reached) comes back here
-                written += self.handle.write(data[written:])
+                written += self._file.write(data[written:])
         except OSError as exc:
             with contextlib.suppress(OSError):
-                os.ftruncate(self.handle.fileno(), self.size)
-                os.lseek(self.handle.fileno(), self.size, os.SEEK_SET)
+                os.ftruncate(self._file.fileno(), self.size)
+                os.lseek(self._file.fileno(), self.size, os.SEEK_SET)
             raise self._naming_target(exc) from exc
         self.size += len(data)
 
@@ -110,9 +119,9 @@ class AtomicTextFile:
         self.closed = True
         try:
             try:
-                os.fsync(self.handle.fileno())
+                os.fsync(self._file.fileno())
             finally:
-                self.handle.close()
+                self._file.close()
             os.replace(self.temp_path, self.target)
         except OSError as exc:
             raise self._naming_target(exc) from exc
@@ -127,7 +136,7 @@ class AtomicTextFile:
         if self.closed:
             return
         self.closed = True
-        self.handle.close()
+        self._file.close()
         self.temp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> AtomicTextFile:
