@@ -81,6 +81,9 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_image_is_read(tmp
         assert line.startswith(f"error: {option} ") and "is not a folder" in line, line
         assert str(blocked) in line and proc.stdout == ""
     assert not list(tmp_path.rglob("*.csv")) and not list(tmp_path.rglob(".*partial"))
+    proc = _cli("bench", "--runs", "1", "--threads", "1", "--out", blocked / "b.json")
+    assert proc.returncode == 2 and "error: --out " in proc.stderr, proc.stderr
+    assert "is not a folder" in proc.stderr and proc.stdout == ""  # nothing measured
 
 
 def test_a_folder_without_write_permission_is_refused_by_name(tmp_path, monkeypatch):

@@ -750,6 +750,7 @@ def bench(
     if any(n < 1 for n in threads):
         typer.echo(f"error: --threads must be >= 1, got {threads}", err=True)
         raise typer.Exit(2)
+    _check_bench_out(out, folder=compare is not None)
     if compare is not None:
         _bench_compare(
             compare, split_file, engine, threads, runs, max_val, calibration_size, reuse_models, out
@@ -792,6 +793,19 @@ def bench(
     if out is not None:
         out.write_text(text)
     typer.echo(text)
+
+
+def _check_bench_out(out: Path | None, folder: bool) -> None:
+    """``--out`` (a file, or with ``--compare`` a folder) checked before measuring."""
+    from leukedge.inputs import check_output_folder, check_output_paths
+
+    try:
+        if folder:
+            check_output_folder("--out", out)
+        else:
+            check_output_paths({"--out": out})
+    except ValueError as exc:
+        _usage_error(str(exc))
 
 
 def _bench_profile_ops(engine, rng, out: Path | None) -> None:
