@@ -2,13 +2,14 @@
 
 Each output file is written to a temporary file in the target's own folder
 (``.<name>.<random>.partial``; same file system, so the final :func:`os.replace` is atomic on
-POSIX and Windows), one complete line per record, flushed to the operating system after
-every record. On completion **and** on interruption (Ctrl+C, SIGTERM, an exception) the
-temporary file is synced and renamed onto the target, so the target holds every record
-finished so far and never a partial line (also when a write failed: the file is cut back to
-the records before it); a ``kill -9`` leaves the target as it was (absent
-or the previous run's) plus the ``.partial`` file. The file gets the mode a plain ``open()``
-would give it (``0o666`` minus the user's umask), not :func:`tempfile.mkstemp`'s ``0o600``.
+POSIX and Windows), one complete line per record, handed to the operating system with each
+record (unbuffered). On completion **and** on interruption (Ctrl+C, SIGTERM, an exception)
+the temporary file is synced and renamed onto the target, so the target holds every record
+finished so far and never a partial line (also after a write that failed, e.g. on a full
+disk: the file is cut back to the records before it); a ``kill -9`` leaves the target as it
+was (absent or the previous run's) plus the ``.partial`` file. The file gets the mode a
+plain ``open()`` would give it (``0o666`` minus the user's umask), not
+:func:`tempfile.mkstemp`'s ``0o600``.
 
 CSV columns (:func:`csv_columns`): ``path, status, label, reason``, one ``p_<label>`` per
 class, ``score, message, model_label``, one ``model_p_<label>`` per class,
