@@ -187,6 +187,9 @@ def test_outputs_never_overwrite_images_and_repeats_do_not_weigh_twice(tmp_path)
     target.write_text("old\n")
     (tmp_path / "latest.csv").symlink_to(target)
     proc = _cli("classify", d / "field_02.jpg", "--csv", tmp_path / "latest.csv")
+    assert proc.returncode == 2 and "--overwrite" in proc.stderr  # it holds results
+    assert target.read_text() == "old\n"
+    proc = _cli("classify", d / "field_02.jpg", "--csv", tmp_path / "latest.csv", "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "latest.csv").is_symlink()
     assert target.read_text().startswith("path,")
@@ -272,7 +275,7 @@ def test_interrupt_keeps_finished_rows_and_leaves_no_temp_file(tmp_path, signum)
 def test_kill_leaves_previous_results_untouched(tmp_path):
     folder = _many(tmp_path, 3000)
     (tmp_path / "r.csv").write_text("yesterday's results\n")
-    proc, csv_out, jsonl_out = _start_and_wait_for_rows(tmp_path, folder, 5)
+    proc, csv_out, jsonl_out = _start_and_wait_for_rows(tmp_path, folder, 5, "--overwrite")
     proc.kill()
     proc.communicate(timeout=60)
     assert csv_out.read_text() == "yesterday's results\n"  # never half-written

@@ -74,13 +74,17 @@ class CameraOptions:
 @dataclass
 class CameraStats:
     """What a camera run did: frames ``captured``, ``classified`` (results delivered),
-    ``dropped`` (arrived while busy), ``errors`` (frames that failed), ``records``."""
+    ``dropped`` (arrived while busy), ``errors`` (frames that failed), ``records``,
+    ``snapshots`` saved, and ``snapshot_error``: why a snapshot could not be saved (the
+    run then stopped: a snapshot asked for and lost is an error), else ``None``."""
 
     captured: int = 0
     classified: int = 0
     dropped: int = 0
     errors: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
+    snapshots: int = 0
+    snapshot_error: str | None = None
 
 
 def open_capture(options: CameraOptions) -> Any:
@@ -171,7 +175,8 @@ def run_camera(
         emit: where headless result lines go.
 
     Returns:
-        :class:`CameraStats`.
+        :class:`CameraStats`; a snapshot that cannot be saved stops the run, with
+        ``snapshot_error`` set.
 
     Raises:
         CameraError: the camera or video cannot be opened.
@@ -199,11 +204,12 @@ def run_camera(
         else:
             record = error_record(f"frame at {timestamp_ms} ms", error, model)
             record["timestamp_ms"] = timestamp_ms
-        if options.snapshot is not None:
+        if options.snapshot is not None and stats.snapshot_error is None:
             try:
                 save_snapshot(options.snapshot, frame, record, run_name)
+                stats.snapshots += 1
             except (OSError, CameraError) as exc:
-                warnings.warn(f"snapshot not saved: {exc}", LeukedgeWarning, stacklevel=1)
+                stats.snapshot_error = str(exc)  # ends the capture loop
         with lock:
             stats.classified += 1
             stats.errors += result is None
@@ -245,6 +251,8 @@ def _capture_loop(capture, classifier, options, headless, stop, stats, latest, l
     last_ts = -1
     positive = "ALL" if "ALL" in classifier.labels else classifier.labels[0]
     while not stop and (options.frames is None or stats.captured < options.frames):
+        if stats.snapshot_error is not None:
+            break  # an output asked for can no longer be written
         ok, frame = capture.read()
         if not ok:
             if from_file:

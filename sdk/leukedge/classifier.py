@@ -23,6 +23,7 @@ fails, so a rejected result still shows what it would have said.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import hashlib
@@ -52,10 +53,10 @@ from leukedge.ood import MahalanobisScorer
 from leukedge.preprocess import (
     DEFAULT_MAX_PIXELS,
     ImageInput,
+    PixelBudget,
     PixelFormat,
     decode_size,
-    load_rgb,
-    resize_rgb,
+    load_resized,
     resolve_pixel_format,
 )
 from leukedge.quality import (
@@ -238,10 +239,13 @@ class ClassifierOptions:
         max_interpreters: most interpreters the classifier creates for concurrent
             ``classify`` calls (created only when all are busy); ``None`` =
             ``max(1, cores // num_threads)``; ``1`` = one interpreter behind a lock.
-        max_pixels: refuse images larger than this many pixels (width × height), before
-            decoding them (:data:`~leukedge.preprocess.DEFAULT_MAX_PIXELS`, 50 MP; ``None``:
-            no cap). Large JPEGs are decoded at reduced scale first
-            (:func:`~leukedge.preprocess.decode_size`) and count at that size.
+        max_pixels: refuse images of more pixels (width × height) than this, from the
+            file's header before decoding, and decode at most this many pixels at once over
+            all threads sharing the classifier, so that a whole run's peak memory is
+            bounded, not one image's (:class:`~leukedge.preprocess.PixelBudget`); default
+            50 MP (:data:`~leukedge.preprocess.DEFAULT_MAX_PIXELS`). Large JPEGs are budgeted
+            at their reduced decode size (:func:`~leukedge.preprocess.decode_size`).
+            ``None`` (Python only): no cap and no budget.
         running_mode: :class:`RunningMode`.
         result_callback: a :class:`ResultCallback`, for ``LIVE_STREAM`` mode (required
             there, refused elsewhere).
@@ -355,6 +359,8 @@ class Classifier:
                 f"{engine.num_classes} outputs"
             )
         self._decode_size = decode_size(engine.input_size)
+        cap = self.options.max_pixels
+        self.pixel_budget = PixelBudget(cap) if cap is not None else None
         self._temperature = float(self.metadata.temperature or 1.0)
         self._configure_checks(engine.origin)
         self._last_timestamp: int | None = None
@@ -507,14 +513,20 @@ class Classifier:
     def _load(
         self, image: ImageInput, pixel_format: PixelFormat | None
     ) -> tuple[np.ndarray, tuple[int, int]]:
-        """Decode and resize in the calling thread (no lock); also the decoded size."""
-        rgb = load_rgb(
-            image,
-            pixel_format=pixel_format,
-            max_pixels=self.options.max_pixels,
-            min_size=self._decode_size,
-        )
-        return resize_rgb(rgb, self._engine.input_size), rgb.shape[:2]
+        """Decode and resize in the calling thread (no lock); also the decoded size.
+
+        A file's decode is held in :attr:`pixel_budget` until it is resized (and freed).
+        """
+        budget = self.pixel_budget
+        with budget.claim() if budget is not None else contextlib.nullcontext() as reserve:
+            return load_resized(
+                image,
+                self._engine.input_size,
+                pixel_format=pixel_format,
+                max_pixels=self.options.max_pixels,
+                min_size=self._decode_size,
+                reserve=reserve,
+            )  # the full-size decode is freed before the budget is given back
 
     def _classify_resized(
         self,

@@ -10,9 +10,12 @@ only; their work lives in modules with one job each (:mod:`leukedge.inputs`,
 :mod:`leukedge.converters.cli`, which import Keras/TensorFlow inside their command functions,
 so ``leukedge classify`` never loads them.
 
-Exit codes: 0 success; 1 at least one input failed (the others are still reported) or a
-check failed; 2 bad usage, or a model that cannot be loaded; 128 + signal (130 Ctrl+C, 143
-SIGTERM) when ``classify`` was stopped before the end (what was done is kept).
+Exit codes: 0 success; 1 at least one input failed (the others are still reported), a
+check failed, or an output could not be written mid-run (the run stops; what was written is
+kept); 2 bad usage (an output that cannot be written, or would replace earlier results
+without ``--overwrite``, is found before any work), or a model that cannot be loaded;
+128 + signal (130 Ctrl+C, 143 SIGTERM) when ``classify`` was stopped before the end (what
+was done is kept).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import typer
 
 from leukedge import __version__
 from leukedge.camera import CameraOptions
+from leukedge.classifier import ClassifierOptions
+from leukedge.cli_options import attribute_docs
 from leukedge.groups import GroupBy
 from leukedge.watch import WatchOptions
 
@@ -79,11 +84,14 @@ def _load_classifier(
     threshold: float | None = None,
     refer_band: tuple[float, float] | None = None,
     allow_failed_gate: bool = False,
+    max_pixels: int | None = ClassifierOptions.max_pixels,
 ):
-    from leukedge.classifier import Classifier, ClassifierOptions
+    from leukedge.classifier import Classifier
     from leukedge.decision import OperatingPointError
     from leukedge.errors import LeukedgeError
+    from leukedge.preprocess import return_large_decodes_to_the_system
 
+    return_large_decodes_to_the_system()  # this process decodes: large images go back
     options = ClassifierOptions(
         model_path=model,
         num_threads=threads,
@@ -91,6 +99,7 @@ def _load_classifier(
         decision_threshold=threshold,
         refer_band=refer_band,
         allow_failed_gate=allow_failed_gate,
+        max_pixels=max_pixels,
     )
     try:
         classifier = Classifier.create_from_options(options)
@@ -140,6 +149,18 @@ AllowFailedGateOption = Annotated[
         "--allow-failed-gate",
         help="Use a model whose card says it FAILED its conversion's accuracy gate (refused "
         "by default); a warning on stderr says so at every run.",
+    ),
+]
+MaxPixelsOption = Annotated[
+    int,
+    typer.Option("--max-pixels", min=1, help=attribute_docs(ClassifierOptions)["max_pixels"]),
+]
+OverwriteOption = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace output files that exist (default: refuse, so earlier results are "
+        "never replaced by mistake).",
     ),
 ]
 ReferBandOption = Annotated[
@@ -204,7 +225,9 @@ def classify(
         Path | None,
         typer.Option("--group-csv", metavar="FILE", help="Write the per-group summary CSV."),
     ] = None,
+    overwrite: OverwriteOption = False,
     threads: ThreadsOption = None,
+    max_pixels: MaxPixelsOption = ClassifierOptions.max_pixels,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -230,9 +253,12 @@ def classify(
     check or out of domain; the model's opinion is shown apart, never as the call), error
     (could not be read). Every input gets a record (the result's to_dict() plus path,
     model_sha256 and error), in input order: a table, JSON Lines on stdout (--json), and/or
-    files (--csv, --jsonl). Ctrl+C keeps what was done. Exit code 0: every input processed
-    (refer and rejected are answers); 1: some input errored; 2: bad usage or a model that
-    cannot be loaded; 130/143: stopped by Ctrl+C/SIGTERM.
+    files (--csv, --jsonl). Ctrl+C keeps what was done. Every output is checked before any
+    image is read; an existing file is replaced only with --overwrite. Exit code 0: every
+    input processed (refer and rejected are answers); 1: some input errored, or an output
+    could not be written mid-run; 2: bad usage (an output that cannot be written or would
+    replace a file without --overwrite) or a model that cannot be loaded; 130/143: stopped
+    by Ctrl+C/SIGTERM.
     """
     from leukedge.inputs import check_output_paths, collect_inputs
 
@@ -261,10 +287,19 @@ def classify(
         check_output_paths(
             {"--csv": csv_out, "--jsonl": jsonl_out, "--group-csv": group_csv},
             [*inputs.paths, *read_too],
+            existing="replace" if overwrite else "refuse",
         )
     except ValueError as exc:
         _usage_error(str(exc))
-    classifier = _load_classifier(model, threads, labels, threshold, band, allow_failed_gate)
+    classifier = _load_classifier(
+        model,
+        threads,
+        labels,
+        threshold,
+        band,
+        allow_failed_gate=allow_failed_gate,
+        max_pixels=max_pixels,
+    )
     _run_classify(
         classifier,
         inputs,
@@ -311,6 +346,13 @@ def _usage_error(message: str) -> NoReturn:
     """Print ``error: message`` and exit with code 2 (raises :class:`typer.Exit`)."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(2)
+
+
+def _output_failed(exc: OSError, consequence: str) -> None:
+    """Print ``error: cannot write FILE: problem; consequence`` and exit with code 1."""
+    where = exc.filename or "an output"
+    typer.echo(f"error: cannot write {where}: {exc.strerror or exc}; {consequence}", err=True)
+    raise typer.Exit(1) from exc
 
 
 def _run_classify(
@@ -366,6 +408,8 @@ def _run_classify(
     except KeyboardInterrupt:  # a second Ctrl+C: files were closed on the way out
         typer.echo("stopped", err=True)
         raise typer.Exit(130) from None
+    except OSError as exc:  # an output failed mid-run (checked writable at the start)
+        _output_failed(exc, "the run was stopped; the records before it were kept")
     if job.keep_records:
         print_results_table(job.records, classifier)
     if groups is not None and totals.stopped_by is not None:
@@ -380,9 +424,14 @@ def _run_classify(
             from leukedge.groups import summary_columns
             from leukedge.outputs import write_rows_atomically
 
-            write_rows_atomically(
-                group_csv, summary_columns(info.positive_label), [s.as_row() for s in summaries]
-            )
+            try:
+                write_rows_atomically(
+                    group_csv,
+                    summary_columns(info.positive_label),
+                    [s.as_row() for s in summaries],
+                )
+            except OSError as exc:
+                _output_failed(exc, "the group summary above was not saved")
     if totals.planned > 1 or inputs.skipped.describe():  # one named file: its row says it all
         typer.echo(summary_line(totals, info.labels, inputs.skipped.describe()), err=True)
     if totals.stopped_by is not None:
@@ -427,6 +476,7 @@ def watch(
         typer.Option("--poll", help="Scan instead of file events (network shares: SMB, NFS)."),
     ] = WatchOptions.poll,
     threads: ThreadsOption = None,
+    max_pixels: MaxPixelsOption = ClassifierOptions.max_pixels,
     labels: LabelsOption = None,
     threshold: ThresholdOption = None,
     refer_band: ReferBandOption = None,
@@ -446,12 +496,18 @@ def watch(
     from leukedge.watch import Watcher
 
     try:
-        check_output_paths({"--jsonl": jsonl})
+        check_output_paths({"--jsonl": jsonl}, existing="append")
         check_is_a_record_file(jsonl)
     except ValueError as exc:
         _usage_error(str(exc))
     classifier = _load_classifier(
-        model, threads, labels, threshold, _parse_band(refer_band), allow_failed_gate
+        model,
+        threads,
+        labels,
+        threshold,
+        _parse_band(refer_band),
+        allow_failed_gate=allow_failed_gate,
+        max_pixels=max_pixels,
     )
     positive = ModelInfo.of(classifier).positive_label
     options = WatchOptions(
@@ -476,8 +532,15 @@ def watch(
         err=True,
     )
     stop = StopRequest()
-    with stop.installed():
-        count = watcher.run(stop)
+    try:
+        with stop.installed():
+            count = watcher.run(stop)
+    except OSError as exc:
+        _output_failed(
+            exc,
+            f"stopped after {watcher.count} records in this run (the image in hand is "
+            "classified again after a restart)",
+        )
     typer.echo(f"stopped; {count} images recorded in this run", err=True)
 
 
@@ -512,13 +575,18 @@ def camera(
 
     Frames arriving while the previous one is classified are dropped, so the preview never
     lags. q or Esc in the preview, Ctrl+C or SIGTERM stop. Exit code 1 if the camera or
-    video cannot be opened, 2 if the model cannot be loaded.
+    video cannot be opened or a snapshot cannot be saved (the run stops); 2 if the model
+    cannot be loaded or the --snapshot folder cannot be written (checked first).
     """
     from leukedge.camera import CameraError, run_camera
-    from leukedge.classifier import ClassifierOptions
     from leukedge.errors import LeukedgeError
+    from leukedge.inputs import check_output_folder
     from leukedge.stopping import StopRequest
 
+    try:
+        check_output_folder("--snapshot", snapshot)
+    except ValueError as exc:
+        _usage_error(str(exc))
     options = CameraOptions(
         device=device, video=video, headless=headless, snapshot=snapshot, frames=frames
     )
@@ -544,6 +612,13 @@ def camera(
         f"{stats.dropped} dropped while busy, {stats.errors} failed",
         err=True,
     )
+    if stats.snapshot_error is not None:
+        typer.echo(
+            f"error: snapshot not saved: {stats.snapshot_error}; the run was stopped "
+            f"({stats.snapshots} snapshots saved before)",
+            err=True,
+        )
+        raise typer.Exit(1)
     if stats.captured == 0 and not stop:
         where = f"video {video}" if video is not None else f"camera {device}"
         typer.echo(f"error: no frame could be read from {where}", err=True)
@@ -872,6 +947,7 @@ def bench(
     if any(n < 1 for n in threads):
         typer.echo(f"error: --threads must be >= 1, got {threads}", err=True)
         raise typer.Exit(2)
+    _check_bench_out(out, folder=compare is not None)
     if compare is not None:
         _bench_compare(
             compare, split_file, engine, threads, runs, max_val, calibration_size, reuse_models, out
@@ -924,6 +1000,19 @@ def bench(
         from leukedge.bench import print_report
 
         print_report(results)
+
+
+def _check_bench_out(out: Path | None, folder: bool) -> None:
+    """``--out`` (a file, or with ``--compare`` a folder) checked before measuring."""
+    from leukedge.inputs import check_output_folder, check_output_paths
+
+    try:
+        if folder:
+            check_output_folder("--out", out)
+        else:
+            check_output_paths({"--out": out})
+    except ValueError as exc:
+        _usage_error(str(exc))
 
 
 def _bench_profile_ops(engine, rng, out: Path | None) -> None:

@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff"})
 """File suffixes (compared in lower case) picked up when walking a folder; the formats the
@@ -218,21 +218,36 @@ def file_identity(path: str | os.PathLike) -> object:
     return (st.st_dev, st.st_ino)
 
 
-def check_output_paths(outputs: dict[str, Path | None], inputs: Iterable[Path] = ()) -> None:
-    """Refuse output files that would destroy an input or each other, before any work.
+ExistingOutput = Literal["refuse", "replace", "append"]
+"""What a command does with an output file that already exists and is not empty:
+``"refuse"`` (the default of ``classify``: yesterday's results are not replaced without
+``--overwrite``), ``"replace"`` (``--overwrite``) or ``"append"`` (``watch``'s record file)."""
+
+
+def check_output_paths(
+    outputs: dict[str, Path | None],
+    inputs: Iterable[Path] = (),
+    *,
+    existing: ExistingOutput = "replace",
+) -> None:
+    """Refuse output files that cannot be written, or would destroy an input, each other or
+    earlier results, before any work.
 
     Args:
         outputs: ``{option name: path}`` of the files a command will write (``None``: not
             asked for).
         inputs: the images it will read.
+        existing: what the command does with an output that exists and is not empty
+            (:data:`ExistingOutput`); ``"refuse"`` refuses it here.
 
     Raises:
         ValueError: an output path has an image suffix (a shell glob such as
             ``--csv d/*.jpg`` makes the first image the output file), is one of the inputs
             (images, the ``--files-from`` list, the ``--group-map``), is a folder or another
             non-regular file (a FIFO, a device such as ``/dev/stdout``: outputs are replaced
-            atomically, which would replace the device node), or is given for two outputs;
-            the message names the option and path.
+            atomically, which would replace the device node), is given for two outputs,
+            exists with ``existing="refuse"``, or cannot be written
+            (:func:`check_writable`); the message names the option and path.
     """
     input_ids = {file_identity(p) for p in inputs}
     taken: dict[object, str] = {}
@@ -257,6 +272,79 @@ def check_output_paths(outputs: dict[str, Path | None], inputs: Iterable[Path] =
         if key in taken:
             raise ValueError(f"{option} {path}: the same file as {taken[key]}")
         taken[key] = option
+        if existing == "refuse" and os.path.isfile(path) and os.path.getsize(path) > 0:
+            raise ValueError(
+                f"{option} {path}: exists (earlier results?); refusing to replace it. Give "
+                "--overwrite to replace it, or another file name"
+            )
+        check_writable(option, path, in_place=existing == "append")
+
+
+def check_writable(
+    option: str, path: str | os.PathLike, *, in_place: bool = False, folder: bool = False
+) -> None:
+    """Refuse an output that this process cannot create, before any work.
+
+    An output file is written as a new file in its folder and renamed onto the target
+    (:class:`~leukedge.outputs.AtomicTextFile`), through a symbolic link into its target,
+    and missing folders are created: so the **nearest existing folder** on the way to the
+    target must be a folder in which this process may create files. With ``in_place`` (a
+    file appended to, as ``watch``'s records), an existing target must itself be writable.
+    With ``folder``, ``path`` is an output folder (``camera --snapshot``) that files are
+    created in: it, or its nearest existing parent, must allow that.
+
+    The check is :func:`os.access` with the effective user (it sees permissions, ACLs and
+    read-only mounts: ``EROFS`` applies to root too), not a trial write, so a run that is
+    refused leaves nothing behind.
+
+    Raises:
+        ValueError: ``"<option> <path>: <problem>"``; the problem names the folder (a
+            file on the way, no permission to create files in it, a read-only file system).
+    """
+    target = Path(os.path.realpath(path))
+    if in_place and target.exists():
+        if not _may(target, os.W_OK):
+            raise ValueError(f"{option} {path}: {_why_not(target, 'write to the file')}")
+        return
+    where = target if folder else target.parent
+    while not os.path.lexists(where) and where != where.parent:
+        where = where.parent
+    if not where.is_dir():
+        raise ValueError(
+            f"{option} {path}: {where} is not a folder (a file is in the way), so nothing "
+            "can be written there"
+        )
+    if not _may(where, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: {_why_not(where, 'create files in')}")
+
+
+def check_output_folder(option: str, folder: str | os.PathLike | None) -> None:
+    """Refuse an output folder (``camera --snapshot DIR``) that is a file or in which this
+    process cannot create files (:func:`check_writable`); ``None``: nothing asked for.
+
+    Raises:
+        ValueError: the message names the option, the folder and the problem.
+    """
+    if folder is None:
+        return
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ValueError(f"{option} {folder}: is a file, not a folder")
+    check_writable(option, folder, folder=True)
+
+
+def _may(path: Path, mode: int) -> bool:
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _why_not(path: Path, action: str) -> str:
+    """``"cannot create files in /x: a read-only file system"`` (or ``: permission
+    denied``)."""
+    try:
+        read_only = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows)
+        read_only = False
+    problem = "a read-only file system" if read_only else "permission denied"
+    return f"cannot {action} {path}: {problem}"
 
 
 def check_is_a_record_file(path: str | os.PathLike) -> None:

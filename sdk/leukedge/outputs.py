@@ -2,12 +2,14 @@
 
 Each output file is written to a temporary file in the target's own folder
 (``.<name>.<random>.partial``; same file system, so the final :func:`os.replace` is atomic on
-POSIX and Windows), one complete line per record, flushed to the operating system after
-every record. On completion **and** on interruption (Ctrl+C, SIGTERM, an exception) the
-temporary file is synced and renamed onto the target, so the target holds every record
-finished so far and never a partial line; a ``kill -9`` leaves the target as it was (absent
-or the previous run's) plus the ``.partial`` file. The file gets the mode a plain ``open()``
-would give it (``0o666`` minus the user's umask), not :func:`tempfile.mkstemp`'s ``0o600``.
+POSIX and Windows), one complete line per record, handed to the operating system with each
+record (unbuffered). On completion **and** on interruption (Ctrl+C, SIGTERM, an exception)
+the temporary file is synced and renamed onto the target, so the target holds every record
+finished so far and never a partial line (also after a write that failed, e.g. on a full
+disk: the file is cut back to the records before it); a ``kill -9`` leaves the target as it
+was (absent or the previous run's) plus the ``.partial`` file. The file gets the mode a
+plain ``open()`` would give it (``0o666`` minus the user's umask), not
+:func:`tempfile.mkstemp`'s ``0o600``.
 
 CSV columns (:func:`csv_columns`): ``path, status, label, reason``, one ``p_<label>`` per
 class, ``score, message, model_label``, one ``model_p_<label>`` per class,
@@ -18,6 +20,7 @@ error, model, model_version, model_sha256, weights_sha256``. JSON Lines hold eac
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -26,7 +29,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO
 
 from leukedge.quality import QualityStatistics
 from leukedge.records import ModelInfo
@@ -65,37 +68,76 @@ class AtomicTextFile:
         try:
             if hasattr(os, "fchmod"):  # POSIX (Windows: the folder's ACL applies)
                 os.fchmod(fd, 0o666 & ~current_umask() if mode is None else mode)
-            self.handle: TextIO = open(fd, "w", encoding="utf-8", newline="")  # noqa: SIM115
+            # Unbuffered: each write() reaches the operating system whole or fails, and
+            # nothing is left in a buffer to fail again at close.
+            self._file: BinaryIO = open(fd, "wb", buffering=0)  # noqa: SIM115
         except BaseException:
             os.close(fd)
             self.temp_path.unlink(missing_ok=True)
             raise
         self.closed = False
+        self.size = 0  # bytes of the whole writes so far
+
+    @property
+    def handle(self) -> AtomicTextFile:
+        """A text stream onto the file (``write(str)``, ``flush()``), e.g. for
+        :class:`csv.writer`: the file itself."""
+        return self
+
+    def flush(self) -> None:
+        """Nothing to do: every :meth:`write` reaches the operating system at once."""
 
     def write(self, text: str) -> None:
-        """Write ``text`` (whole lines) and flush it to the operating system."""
-        self.handle.write(text)
-        self.handle.flush()
+        """Write ``text`` (whole lines, UTF-8) to the operating system.
+
+        A write that fails (a full disk, a file-size limit, a share gone) leaves nothing
+        of ``text`` behind: the file is cut back to the whole writes before it, so a later
+        :meth:`commit` still gives the target every complete line.
+
+        Raises:
+            OSError: it cannot be written; ``filename`` is the target.
+        """
+        data = memoryview(text.encode("utf-8"))
+        try:
+            written = 0
+            while written < len(data):  # a short write (a limit reached) comes back here
+                written += self._file.write(data[written:])
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), self.size)
+                os.lseek(self._file.fileno(), self.size, os.SEEK_SET)
+            raise self._naming_target(exc) from exc
+        self.size += len(data)
 
     def commit(self) -> None:
-        """Sync the data to disk and rename the temporary file onto the target."""
+        """Sync the data to disk and rename the temporary file onto the target.
+
+        Raises:
+            OSError: as :meth:`write`; the temporary file is then left in place.
+        """
         if self.closed:
             return
         self.closed = True
         try:
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
-        finally:
-            self.handle.close()
-        os.replace(self.temp_path, self.target)
+            try:
+                os.fsync(self._file.fileno())
+            finally:
+                self._file.close()
+            os.replace(self.temp_path, self.target)
+        except OSError as exc:
+            raise self._naming_target(exc) from exc
         _sync_folder(self.target.parent)
+
+    def _naming_target(self, exc: OSError) -> OSError:
+        """``exc`` with the target as its ``filename`` (a failed write names none)."""
+        return OSError(exc.errno, exc.strerror or str(exc), str(self.target))
 
     def discard(self) -> None:
         """Close and delete the temporary file; the target stays as it was."""
         if self.closed:
             return
         self.closed = True
-        self.handle.close()
+        self._file.close()
         self.temp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> AtomicTextFile:
@@ -276,10 +318,17 @@ class CsvWriter:
 def write_rows_atomically(
     target: str | os.PathLike, columns: Sequence[str], rows: Sequence[dict[str, Any]]
 ) -> None:
-    """A whole CSV (header ``columns``, then ``rows``) written atomically (group summaries)."""
-    with AtomicTextFile(target) as handle:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
+    """A whole CSV (header ``columns``, then ``rows``) written atomically (group summaries):
+    all of it, or, when it cannot be written (:class:`OSError` naming ``target``), nothing
+    (the target stays as it was)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns))
+    writer.writeheader()
+    writer.writerows(rows)
+    handle = AtomicTextFile(target)
+    try:
         handle.write(buffer.getvalue())
+    except BaseException:
+        handle.discard()
+        raise
+    handle.commit()

@@ -12,7 +12,11 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
 import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +69,11 @@ UNDECLARED_BITS_WARNING = 14
 """A 16-bit image without a declared bit depth whose values all fit in this many bits or fewer
 (maximum ≤ 16383: 10-, 12- and 14-bit camera data) gets a :class:`LeukedgeWarning`."""
 
+SCALE_BAND_PIXELS = 1 << 20
+"""16-bit and float samples scaled to 8 bits at a time (1 Mi samples: 4–8 MiB of floats),
+so scaling a large image needs no full-size float copy (a 48 MP 16-bit colour PNG peaked
+at 1.65 GB of RSS with them)."""
+
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 _EXIF_TRANSPOSE = {
@@ -104,6 +113,99 @@ class ImageDecodeError(LeukedgeError, ValueError):
         super().__init__(f"{self.source}: {problem}" if self.source else problem)
 
 
+LARGE_DECODE_BLOCK_BYTES = 64 << 20
+"""Pillow's image memory block (64 MiB) in leukedge's command-line processes
+(:func:`return_large_decodes_to_the_system`). Pillow allocates a decoded image in blocks of
+16 MiB by default; glibc serves such blocks from a thread's malloc arena once it has freed
+one (its mmap threshold rises to the freed size, up to 32 MiB), and an arena keeps freed
+memory: each worker thread of a folder run held on to its last large decode (six 48 MP
+PNGs, 6 workers: 1.07 GB peak RSS with the pixel budget). Blocks above 32 MiB are always
+mmapped and go back to the system when freed (the same run: 0.33 GB). Images under 64 MiB
+decoded are one block of their own size, as before."""
+
+
+def return_large_decodes_to_the_system() -> None:
+    """Make Pillow allocate large images in :data:`LARGE_DECODE_BLOCK_BYTES` blocks, so
+    their memory is returned to the system when freed; a no-op when the user set
+    ``PILLOW_BLOCK_SIZE``. Process-wide, so the SDK leaves it to programs: the ``leukedge``
+    command calls it; an application decoding large images in several threads may too."""
+    if "PILLOW_BLOCK_SIZE" not in os.environ:
+        Image.core.set_block_size(LARGE_DECODE_BLOCK_BYTES)
+
+
+class PixelBudget:
+    """Decoded pixels that all threads decoding through one budget may hold at once.
+
+    A folder of large images classified by several worker threads would otherwise hold
+    one full-size decode per worker: three 48 MP PNGs with 3 workers peaked at 2.6 GB of
+    RSS, one at a time at 0.95 GB (README, "Folders at the machine's limit"). The
+    :class:`~leukedge.Classifier` holds one budget of ``max_pixels`` for all its threads:
+    each decode claims its size (from the file's header, before decoding) and gives it
+    back once the image is resized to the model's input, so the decodes in flight never
+    hold more than ``limit`` pixels together, whatever the number of workers. Small images
+    (a 224×224 field is 0.05 MP) still decode in parallel.
+
+    Args:
+        limit: most pixels (width × height) held at once; ≥ 1.
+
+    Claims are served first come, first served (a large image is not starved by small
+    ones); one claim larger than ``limit`` proceeds alone, when nothing else is held.
+    Thread-safe.
+
+    Attributes:
+        limit: as given.
+        in_use: pixels held now.
+        peak: most pixels held at once so far.
+    """
+
+    def __init__(self, limit: int):
+        if limit < 1:
+            raise ValueError(f"pixel budget must be >= 1, got {limit}")
+        self.limit = int(limit)
+        self.in_use = 0
+        self.peak = 0
+        self._changed = threading.Condition()
+        self._waiting: deque[object] = deque()
+
+    @contextmanager
+    def claim(self) -> Iterator[Callable[[int], None]]:
+        """``with budget.claim() as reserve:`` ``reserve(pixels)`` blocks until ``pixels``
+        fit; everything reserved in the block is given back when it ends (also on an
+        exception)."""
+        held = 0
+
+        def reserve(pixels: int) -> None:
+            nonlocal held
+            self._acquire(int(pixels))
+            held += int(pixels)
+
+        try:
+            yield reserve
+        finally:
+            if held:
+                with self._changed:
+                    self.in_use -= held
+                    self._changed.notify_all()
+
+    def _acquire(self, pixels: int) -> None:
+        ticket = object()
+        with self._changed:
+            self._waiting.append(ticket)
+            try:
+                while self._waiting[0] is not ticket or (
+                    self.in_use > 0 and self.in_use + pixels > self.limit
+                ):
+                    self._changed.wait()
+            except BaseException:
+                self._waiting.remove(ticket)
+                self._changed.notify_all()
+                raise
+            self._waiting.popleft()
+            self.in_use += pixels
+            self.peak = max(self.peak, self.in_use)
+            self._changed.notify_all()  # the next in line may fit too
+
+
 def decode_size(model_size: tuple[int, int], factor: int | None = None) -> tuple[int, int]:
     """Smallest decoded size that still feeds ``model_size`` well: the draft rule.
 
@@ -136,6 +238,7 @@ def load_rgb(
     pixel_format: PixelFormat | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     min_size: tuple[int, int] | None = None,
+    reserve: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Decode one image to an RGB ``uint8`` array.
 
@@ -150,6 +253,10 @@ def load_rgb(
             decoding them (:data:`DEFAULT_MAX_PIXELS`; ``None``: no cap).
         min_size: ``(height, width)``; when given, a large JPEG is decoded at reduced scale
             down to no less than this (see :func:`decode_size`); ``None``: full size.
+        reserve: for files, called with the pixels the decode will hold (width × height
+            after any reduced JPEG decode) after the header is read and before decoding;
+            it may block, as :meth:`PixelBudget.claim`'s callable does until they fit in
+            the budget. Not called for arrays and PIL images (already in memory).
 
     Files: the EXIF orientation is applied; an alpha channel is dropped; 16-bit images are
     scaled to 8 bits by their declared bit depth (PNG ``sBIT``, TIFF ``MaxSampleValue`` or
@@ -187,6 +294,59 @@ def load_rgb(
             f"unsupported image input {type(image).__name__}: give a path, a PIL image or a "
             "uint8 numpy array"
         )
+    return _load_file(image, max_pixels, min_size, reserve, None)[0]
+
+
+def load_resized(
+    image: ImageInput,
+    size: tuple[int, int],
+    *,
+    pixel_format: PixelFormat | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    min_size: tuple[int, int] | None = None,
+    reserve: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`load_rgb` then :func:`resize_rgb` (the same pixels), and the decoded size.
+
+    An 8-bit file is resized from the image Pillow decoded, without the full-size array
+    and the full-size copy :func:`resize_rgb` makes of it: a 48 MP PNG then holds one
+    decoded image (190 MB) instead of three (README, "Folders at the machine's limit").
+    16-bit and float files, arrays and PIL images take :func:`load_rgb`'s path.
+
+    Args:
+        image, pixel_format, max_pixels, min_size, reserve: as in :func:`load_rgb`.
+        size: ``(height, width)`` of the result, pixels.
+
+    Returns:
+        ``(rgb, (height, width))``: ``uint8`` RGB ``(size[0], size[1], 3)``, and the size
+        the image was decoded at (after any reduced JPEG decode).
+
+    Raises:
+        As :func:`load_rgb`.
+    """
+    if pixel_format is None and isinstance(image, (str, os.PathLike)):
+        rgb, decoded = _load_file(image, max_pixels, min_size, reserve, size)
+    else:
+        rgb = load_rgb(
+            image,
+            pixel_format=pixel_format,
+            max_pixels=max_pixels,
+            min_size=min_size,
+            reserve=reserve,
+        )
+        decoded = rgb.shape[:2]
+    return resize_rgb(rgb, size), decoded
+
+
+def _load_file(
+    image: str | os.PathLike,
+    max_pixels: int | None,
+    min_size: tuple[int, int] | None,
+    reserve: Callable[[int], None] | None,
+    size: tuple[int, int] | None,
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """A file as :func:`load_rgb` decodes it, resized to ``size`` from Pillow's image when
+    it is 8-bit (``size`` ``None``: full size); also the decoded ``(height, width)``."""
     if not str(image):
         raise FileNotFoundError("empty path: no image file given")
     path = Path(image)
@@ -203,7 +363,13 @@ def load_rgb(
             _check_pixels(*pil.size, path, max_pixels)  # header only: nothing decoded yet
             _draft(pil, min_size)
             _warn_if_several_frames(pil, path)
-            rgb = _decode_file(pil, path)
+            if reserve is not None:
+                reserve(pil.width * pil.height)  # the decode's size, after any draft
+            if size is not None and _is_8bit(pil):
+                rgb, decoded = _decode_resized(pil, path, size)
+            else:
+                rgb = _decode_file(pil, path)
+                decoded = rgb.shape[:2]
     except ImageDecodeError:
         raise
     except UnidentifiedImageError as exc:
@@ -215,7 +381,29 @@ def load_rgb(
     except (OSError, SyntaxError, ValueError) as exc:
         # Truncated or corrupt files surface as OSError from the decoder.
         raise ImageDecodeError(f"corrupt or truncated image ({exc})", path) from exc
-    return _check_size(rgb, path)
+    return _check_size(rgb, path), decoded
+
+
+def _is_8bit(pil: Image.Image) -> bool:
+    """Decoded by Pillow to 8 bits per channel (not 16-bit or float data)."""
+    return pil.mode not in (*_SIXTEEN_BIT_MODES, "F") and not _is_16bit_colour(pil)
+
+
+def _decode_resized(
+    pil: Image.Image, path: Path, size: tuple[int, int]
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """An 8-bit image upright, in RGB and resized as :func:`resize_rgb` would, without a
+    full-size array; also its decoded ``(height, width)``."""
+    if _orientation(pil) in _EXIF_TRANSPOSE:
+        pil = ImageOps.exif_transpose(pil)
+    rgb = pil if pil.mode == "RGB" else pil.convert("RGB")
+    decoded = (rgb.height, rgb.width)
+    if 0 in decoded:
+        raise ImageDecodeError(f"empty image ({rgb.width}x{rgb.height} pixels)", path)
+    height, width = size
+    if decoded != (height, width):
+        rgb = rgb.resize((width, height), RESAMPLING)
+    return np.asarray(rgb, dtype=np.uint8), decoded
 
 
 def array_to_rgb(array: np.ndarray, pixel_format: PixelFormat | None = None) -> np.ndarray:
@@ -359,7 +547,9 @@ def _decode_file(pil: Image.Image, path: Path) -> np.ndarray:
     if _is_16bit_colour(pil):
         return _decode_16bit_colour(pil, path, _declared_max(pil, path))
     declared = _declared_max(pil, path) if pil.mode in _SIXTEEN_BIT_MODES else None
-    return _pil_to_rgb(ImageOps.exif_transpose(pil), path, declared)
+    if _orientation(pil) in _EXIF_TRANSPOSE:  # exif_transpose copies even when upright
+        pil = ImageOps.exif_transpose(pil)
+    return _pil_to_rgb(pil, path, declared)
 
 
 def _pil_to_rgb(
@@ -375,11 +565,15 @@ def _pil_to_rgb(
         gray = _scale_16bit(np.asarray(pil), declared_max, source)
         return np.repeat(gray[:, :, None], 3, axis=2)
     if pil.mode == "F":
-        array = np.asarray(pil, dtype=np.float64)
+        array = np.asarray(pil)  # float32, as stored
         scale = 255.0 if array.size and np.nanmax(array) <= 1.0 else 1.0
-        gray = np.clip(np.round(np.nan_to_num(array) * scale), 0, 255).astype(np.uint8)
+        gray = np.empty(array.shape, np.uint8)
+        for band in _row_bands(array):  # no full-size float64 copies
+            values = np.nan_to_num(array[band].astype(np.float64)) * scale
+            gray[band] = np.clip(np.round(values), 0, 255)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    return np.asarray(pil.convert("RGB"), dtype=np.uint8)
+    # convert() copies even an RGB image: a 48 MP image's 190 MB spared
+    return np.asarray(pil if pil.mode == "RGB" else pil.convert("RGB"), dtype=np.uint8)
 
 
 def _scale_16bit(
@@ -401,8 +595,22 @@ def _scale_16bit(
                 LeukedgeWarning,
                 stacklevel=5,
             )
-    scaled = np.round(array.astype(np.float32) * np.float32(255.0 / top))
-    return np.clip(scaled, 0, 255).astype(np.uint8)
+    # In bands of rows: a 48 MP colour image in float32 at once would be 580 MB, twice.
+    out = np.empty(array.shape, np.uint8)
+    factor = np.float32(255.0 / top)
+    for band in _row_bands(array):
+        values = array[band].astype(np.float32)
+        values *= factor
+        np.round(values, out=values)
+        out[band] = np.clip(values, 0, 255, out=values)
+    return out
+
+
+def _row_bands(array: np.ndarray) -> Iterator[slice]:
+    """Slices of ``array``'s rows holding about :data:`SCALE_BAND_PIXELS` samples each."""
+    rows = max(1, SCALE_BAND_PIXELS // max(1, int(np.prod(array.shape[1:]))))
+    for start in range(0, array.shape[0], rows):
+        yield slice(start, start + rows)
 
 
 def _declared_max(pil: Image.Image, path: Path) -> int | None:
@@ -474,7 +682,7 @@ def _decode_16bit_colour(pil: Image.Image, path: Path, declared_max: int | None)
     if array is None or array.dtype != np.uint16:
         raise ImageDecodeError("16-bit colour image that OpenCV cannot decode", path)
     if array.ndim == 3 and array.shape[2] >= 3:
-        array = array[:, :, [2, 1, 0]]  # OpenCV: BGR(A); alpha dropped
+        array = array[:, :, 2::-1]  # OpenCV: BGR(A); alpha dropped (a view, no copy)
     elif array.ndim == 3:
         array = array[:, :, 0]  # grey + alpha
     rgb = _scale_16bit(array, declared_max, path)
@@ -544,12 +752,12 @@ def load_and_resize(
     pixel_format: PixelFormat | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
-    """:func:`load_rgb` (large JPEGs drafted to :func:`decode_size`) then :func:`resize_rgb`.
+    """:func:`load_rgb` (large JPEGs drafted to :func:`decode_size`) then :func:`resize_rgb`,
+    as :func:`load_resized` does them.
 
     The path every image takes into a model: training, calibration, the accuracy gate and
     the :class:`~leukedge.Classifier`. Returns ``(height, width, 3)`` ``uint8`` RGB 0–255.
     """
-    rgb = load_rgb(
-        image, pixel_format=pixel_format, max_pixels=max_pixels, min_size=decode_size(size)
-    )
-    return resize_rgb(rgb, size)
+    return load_resized(
+        image, size, pixel_format=pixel_format, max_pixels=max_pixels, min_size=decode_size(size)
+    )[0]

@@ -26,6 +26,7 @@ again by their absolute path: restart with the same DIR.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -253,12 +254,39 @@ class Watcher:
             return error_record(item.path, exc, self.model)
         return result_record(item.path, result, self.model)
 
+    def _append(self, out: Any, record: dict[str, Any]) -> None:
+        """Write one record (``out``: the JSONL opened unbuffered for appending) and sync it
+        to disk; a record that cannot be written whole is cut off again, so the file keeps
+        only complete lines.
+
+        Raises:
+            OSError: it cannot be written (disk full, a share gone); ``filename`` is the
+                JSONL file.
+        """
+        data = memoryview(jsonl_line(record).encode("utf-8"))
+        try:
+            before = os.fstat(out.fileno()).st_size
+            written = 0
+            while written < len(data):  # a short write (a limit reached) comes back here
+                written += out.write(data[written:])
+            os.fsync(out.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError, UnboundLocalError):
+                os.ftruncate(out.fileno(), before)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.options.jsonl)) from exc
+
     def run(self, stop: StopRequest) -> int:
-        """Watch until ``stop`` is requested; returns the number of records written."""
+        """Watch until ``stop`` is requested; returns the number of records written.
+
+        Raises:
+            OSError: a record cannot be written (``filename`` is the JSONL file); the
+                records before it are on disk, and the image is classified again after a
+                restart.
+        """
         observer = self._start_observer()
         try:
             self._scan()
-            with open(self.options.jsonl, "a", encoding="utf-8") as out:
+            with open(self.options.jsonl, "ab", buffering=0) as out:
                 while not stop:
                     while True:
                         try:
@@ -270,9 +298,7 @@ class Watcher:
                         record = self._classify(item, now)
                         if record is None:
                             continue
-                        out.write(jsonl_line(record))
-                        out.flush()
-                        os.fsync(out.fileno())
+                        self._append(out, record)
                         key = _key(item.path)
                         self.recorded.add(key)
                         self.pending.pop(key, None)
