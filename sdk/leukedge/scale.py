@@ -59,7 +59,7 @@ BLACK_LEVEL = 30
 MIN_OBJECT_FRACTION = 0.005
 """An object (a non-black region) counts when it covers at least this fraction of the image."""
 
-COST_NOTE = "about 8 ms per 224×224 image, 45 ms at 640×480, on one core (README, Statuses)"
+COST_NOTE = "3.7–8 ms per 224×224 image on one shared core (README, Statuses)"
 
 
 @dataclass(frozen=True)
@@ -88,22 +88,30 @@ def _otsu3(values: np.ndarray) -> tuple[int, int]:
     levels = np.arange(256)
     w = np.cumsum(p)
     m = np.cumsum(p * levels)
-    a, b = levels[:, None], levels[None, :]
+    # Thresholds below the lowest value or at/above the highest leave a class empty: only
+    # the levels in between are tried (the same argmax, in the same order, at less cost).
+    present = np.flatnonzero(hist)
+    span = np.arange(present[0], max(present[0] + 1, present[-1]))
+    a, b = span[:, None], span[None, :]
     w0, w1, w2 = w[a], w[b] - w[a], 1.0 - w[b]
     m0, m1, m2 = m[a], m[b] - m[a], m[-1] - m[b]
     valid = (a < b) & (w0 > 1e-12) & (w1 > 1e-12) & (w2 > 1e-12)
     with np.errstate(divide="ignore", invalid="ignore"):
         score = np.where(valid, m0**2 / w0 + m1**2 / w1 + m2**2 / w2, -1.0)
-    low, high = divmod(int(np.argmax(score)), 256)
-    return low, high
+    i, j = divmod(int(np.argmax(score)), len(span))
+    if score[i, j] < 0:  # fewer than three levels: no split
+        return int(present[0]), int(present[-1])
+    return int(span[i]), int(span[j])
 
 
 def _enclosed_holes(mask: np.ndarray) -> np.ndarray:
     """Pixels outside ``mask`` (``uint8`` 0/255) not connected to the image border."""
     outside = cv2.bitwise_not(mask)
-    _, labels = cv2.connectedComponents(outside, connectivity=4)
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return (outside > 0) & ~np.isin(labels, border)
+    count, labels = cv2.connectedComponents(outside, connectivity=4)
+    enclosed = np.ones(count, dtype=bool)
+    enclosed[0] = False  # the mask itself
+    enclosed[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = False
+    return enclosed[labels]
 
 
 def estimate_red_cell_diameter(rgb: np.ndarray) -> RedCellSize | None:
@@ -181,8 +189,10 @@ def black_background(rgb: np.ndarray) -> tuple[float, int]:
     n, labels = cv2.connectedComponents(black, connectivity=4)
     if n <= 1:
         return 0.0, 1
-    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    surround = np.isin(labels, border[border > 0])
+    touches = np.zeros(n, dtype=bool)
+    touches[np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])] = True
+    touches[0] = False  # not near-black
+    surround = touches[labels]
     fraction = float(surround.mean())
     if fraction == 0.0:
         return 0.0, 1
