@@ -185,3 +185,16 @@ def test_model_without_the_range_has_no_scale_check():
     assert result.quality["red_cell_diameter"] is None
     cell = classifier.classify(segmented_cell())
     assert "segmented_cell" not in cell.failed_checks
+
+
+def test_info_prints_the_scale_checks(model_with_range, tmp_path):
+    from typer.testing import CliRunner
+
+    from leukedge.cli import app
+
+    path = tmp_path / "with_range.tflite"
+    path.write_bytes(model_with_range)
+    result = CliRunner().invoke(app, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "scale: red cells outside 12.0-22.0 px" in result.output
+    assert "segmented_cell: black surround > 0.50" in result.output
