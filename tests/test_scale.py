@@ -96,6 +96,10 @@ def test_scale_fires_outside_the_range_and_not_inside():
         assert [f.reason for f in failures] == ["scale"], diameter
         assert f"red cells {stats.red_cell_diameter:.0f} px across" in failures[0].message
         assert "trained at 12–22 px: another magnification" in failures[0].message
+    # No estimate (None, or NaN as from a float array): no scale check.
+    for missing in (None, float("nan")):
+        stats = QualityStatistics(224, 224, 180.0, 40.0, 0.01, 300.0, 30.0, missing)
+        assert check_quality(stats, thresholds) == []
 
 
 def test_scale_comes_before_focus_and_exposure():
@@ -129,7 +133,7 @@ def test_fit_diameter_range_and_derive_thresholds():
     diameters = list(np.linspace(15.0, 25.0, 101)) + [None] * 5
     low, high = fit_diameter_range(diameters, quantile=0.01, margin=0.15)
     assert (low, high) == pytest.approx((15.1 / 1.15, 24.9 * 1.15))
-    assert fit_diameter_range([16.0] * 19) is None  # too few estimates: no check
+    assert fit_diameter_range([16.0] * 19 + [float("nan")] * 5) is None  # too few: no check
     with pytest.raises(ValueError, match="quantile"):
         fit_diameter_range(diameters, quantile=0.6)
     stats = [

@@ -308,9 +308,10 @@ def check_quality(stats: QualityStatistics, thresholds: QualityThresholds) -> li
                 "through the microscope, not a cell cut out onto black",
             )
         )
-    if t.red_cell_diameter_range is not None and stats.red_cell_diameter is not None:
+    diameter = stats.red_cell_diameter
+    if t.red_cell_diameter_range is not None and diameter is not None and math.isfinite(diameter):
         low, high = t.red_cell_diameter_range
-        if not low <= stats.red_cell_diameter <= high:
+        if not low <= diameter <= high:
             failures.append(
                 QualityFailure(
                     "scale",

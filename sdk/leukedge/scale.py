@@ -224,7 +224,7 @@ def fit_diameter_range(
 
     Args:
         diameters: :func:`estimate_red_cell_diameter` ``.diameter_px`` of each training
-            image at the model's input size (``None`` entries are skipped).
+            image at the model's input size (``None`` and NaN entries are skipped).
         quantile: in (0, 0.5).
         margin: ≥ 0.
 
@@ -237,7 +237,7 @@ def fit_diameter_range(
     """
     if not 0.0 < quantile < 0.5 or margin < 0.0:
         raise ValueError(f"quantile must be in (0, 0.5) and margin ≥ 0, got {quantile}, {margin}")
-    values = np.array([d for d in diameters if d is not None], dtype=np.float64)
+    values = np.array([d for d in diameters if d is not None and math.isfinite(d)], dtype=float)
     if values.size < 20:
         return None
     low, high = np.quantile(values, [quantile, 1.0 - quantile])
