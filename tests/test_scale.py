@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from leukedge.metadata import add_scale_checks
 from leukedge.quality import (
     QualityStatistics,
     QualityThresholds,
@@ -22,7 +23,6 @@ from leukedge.quality import (
     image_statistics,
 )
 from leukedge.scale import (
-    add_scale_checks,
     black_background,
     estimate_red_cell_diameter,
     fit_diameter_range,

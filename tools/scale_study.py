@@ -7,7 +7,7 @@ model's input as the runtime does, and measure the red-cell diameter
 (:func:`leukedge.scale.black_background`). The red-cell range is fitted on the Taleqani
 fields (:func:`leukedge.scale.fit_diameter_range`: by default all of them, as the shipped
 model trains on all; ``--fit-on train`` for the train block), and written with the
-segmented-cell threshold into a **copy** of the model (:func:`leukedge.scale.add_scale_checks`,
+segmented-cell threshold into a **copy** of the model (:func:`leukedge.metadata.add_scale_checks`,
 no TensorFlow); each set is then classified with the original and with the copy and the
 refusal reasons are counted. A forward check fits the range on the earlier 80 % of each
 class's file numbers and counts ``scale`` on the later 20 %.
@@ -35,13 +35,12 @@ from PIL import Image
 
 from leukedge.classifier import Classifier, default_model_path
 from leukedge.evaluation.data import file_number, load_taleqani, split_by_blocks
-from leukedge.metadata import read_metadata
+from leukedge.metadata import add_scale_checks, read_metadata
 from leukedge.preprocess import load_rgb, resize_rgb
 from leukedge.quality import image_statistics
 from leukedge.scale import (
     DEFAULT_RANGE_MARGIN,
     DEFAULT_RANGE_QUANTILE,
-    add_scale_checks,
     estimate_red_cell_diameter,
     fit_diameter_range,
 )

@@ -242,36 +242,3 @@ def fit_diameter_range(
         return None
     low, high = np.quantile(values, [quantile, 1.0 - quantile])
     return [float(low / (1.0 + margin)), float(high * (1.0 + margin))]
-
-
-def add_scale_checks(
-    model: bytes,
-    diameter_range: Sequence[float] | None,
-    black_background_max: float | None,
-    source: str,
-) -> bytes:
-    """``model`` (a ``.tflite``'s bytes with leukedge quality metadata) with the red-cell
-    range and the segmented-cell threshold set; the weights are untouched. No TensorFlow
-    (:func:`leukedge.metadata.write_metadata`).
-
-    Args:
-        model: the ``.tflite`` file's bytes.
-        diameter_range: ``[low, high]`` px (:func:`fit_diameter_range`), ``None``: off.
-        black_background_max: see :class:`~leukedge.quality.QualityThresholds`.
-        source: how they were obtained, for the record (appended to the thresholds'
-            ``source``).
-
-    Raises:
-        ValueError: the model has no leukedge metadata or no quality thresholds.
-    """
-    from leukedge.metadata import read_metadata, write_metadata
-
-    metadata = read_metadata(model)
-    if metadata is None or metadata.quality is None:
-        raise ValueError("the model has no leukedge quality thresholds to extend")
-    metadata.quality.red_cell_diameter_range = (
-        None if diameter_range is None else [float(v) for v in diameter_range]
-    )
-    metadata.quality.black_background_max = black_background_max
-    metadata.quality.source = f"{metadata.quality.source}; scale checks: {source}"
-    return write_metadata(model, metadata)
