@@ -9,27 +9,27 @@ checks (:func:`check_quality`). Nothing here runs the model; each statistic cost
 microseconds at 224×224 (OpenCV; all together about 0.25 ms), except the red-cell diameter
 (:mod:`leukedge.scale`, a few ms), measured only when asked.
 
-=================  =========================================================================
-reason             failed when (statistic, threshold field)
-=================  =========================================================================
-``too_small``      the decoded image's shorter side < ``min_side`` pixels (default: half the
-                   model's input side): the model would see an upsampled blur
-``blank``          grey-level standard deviation < ``blank_std_max``: (nearly) uniform
-``segmented_cell`` the image is one object on a black surround (a segmented cell, C-NMC
-                   style): the near-black border-connected fraction >
-                   ``black_background_max`` and 1–2 objects on it (:mod:`leukedge.scale`)
-``scale``          the red cells' diameter at the model's input lies outside
-                   ``red_cell_diameter_range``: another magnification (:mod:`leukedge.scale`)
-``underexposed``   mean grey level < ``dark_mean_min``
-``saturated``      fraction of pixels clipped to white (all three channels ≥ 250) >
-                   ``saturated_fraction_max``: over-exposed
-``out_of_focus``   variance of the Laplacian of the grey image < ``focus_min`` (Pech-Pacheco
-                   et al., "Diatom autofocusing in brightfield microscopy: a comparative
-                   study", ICPR 2000)
-``not_stained``    colourfulness < ``stain_min`` (Hasler & Süsstrunk, "Measuring
-                   colourfulness in natural images", SPIE 5007, 2003): greyscale or
-                   colourless where the model expects stained smears
-=================  =========================================================================
+==================  =========================================================================
+reason              failed when (statistic, threshold field)
+==================  =========================================================================
+``too_small``       the decoded image's shorter side < ``min_side`` pixels (default: half the
+                    model's input side): the model would see an upsampled blur
+``blank``           grey-level standard deviation < ``blank_std_max``: (nearly) uniform
+``segmented_cell``  the image is one object on a black surround (a segmented cell, C-NMC
+                    style): the near-black border-connected fraction >
+                    ``black_background_max`` and 1–2 objects on it (:mod:`leukedge.scale`)
+``scale``           the red cells' diameter at the model's input lies outside
+                    ``red_cell_diameter_range``: another magnification (:mod:`leukedge.scale`)
+``underexposed``    mean grey level < ``dark_mean_min``
+``saturated``       fraction of pixels clipped to white (all three channels ≥ 250) >
+                    ``saturated_fraction_max``: over-exposed
+``out_of_focus``    variance of the Laplacian of the grey image < ``focus_min`` (Pech-Pacheco
+                    et al., "Diatom autofocusing in brightfield microscopy: a comparative
+                    study", ICPR 2000)
+``not_stained``     colourfulness < ``stain_min`` (Hasler & Süsstrunk, "Measuring
+                    colourfulness in natural images", SPIE 5007, 2003): greyscale or
+                    colourless where the model expects stained smears
+==================  =========================================================================
 
 ``segmented_cell`` and ``scale`` run before the exposure and focus checks: a cell on black
 is dark on average and a field at another magnification looks blurred, and those reasons
