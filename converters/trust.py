@@ -5,7 +5,8 @@ from the run's own splits, never the test split:
 
 1. **quality thresholds** (:class:`~leukedge.quality.QualityThresholds`): the runtime's own
    :func:`~leukedge.quality.image_statistics` on every **train** image at the model's input
-   size, turned into thresholds by :func:`~leukedge.quality.derive_thresholds`;
+   size, turned into thresholds by :func:`~leukedge.quality.derive_thresholds` (with the
+   red-cell diameter range of the ``scale`` check and the ``segmented_cell`` threshold);
 2. **out-of-domain model** (:class:`~leukedge.ood.OODSpec`): class means and shrunk shared
    covariance of the **train** images' embeddings, *as this very file computes them* (the
    int8 file's own embedding output, read through the SDK's engine), and a threshold at

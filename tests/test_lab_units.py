@@ -351,7 +351,8 @@ def test_csv_rows_hold_every_record_in_columns(tmp_path):
     with open(target, newline="") as handle:
         rows = list(csv.DictReader(handle))
     stats = ["height", "width", "grey_mean", "grey_std", "saturated_fraction",
-             "laplacian_variance", "colourfulness"]  # fmt: skip
+             "laplacian_variance", "colourfulness", "red_cell_diameter", "red_cell_count",
+             "black_background_fraction", "black_background_objects"]  # fmt: skip
     assert list(rows[0]) == csv_columns(["ALL", "HEM"]) == [
         "path", "status", "label", "reason", "p_ALL", "p_HEM", "score", "message",
         "model_label", "model_p_ALL", "model_p_HEM", "ood_distance",

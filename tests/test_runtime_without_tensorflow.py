@@ -19,9 +19,10 @@ RUNTIME_TESTS = (
     "test_lab_units.py",
     "test_lab_cli.py",
     "test_readme_api.py",
+    "test_scale.py",
 )
 """Test files of the runtime (SDK, classify/info/bench, metadata, examples, the lab
-workflow: folders, files, groups, watch, camera)."""
+workflow: folders, files, groups, watch, camera; the scale and segmented-cell checks)."""
 
 
 @pytest.mark.slow

@@ -50,7 +50,7 @@ from leukedge.preprocess import load_rgb, resize_rgb
 from leukedge.quality import check_quality, derive_thresholds, image_statistics
 
 ACCEPT_QUANTILE = 0.97
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 """Part of the feature cache's name: bump when the features or image_statistics change."""
 IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif"}
 

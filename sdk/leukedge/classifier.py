@@ -535,7 +535,9 @@ class Classifier:
         timestamp_ms: int | None,
     ) -> ClassificationResult:
         rgb, decoded_size = loaded
-        stats = image_statistics(rgb, decoded_size)
+        # The red-cell estimate costs a few ms: only for models that carry a range.
+        red_cells = self.quality_thresholds.red_cell_diameter_range is not None
+        stats = image_statistics(rgb, decoded_size, red_cells=red_cells)
         failures = [(f.reason, f.message) for f in check_quality(stats, self.quality_thresholds)]
         # The probabilities stay plain Python: NumPy calls on these few numbers, right after
         # the invoke, would cost more than the rest of the SDK's own work (README,

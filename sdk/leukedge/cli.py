@@ -862,6 +862,8 @@ def _trust_lines(metadata, engine) -> list[str]:
     checks = [
         ("too_small", q.min_side, "shorter side < {} px"),
         ("blank", q.blank_std_max, "grey std < {:.3g}"),
+        ("segmented_cell", q.black_background_max, "black surround > {:.2f}, 1-2 objects"),
+        ("scale", q.red_cell_diameter_range, "red cells outside {0[0]:.1f}-{0[1]:.1f} px"),
         ("underexposed", q.dark_mean_min, "mean grey < {:.3g}"),
         ("saturated", q.saturated_fraction_max, "clipped fraction > {:.3g}"),
         ("out_of_focus", q.focus_min, "Laplacian variance < {:.3g}"),

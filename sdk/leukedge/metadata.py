@@ -13,6 +13,7 @@ converters.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -423,3 +424,35 @@ def write_metadata(buf: bytes, metadata: ModelMetadata) -> bytes:
 def _name(entry: Any) -> str:
     name = entry.name
     return name.decode("utf-8") if isinstance(name, bytes) else str(name)
+
+
+def add_scale_checks(
+    model: bytes,
+    diameter_range: Sequence[float] | None,
+    black_background_max: float | None,
+    source: str,
+) -> bytes:
+    """``model`` (a ``.tflite``'s bytes with leukedge quality metadata) with the red-cell
+    range and the segmented-cell threshold set; the weights are untouched. No TensorFlow
+    (:func:`write_metadata`).
+
+    Args:
+        model: the ``.tflite`` file's bytes.
+        diameter_range: ``[low, high]`` px (:func:`leukedge.scale.fit_diameter_range`),
+            ``None``: off.
+        black_background_max: see :class:`~leukedge.quality.QualityThresholds`.
+        source: how they were obtained, for the record (appended to the thresholds'
+            ``source``).
+
+    Raises:
+        ValueError: the model has no leukedge metadata or no quality thresholds.
+    """
+    metadata = read_metadata(model)
+    if metadata is None or metadata.quality is None:
+        raise ValueError("the model has no leukedge quality thresholds to extend")
+    metadata.quality.red_cell_diameter_range = (
+        None if diameter_range is None else [float(v) for v in diameter_range]
+    )
+    metadata.quality.black_background_max = black_background_max
+    metadata.quality.source = f"{metadata.quality.source}; scale checks: {source}"
+    return write_metadata(model, metadata)

@@ -6,24 +6,36 @@ images and stores in the model's metadata (:class:`QualityThresholds`). One func
 measures (:func:`image_statistics`, used by the runtime and by the converter alike), one
 derives thresholds from the training images' statistics (:func:`derive_thresholds`), one
 checks (:func:`check_quality`). Nothing here runs the model; each statistic costs
-microseconds at 224×224 (OpenCV).
+microseconds at 224×224 (OpenCV; all together about 0.25 ms), except the red-cell diameter
+(:mod:`leukedge.scale`, a few ms), measured only when asked.
 
-=================  =========================================================================
-reason             failed when (statistic, threshold field)
-=================  =========================================================================
-``too_small``      the decoded image's shorter side < ``min_side`` pixels (default: half the
-                   model's input side): the model would see an upsampled blur
-``blank``          grey-level standard deviation < ``blank_std_max``: (nearly) uniform
-``underexposed``   mean grey level < ``dark_mean_min``
-``saturated``      fraction of pixels clipped to white (all three channels ≥ 250) >
-                   ``saturated_fraction_max``: over-exposed
-``out_of_focus``   variance of the Laplacian of the grey image < ``focus_min`` (Pech-Pacheco
-                   et al., "Diatom autofocusing in brightfield microscopy: a comparative
-                   study", ICPR 2000)
-``not_stained``    colourfulness < ``stain_min`` (Hasler & Süsstrunk, "Measuring
-                   colourfulness in natural images", SPIE 5007, 2003): greyscale or
-                   colourless where the model expects stained smears
-=================  =========================================================================
+==================  =========================================================================
+reason              failed when (statistic, threshold field)
+==================  =========================================================================
+``too_small``       the decoded image's shorter side < ``min_side`` pixels (default: half the
+                    model's input side): the model would see an upsampled blur
+``blank``           grey-level standard deviation < ``blank_std_max``: (nearly) uniform
+``segmented_cell``  the image is one object on a black surround (a segmented cell, C-NMC
+                    style): the near-black border-connected fraction >
+                    ``black_background_max`` and 1–2 objects on it (:mod:`leukedge.scale`)
+``scale``           the red cells' diameter at the model's input lies outside
+                    ``red_cell_diameter_range``: another magnification (:mod:`leukedge.scale`)
+``underexposed``    mean grey level < ``dark_mean_min``
+``saturated``       fraction of pixels clipped to white (all three channels ≥ 250) >
+                    ``saturated_fraction_max``: over-exposed
+``out_of_focus``    variance of the Laplacian of the grey image < ``focus_min`` (Pech-Pacheco
+                    et al., "Diatom autofocusing in brightfield microscopy: a comparative
+                    study", ICPR 2000)
+``not_stained``     colourfulness < ``stain_min`` (Hasler & Süsstrunk, "Measuring
+                    colourfulness in natural images", SPIE 5007, 2003): greyscale or
+                    colourless where the model expects stained smears
+==================  =========================================================================
+
+``segmented_cell`` and ``scale`` run before the exposure and focus checks: a cell on black
+is dark on average and a field at another magnification looks blurred, and those reasons
+would send a technician to the lamp or the focus knob for nothing. Both are off in models
+whose metadata lacks their threshold (converted before them); they are then not listed as
+``unchecked`` either (the model's other checks are complete without them).
 
 Grey is OpenCV's ``COLOR_RGB2GRAY`` (ITU-R BT.601 luma), values 0–255.
 
@@ -43,9 +55,13 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
+from leukedge.scale import black_background, estimate_red_cell_diameter, fit_diameter_range
+
 QUALITY_REASONS = (
     "too_small",
     "blank",
+    "segmented_cell",
+    "scale",
     "underexposed",
     "saturated",
     "out_of_focus",
@@ -82,6 +98,14 @@ class QualityStatistics:
         laplacian_variance: variance of the 3×3 Laplacian of the grey image (grey levels²).
         colourfulness: Hasler–Süsstrunk colourfulness M of the image area-averaged to half
             size (0 for grey images; ~13–68 on the Taleqani training fields).
+        red_cell_diameter: typical red-cell diameter in pixels of the model's input
+            (:func:`leukedge.scale.estimate_red_cell_diameter`); ``None`` when too few
+            red cells were found or when not measured (``red_cells=False``).
+        red_cell_count: about how many cell-sized objects that estimate rests on (0 when
+            ``None``).
+        black_background_fraction: fraction (0–1) of near-black pixels connected to the
+            border (:func:`leukedge.scale.black_background`).
+        black_background_objects: objects on that black surround.
     """
 
     height: int
@@ -91,6 +115,10 @@ class QualityStatistics:
     saturated_fraction: float
     laplacian_variance: float
     colourfulness: float
+    red_cell_diameter: float | None = None
+    red_cell_count: float = 0.0
+    black_background_fraction: float = 0.0
+    black_background_objects: int = 0
 
     def to_dict(self) -> dict[str, float | int]:
         """JSON-ready dictionary (floats rounded to 6 significant digits)."""
@@ -100,7 +128,7 @@ class QualityStatistics:
 
 
 def image_statistics(
-    rgb: np.ndarray, source_size: tuple[int, int] | None = None
+    rgb: np.ndarray, source_size: tuple[int, int] | None = None, red_cells: bool = True
 ) -> QualityStatistics:
     """Measure the quality statistics of one image.
 
@@ -109,6 +137,8 @@ def image_statistics(
             statistics describe what the model sees; thresholds are derived the same way).
         source_size: ``(height, width)`` of the image as decoded, before resizing; default
             ``rgb``'s own size.
+        red_cells: estimate the red-cell diameter (a few ms at 224²); the runtime passes
+            ``False`` for models without a red-cell range.
 
     Returns:
         :class:`QualityStatistics`.
@@ -135,6 +165,8 @@ def image_statistics(
     colourfulness = math.hypot(rg_std.item(), yb_std.item()) + 0.3 * math.hypot(
         rg_mean.item(), yb_mean.item()
     )
+    red = estimate_red_cell_diameter(rgb) if red_cells and min(rgb.shape[:2]) >= 16 else None
+    black_fraction, objects = black_background(rgb)
     return QualityStatistics(
         height=int(height),
         width=int(width),
@@ -143,6 +175,10 @@ def image_statistics(
         saturated_fraction=cv2.countNonZero(saturated) / float(grey.size),
         laplacian_variance=lap_std.item() ** 2,
         colourfulness=colourfulness,
+        red_cell_diameter=None if red is None else red.diameter_px,
+        red_cell_count=0.0 if red is None else red.cells,
+        black_background_fraction=black_fraction,
+        black_background_objects=objects,
     )
 
 
@@ -157,6 +193,11 @@ class QualityThresholds:
         saturated_fraction_max: fraction of white-clipped pixels above which ``saturated``.
         focus_min: variance of the Laplacian below which ``out_of_focus``.
         stain_min: colourfulness below which ``not_stained``.
+        red_cell_diameter_range: ``[low, high]``, pixels of the model's input: a measured
+            red-cell diameter outside it is ``scale`` (fitted on the training images by
+            :func:`leukedge.scale.fit_diameter_range`; ``None``: no scale check).
+        black_background_max: near-black border-connected fraction above which an image
+            with 1–2 objects is ``segmented_cell`` (``None``: no check).
         source: how the values were obtained, in words (e.g. ``"training split, n=1913"``).
         quantile: training quantile the derived values start from (``None`` if set by hand).
         margin: how far beyond that quantile they sit (see :func:`derive_thresholds`).
@@ -168,6 +209,8 @@ class QualityThresholds:
     saturated_fraction_max: float | None = None
     focus_min: float | None = None
     stain_min: float | None = None
+    red_cell_diameter_range: list[float] | None = None
+    black_background_max: float | None = None
     source: str = "set by hand"
     quantile: float | None = None
     margin: float | None = None
@@ -194,7 +237,8 @@ class QualityThresholds:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def unchecked(self) -> list[str]:
-        """Reasons whose check is off (threshold ``None``), in check order."""
+        """Reasons whose check is off (threshold ``None``), in check order; ``scale`` and
+        ``segmented_cell`` are never listed (see the module's docstring)."""
         return [reason for reason, attr in _CHECKS if getattr(self, attr) is None]
 
 
@@ -252,6 +296,31 @@ def check_quality(stats: QualityStatistics, thresholds: QualityThresholds) -> li
                 f"{t.blank_std_max:.3g} ({_origin(t, True)})",
             )
         )
+    if (
+        t.black_background_max is not None
+        and stats.black_background_fraction > t.black_background_max
+        and 1 <= stats.black_background_objects <= 2
+    ):
+        failures.append(
+            QualityFailure(
+                "segmented_cell",
+                f"a segmented cell on black ({100 * stats.black_background_fraction:.0f} % "
+                "black surround): this model expects whole smear fields as photographed "
+                "through the microscope, not a cell cut out onto black",
+            )
+        )
+    diameter = stats.red_cell_diameter
+    if t.red_cell_diameter_range is not None and diameter is not None and math.isfinite(diameter):
+        low, high = t.red_cell_diameter_range
+        if not low <= diameter <= high:
+            failures.append(
+                QualityFailure(
+                    "scale",
+                    f"red cells {stats.red_cell_diameter:.0f} px across (at the model's "
+                    f"input size); this model was trained at {low:.0f}–{high:.0f} px: "
+                    "another magnification",
+                )
+            )
     if t.dark_mean_min is not None and stats.grey_mean < t.dark_mean_min:
         failures.append(
             QualityFailure(
@@ -299,7 +368,10 @@ def derive_thresholds(
     A lower bound sits ``margin`` of the way from the training images' ``quantile`` down to
     0 (``q · (1 − margin)``: with the defaults, half the 0.1 % quantile); the upper bound on
     the clipped fraction sits ``margin`` of the way from the ``1 − quantile`` quantile up to
-    1 (``q + margin · (1 − q)``). So no training image fails a check by construction
+    1 (``q + margin · (1 − q)``), and so does ``black_background_max`` (from the black
+    surround fraction). The red-cell range is :func:`leukedge.scale.fit_diameter_range`
+    of the training images' diameters (its own quantile and margin: a factor). So no
+    training image fails a check by construction
     unless it lies in the outermost ``quantile``, and an image fails only when it is
     clearly worse than nearly every training image. ``min_side`` is half the input side.
 
@@ -329,6 +401,8 @@ def derive_thresholds(
 
     clipped = np.array([s.saturated_fraction for s in statistics], dtype=np.float64)
     high = float(np.quantile(clipped, 1.0 - quantile))
+    black = np.array([s.black_background_fraction for s in statistics], dtype=np.float64)
+    black_high = float(np.quantile(black, 1.0 - quantile))
     return QualityThresholds(
         min_side=max(1, input_side // 2),
         blank_std_max=low("grey_std"),
@@ -336,6 +410,8 @@ def derive_thresholds(
         saturated_fraction_max=high + margin * (1.0 - high),
         focus_min=low("laplacian_variance"),
         stain_min=low("colourfulness"),
+        red_cell_diameter_range=fit_diameter_range([s.red_cell_diameter for s in statistics]),
+        black_background_max=black_high + margin * (1.0 - black_high),
         source=f"{source}, n={len(statistics)}",
         quantile=quantile,
         margin=margin,
