@@ -213,35 +213,22 @@ def _segment(
     box grown by the margin; the mask is the GrabCut cell (``options.masks``) in a box of its
     own, or else the nucleus component inside the box.
     """
-    height, width = rgb.shape[:2]
     ys, xs = np.nonzero(region)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-    mx, my = options.box_margin * (x1 - x0), options.box_margin * (y1 - y0)
-    box = _clip_box(
-        (x0 - mx) / factor,
-        (y0 - my) / factor,
-        (x1 + mx) / factor,
-        (y1 + my) / factor,
-        width,
-        height,
+    bounds = (x0, y0, x1, y1)
+    box = _grown(
+        bounds, options.box_margin * (x1 - x0), options.box_margin * (y1 - y0), factor, rgb
     )
     if not options.masks:
-        return box, box, _nucleus_in_box(region, (x0, y0, x1, y1), box, factor)
+        return box, box, _nucleus_in_box(region, bounds, box, factor)
     # A window reaching REACH nucleus sizes beyond the nucleus on every side, at a scale where a
     # red cell is MASK_DIAMETER_PX across (never above the field's resolution).
     reach = REACH * max(x1 - x0, y1 - y0)
-    win = _clip_box(
-        (x0 - reach) / factor,
-        (y0 - reach) / factor,
-        (x1 + reach) / factor,
-        (y1 + reach) / factor,
-        width,
-        height,
-    )
+    win = _grown(bounds, reach, reach, factor, rgb)
     cell = _window_mask(rgb, win, region, stain_threshold, factor, options)
     ys, xs = np.nonzero(cell)
     if not len(xs):
-        return box, box, _nucleus_in_box(region, (x0, y0, x1, y1), box, factor)
+        return box, box, _nucleus_in_box(region, bounds, box, factor)
     mask_box = (
         win[0] + int(xs.min()),
         win[1] + int(ys.min()),
@@ -310,14 +297,18 @@ own resolution): 40 px gives a Dice 0.01–0.03 under 50 px on the ``wbc-normal`
 half GrabCut's cost (which grows with the window's pixels)."""
 
 
-def _clip_box(
-    x0: float, y0: float, x1: float, y1: float, width: int, height: int
+def _grown(
+    bounds: tuple[int, int, int, int], dx: float, dy: float, factor: float, rgb: np.ndarray
 ) -> tuple[int, int, int, int]:
+    """Working-scale ``bounds`` (x0, y0, x1, y1) grown by ``dx``, ``dy`` on each side, in the
+    field's pixels (÷ ``factor``), clipped to the field ``rgb`` and rounded outwards."""
+    x0, y0, x1, y1 = bounds
+    height, width = rgb.shape[:2]
     return (
-        max(0, int(np.floor(x0))),
-        max(0, int(np.floor(y0))),
-        min(width, int(np.ceil(x1))),
-        min(height, int(np.ceil(y1))),
+        max(0, int(np.floor((x0 - dx) / factor))),
+        max(0, int(np.floor((y0 - dy) / factor))),
+        min(width, int(np.ceil((x1 + dx) / factor))),
+        min(height, int(np.ceil((y1 + dy) / factor))),
     )
 
 
