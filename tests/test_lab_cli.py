@@ -230,14 +230,27 @@ def _start_and_wait_for_rows(tmp_path: Path, folder: Path, rows: int, *extra):
          "--workers", "1", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    before = {path: path.read_bytes() if path.exists() else None for path in (csv_out, jsonl_out)}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         partial = list(tmp_path.glob(".r.jsonl.*.partial"))
         if partial and partial[0].read_text().count("\n") >= rows:
             return proc, csv_out, jsonl_out
+        # Fail at once, naming the cause, rather than after the time-out: an output
+        # written in place (not atomic) or a run that ended before writing the rows.
+        changed = [
+            p.name for p, old in before.items() if (p.read_bytes() if p.exists() else None) != old
+        ]
+        if changed:
+            proc.kill()
+            pytest.fail(f"{', '.join(changed)} written in place while running: not atomic")
+        if proc.poll() is not None:
+            pytest.fail(
+                f"classify exited {proc.returncode} before {rows} rows: {proc.stderr.read()}"
+            )
         time.sleep(0.02)
     proc.kill()
-    pytest.fail("no rows appeared")
+    pytest.fail(f"no {rows} rows in a temporary .r.jsonl.*.partial file after 60 s")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
