@@ -472,7 +472,9 @@ def test_statuses_flow_into_files_groups_and_table(tmp_path, classifier):
         rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
     benign, field, tiny = rows[BENIGN], rows[FIELD], rows["tiny.png"]
     assert (benign["status"], benign["reason"], benign["label"]) == ("refer", "uncertain", "")
-    assert float(benign["p_ALL"]) == pytest.approx(0.9439, abs=1e-3)
+    # Within two steps of the uint8 output (1/256 each) of the model's 0.9439, the largest
+    # move measured between CPUs (test_cli_and_sdk.py::test_cli_table_and_exit_zero).
+    assert float(benign["p_ALL"]) == pytest.approx(0.9439, abs=0.01)
     assert (field["status"], field["label"]) == ("ok", "ALL")
     assert (tiny["status"], tiny["reason"], tiny["label"], tiny["p_ALL"]) == (
         "rejected", "too_small", "", "",
