@@ -97,3 +97,33 @@ def test_training_warns_about_small_splits_before_fitting(tiny_config, tmp_path,
     # Stopped before the first epoch, the warnings were given; config.json keeps them.
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["split_warnings"] == [m.removeprefix("small split: ") for m in small]
+
+
+def test_a_one_image_int8_failure_is_not_sent_to_auto_keep_float(monkeypatch, caplog):
+    """The converter's advice after a failed int8 gate: below the split's resolution it
+    says so (and how many images the bounds need), otherwise it points to the float
+    options. (The debugger is replaced: this checks the advice, not the ranking.)"""
+    from leukedge.converters import debug
+    from leukedge.converters.convert import ConvertConfig, Converter
+
+    monkeypatch.setattr(debug, "layer_errors", lambda model, images: [])
+    converter = Converter(ConvertConfig(model="m.keras"))
+    converter.export_model = converter.representative = None
+    one_flip = {
+        "n": 12,
+        "delta_pp": 100 / 12,
+        "agreement": 11 / 12,
+        "mean_abs_prob_diff": 0.01,
+        "ece_increase": 0.0,
+    }
+    one_flip["gate_failures"] = check(one_flip, GateConfig())
+    with caplog.at_level(logging.INFO, logger="leukedge"):
+        _, figures = converter.diagnose_int8(b"", dict(one_flip))
+    assert figures["below_resolution"] is True
+    assert "failed by one image of 12" in caplog.text and "at least 100" in caplog.text
+    assert "retry with" not in caplog.text  # the --keep-float / --auto-keep-float advice
+    caplog.clear()
+    two_flips = one_flip | {"delta_pp": 200 / 12, "agreement": 10 / 12}
+    with caplog.at_level(logging.INFO, logger="leukedge"):
+        _, figures = converter.diagnose_int8(b"", two_flips)
+    assert "below_resolution" not in figures and "retry with" in caplog.text

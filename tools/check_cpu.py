@@ -40,13 +40,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_TESTS = [
     "tests/test_ood.py",
+    "tests/test_decision.py",
     "tests/test_resolution.py",
     "tests/test_convert_splits.py",
-    "tests/test_decision.py",
+    "tests/test_trust_sdk.py",
     "tests/test_cli_and_sdk.py",
 ]
-"""NumPy-only OOD scoring, resolution and split checks, decisions, and the SDK's LiteRT
-runtime on the embedded int8 model (in-process; no TensorFlow)."""
+"""NumPy-only OOD scoring, decisions, resolution and split checks, and the SDK's LiteRT
+runtime on the embedded int8 model with its fitted checks (no TensorFlow); run with
+``-m "not slow"``."""
 
 TENSORFLOW_TESTS = ["tests/test_gate.py"]
 """The gate end to end: a probe trained and converted under the CPU model, int8 included."""
@@ -88,7 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     if probe.returncode != 0 or "AVX2" not in features or (hidden and hidden in features):
         print(f"error: the CPU model is not in force:\n{probe.stderr[-2000:]}", file=sys.stderr)
         return 2
-    tests = args.pytest_args or DEFAULT_TESTS + (TENSORFLOW_TESTS if args.with_tensorflow else [])
+    if args.pytest_args:
+        tests = args.pytest_args
+    elif args.with_tensorflow:
+        tests = DEFAULT_TESTS + TENSORFLOW_TESTS
+    else:
+        tests = ["-m", "not slow", *DEFAULT_TESTS]
     start = time.monotonic()
     result = subprocess.run(
         [*command, "-m", "pytest", "-p", "no:cacheprovider", "-q", *tests], env=env, cwd=REPO
