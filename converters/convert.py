@@ -342,9 +342,15 @@ class Converter:
         ``auto_keep_float``, keep the worst 1, 2, 4… of them in float until the gate
         passes (selective quantization).
 
+        A failure by one image on a split where one image is coarser than the bound
+        (:func:`~leukedge.converters.gate.below_resolution`) is logged as such, with the
+        number of held-out images the bounds need, instead of the advice to keep tensors
+        in float.
+
         Returns:
             The passing ``(content, figures)``, or the failing ones given (with
-            ``worst_layers`` added) when nothing passes or ``auto_keep_float`` is off.
+            ``worst_layers`` added, and ``below_resolution`` when that is the case) when
+            nothing passes or ``auto_keep_float`` is off.
         """
         from leukedge.converters.debug import format_layer_errors, layer_errors
 
