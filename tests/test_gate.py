@@ -167,10 +167,11 @@ def test_gate_fails_int8_calibrated_on_noise_on_probability_drift(
     it, whatever happens to the labels.
 
     Measured on this 103-image validation split: mean |dp| 0.032 against 0.016 properly
-    calibrated, ECE increase 0.032 to 0.037 in runs here (bound 0.02). Whether some labels flip as well depends
-    on the CPU's int8 kernels (a Zen 5 with AVX-512 VNNI kept all 103; a Xeon with AMX
-    flipped 3, agreement 0.9709): so this test asserts no label figure. The drift figures
-    are compared with the proper calibration's on the same machine, not with constants.
+    calibrated, ECE increase 0.032 to 0.037 in runs here (bound 0.02). Whether some labels
+    flip as well depends on the CPU's int8 kernels (a Zen 5 with AVX-512 VNNI kept all
+    103; a Xeon with AMX flipped 3, agreement 0.9709): so this test asserts no label
+    figure. The drift figures are compared with the proper calibration's on the same
+    machine, not with constants.
     """
     config = ConvertConfig(
         model=str(run_dir / "model.keras"),
