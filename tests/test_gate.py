@@ -278,6 +278,9 @@ def test_cli_exit_codes(run_dir, dark_images, tmp_path):
     )
     assert failed.exit_code == 1
     assert "gate FAILED" in failed.output
+    # The gate states its resolution: one of the 103 val images is 0.97 pp (1 pp allows 1).
+    assert "gate resolution: one image = 0.97 pp of 103 held-out images" in failed.output
+    assert "(one image = 0.97 pp of 103)" in failed.output  # in the failure's reasons
     missing = runner.invoke(app, ["convert", str(tmp_path / "nope.keras")])
     assert missing.exit_code == 2 and "nope.keras" in missing.output
     empty = tmp_path / "empty"
