@@ -49,6 +49,7 @@ from leukedge.converters.precisions import PRECISION_TABLE, PRECISIONS, IoDtype,
 from leukedge.converters.tflite import ConversionError
 from leukedge.converters.trust import TrustConfig
 from leukedge.evaluation.data import LABELS, Sample, samples_from, stratified_subset
+from leukedge.evaluation.resolution import gate_images_needed, image_pp
 from leukedge.metadata import InputSpec, ModelMetadata, write_metadata
 from leukedge.modeling.config import InputKind
 from leukedge.preprocess import load_and_resize
@@ -261,6 +262,7 @@ class Converter:
         metrics = evaluate(self.reference, self.truth, self.labels)
         _, y_ref, p_ref = join_by_name(self.reference, self.truth, self.labels)
         log.info("held-out images for the gate: %d from %s", len(self.eval_samples), source)
+        log.info("%s", gate.resolution(len(self.eval_samples), config.gate))
         return {
             "accuracy": metrics["accuracy"],
             "weighted_f1": metrics["weighted_f1"],
@@ -356,9 +358,15 @@ class Converter:
         ``auto_keep_float``, keep the worst 1, 2, 4… of them in float until the gate
         passes (selective quantization).
 
+        A failure by one image on a split where one image is coarser than the bound
+        (:func:`~leukedge.converters.gate.below_resolution`) is logged as such, with the
+        number of held-out images the bounds need, instead of the advice to keep tensors
+        in float.
+
         Returns:
             The passing ``(content, figures)``, or the failing ones given (with
-            ``worst_layers`` added) when nothing passes or ``auto_keep_float`` is off.
+            ``worst_layers`` added, and ``below_resolution`` when that is the case) when
+            nothing passes or ``auto_keep_float`` is off.
         """
         from leukedge.converters.debug import format_layer_errors, layer_errors
 
@@ -373,8 +381,22 @@ class Converter:
             {"tensor": e.tensor_name, "op": e.op_name, "rmse_per_scale": e.rmse_per_scale}
             for e in errors[:10]
         ]
-        if not config.auto_keep_float:
+        if gate.below_resolution(figures, config.gate):
+            n = figures["n"]
+            log.warning(
+                "int8 failed by one image of %d: one image is %.2f pp, coarser than the "
+                "gate's bounds, so rounding on one borderline image can decide it and "
+                "keeping tensors in float may not help; gate on more held-out images "
+                "(--eval-data; at least %d for these bounds) or set bounds this split can "
+                "resolve (--max-delta, --min-agreement)",
+                n,
+                100.0 / n,
+                gate_images_needed(config.gate.max_delta, config.gate.min_agreement),
+            )
+            figures["below_resolution"] = True
+        elif not config.auto_keep_float:
             log.info("retry with --keep-float TENSOR… or --auto-keep-float")
+        if not config.auto_keep_float:
             return content, figures
         k = 1
         while k <= min(config.max_keep_float, len(errors)):
@@ -530,6 +552,8 @@ class Converter:
                 "max_mean_abs_prob_diff": config.gate.max_mean_abs_prob_diff,
                 "max_ece_increase": config.gate.max_ece_increase,
                 "checked": config.check,
+                "n": len(self.eval_samples),
+                "resolution_pp": image_pp(len(self.eval_samples)),
             },
             "trust": asdict(config.trust_config) | {"fitted": bool(self.trust_train)},
             "precisions": {},

@@ -165,6 +165,20 @@ def build_model(
     return keras.Model(inputs, outputs, name=arch.replace("-", "_"))
 
 
+def embedding_width(model: keras.Model) -> int | None:
+    """D, the width of the embedding the converter exports for the out-of-domain check
+    (``leukedge.converters.tflite.with_embedding_output``): the channels of the backbone's
+    last feature map, at the input of ``attention_tokens`` (proposed models) or the output
+    of ``head_gap`` (baselines); 1,280 for Lite0 and B0. ``None`` when the model has
+    neither layer (no embedding is exported)."""
+    names = {layer.name for layer in model.layers}
+    if "attention_tokens" in names:
+        return int(model.get_layer("attention_tokens").input.shape[-1])
+    if "head_gap" in names:
+        return int(model.get_layer("head_gap").output.shape[-1])
+    return None
+
+
 def set_trainable_backbone_layers(
     model: keras.Model, top_n: int, train_batchnorm: bool = False
 ) -> int:

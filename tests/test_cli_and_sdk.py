@@ -365,7 +365,10 @@ def test_cli_table_and_exit_zero(classifier, example_images):
         ("ok", "ALL"),
         ("rejected", None),
     ]
-    assert round(results[0].probabilities["ALL"], 3) == 0.944
+    # The uint8 output moves in steps of 1/256 when a CPU's int8 kernels round otherwise:
+    # the embedded v2 model's were identical on x86-64 (Zen 5, Xeon with AMX) and aarch64;
+    # v1 moved by up to 0.0081 (two steps). 0.01 still tells 0.944 from 0.056 and 1.0.
+    assert results[0].probabilities["ALL"] == pytest.approx(0.944, abs=0.01)
 
 
 def test_litert_banner_is_hidden_and_nothing_else(example_images):

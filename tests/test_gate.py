@@ -5,6 +5,7 @@ output, quality thresholds, out-of-domain model and operating point, and the SDK
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -26,6 +27,11 @@ from leukedge.metadata import read_metadata  # noqa: E402
 from leukedge.preprocess import load_and_resize  # noqa: E402
 
 SIZE = 64
+OOD_RTOL = 1e-9
+"""Relative difference allowed between out-of-domain distances of the same embeddings
+scored as a batch and one by one (float64 rounding): measured 2.5e-14 on the probe's 103
+val images; 1e-9 leaves 4·10⁴ times that, 1,000 times below leukedge.ood's rounding
+margin (1e-6) and 60,000 times below the closest two val distances (6.3e-5 apart)."""
 pytestmark = pytest.mark.slow
 
 
@@ -154,10 +160,19 @@ def test_gate_fails_an_int8_model_calibrated_on_wrongly_scaled_images(
     ]
 
 
-def test_gate_fails_int8_calibrated_on_noise_on_probability_drift(run_dir, noise_images, tmp_path):
-    """Uniform-noise calibration keeps the labels (agreement and accuracy pass) but moves
-    the probabilities (measured: mean |dp| 0.032 vs 0.016 properly calibrated, ECE 0.078 vs
-    the float model's 0.041): the default drift bounds catch it."""
+def test_gate_fails_int8_calibrated_on_noise_on_probability_drift(
+    run_dir, noise_images, probe_report, tmp_path
+):
+    """Uniform-noise calibration moves the probabilities, and the drift bounds alone fail
+    it, whatever happens to the labels.
+
+    Measured on this 103-image validation split: mean |dp| 0.032 against 0.016 properly
+    calibrated, ECE increase 0.032 to 0.037 in runs here (bound 0.02). Whether some labels
+    flip as well depends on the CPU's int8 kernels (a Zen 5 with AVX-512 VNNI kept all
+    103; a Xeon with AMX flipped 3, agreement 0.9709): so this test asserts no label
+    figure. The drift figures are compared with the proper calibration's on the same
+    machine, not with constants.
+    """
     config = ConvertConfig(
         model=str(run_dir / "model.keras"),
         out=str(tmp_path),
@@ -169,9 +184,14 @@ def test_gate_fails_int8_calibrated_on_noise_on_probability_drift(run_dir, noise
     with pytest.raises(GateFailedError, match="ECE") as info:
         convert_model(config)
     figures = info.value.report["precisions"]["int8"]
-    assert figures["agreement"] >= 0.98 and figures["delta_pp"] <= 1.0
-    assert figures["ece_increase"] > 0.02 and figures["mean_abs_prob_diff"] > 0.025
-    assert [r for r in figures["gate_failures"] if "agreement" in r or "pp" in r] == []
+    # The drift bounds fail it on their own: with the label figures of a perfect model.
+    drift_only = check(figures | {"delta_pp": 0.0, "agreement": 1.0}, GateConfig())
+    assert drift_only and all("ECE" in r or "mean |dp|" in r for r in drift_only), drift_only
+    # More drift than proper calibration of the same model on the same CPU.
+    proper = probe_report[0]["precisions"]["int8"]
+    assert check(proper, GateConfig()) == []
+    assert figures["mean_abs_prob_diff"] > proper["mean_abs_prob_diff"]
+    assert figures["ece_increase"] > proper["ece_increase"]
     assert not any("int16x8" in str(v) for v in figures.values())
 
 
@@ -180,7 +200,8 @@ def test_converted_file_carries_the_checks_and_the_sdk_uses_them(
 ):
     from leukedge.classifier import Classifier
     from leukedge.evaluation.data import read_split
-    from leukedge.ood import MahalanobisScorer
+    from leukedge.evaluation.predict import infer_tflite
+    from leukedge.ood import MahalanobisScorer, set_threshold
     from leukedge.runtime import TFLiteEngine
 
     report, folder = probe_report
@@ -198,16 +219,32 @@ def test_converted_file_carries_the_checks_and_the_sdk_uses_them(
     assert d.validation["operating_point"]["sensitivity"] >= 0.98
     assert d.refer_band is None or d.refer_band[0] <= d.threshold <= d.refer_band[1]
     assert report["precisions"]["int8"]["trust"]["ood"]["threshold"] == meta.ood.threshold
-    # The SDK computes the distances the threshold was set on: 97 % of val pass.
+    # The SDK decides as the converter did, image by image, on the same embeddings. The
+    # converter scored the val embeddings as one batch (set_threshold); the SDK scores one
+    # image at a time; the two differ only by float rounding (OOD_RTOL). The image that
+    # set the threshold lies a rounding margin below it (set_threshold), so no val image
+    # is left to rounding (without the margin, the SDK accepted 99 of 103 here where the
+    # converter counted 100); one within OOD_RTOL of the threshold could go either way.
     classifier = Classifier.create_from_model_path(path)
     assert classifier.unchecked == [] and classifier.ood_threshold == meta.ood.threshold
-    val = read_split(run_dir / "split.csv")["val"]
-    results = [classifier.classify(s.path) for s in val]
-    within = [r.ood_distance <= meta.ood.threshold for r in results]
-    assert np.mean(within) == pytest.approx(meta.ood.validation["accepted"])
-    _, embedding = engine.run_with_embedding(load_and_resize(val[0].path, (SIZE, SIZE)))
+    threshold = meta.ood.threshold
+    val = [str(s.path) for s in read_split(run_dir / "split.csv")["val"]]
+    _, embeddings = infer_tflite(path, val)  # the converter's own inference
+    batch = MahalanobisScorer(meta.ood).distances(np.stack([embeddings[p] for p in val]))
+    refit = set_threshold(copy.deepcopy(meta.ood), np.stack([embeddings[p] for p in val]))
+    assert refit.threshold == pytest.approx(threshold, rel=OOD_RTOL)
+    results = [classifier.classify(p) for p in val]
+    single = np.array([r.ood_distance for r in results])
+    np.testing.assert_allclose(single, batch, rtol=OOD_RTOL)  # same embeddings, same scoring
+    converter_accepts = batch <= threshold
+    sdk_accepts = np.array(["out_of_domain" not in r.failed_checks for r in results])
+    borderline = np.abs(batch - threshold) <= OOD_RTOL * threshold
+    assert not borderline.any()  # the margin keeps the picked image clear
+    assert (sdk_accepts == converter_accepts).all()
+    assert np.mean(sdk_accepts) == np.mean(converter_accepts) == meta.ood.validation["accepted"]
+    _, embedding = engine.run_with_embedding(load_and_resize(val[0], (SIZE, SIZE)))
     expected = MahalanobisScorer(meta.ood).distances(embedding)
-    assert results[0].ood_distance == pytest.approx(expected)
+    assert results[0].ood_distance == pytest.approx(expected, rel=OOD_RTOL)
     # Another lab's smear field (BCCD) and a C-NMC single cell: out of domain; the model's
     # opinion is kept apart from the call. (Uniform noise is not asserted: at 64 px the
     # pooled 2x2 backbone map of this probe, fitted on 240 fields, does not separate it; on
@@ -241,6 +278,9 @@ def test_cli_exit_codes(run_dir, dark_images, tmp_path):
     )
     assert failed.exit_code == 1
     assert "gate FAILED" in failed.output
+    # The gate states its resolution: one of the 103 val images is 0.97 pp (1 pp allows 1).
+    assert "gate resolution: one image = 0.97 pp of 103 held-out images" in failed.output
+    assert "(one image = 0.97 pp of 103)" in failed.output  # in the failure's reasons
     missing = runner.invoke(app, ["convert", str(tmp_path / "nope.keras")])
     assert missing.exit_code == 2 and "nope.keras" in missing.output
     empty = tmp_path / "empty"

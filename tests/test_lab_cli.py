@@ -236,14 +236,27 @@ def _start_and_wait_for_rows(tmp_path: Path, folder: Path, rows: int, *extra):
          "--workers", "1", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    before = {path: path.read_bytes() if path.exists() else None for path in (csv_out, jsonl_out)}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         partial = list(tmp_path.glob(".r.jsonl.*.partial"))
         if partial and partial[0].read_text().count("\n") >= rows:
             return proc, csv_out, jsonl_out
+        # Fail at once, naming the cause, rather than after the time-out: an output
+        # written in place (not atomic) or a run that ended before writing the rows.
+        changed = [
+            p.name for p, old in before.items() if (p.read_bytes() if p.exists() else None) != old
+        ]
+        if changed:
+            proc.kill()
+            pytest.fail(f"{', '.join(changed)} written in place while running: not atomic")
+        if proc.poll() is not None:
+            pytest.fail(
+                f"classify exited {proc.returncode} before {rows} rows: {proc.stderr.read()}"
+            )
         time.sleep(0.02)
     proc.kill()
-    pytest.fail("no rows appeared")
+    pytest.fail(f"no {rows} rows in a temporary .r.jsonl.*.partial file after 60 s")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -465,7 +478,9 @@ def test_statuses_flow_into_files_groups_and_table(tmp_path, classifier):
         rows = {Path(r["path"]).name: r for r in csv.DictReader(handle)}
     benign, field, tiny = rows[BENIGN], rows[FIELD], rows["tiny.png"]
     assert (benign["status"], benign["reason"], benign["label"]) == ("refer", "uncertain", "")
-    assert float(benign["p_ALL"]) == pytest.approx(0.9439, abs=1e-3)
+    # Within two steps of the uint8 output (1/256 each) of the model's 0.9439, the largest
+    # move measured between CPUs (test_cli_and_sdk.py::test_cli_table_and_exit_zero).
+    assert float(benign["p_ALL"]) == pytest.approx(0.9439, abs=0.01)
     assert (field["status"], field["label"]) == ("ok", "ALL")
     assert (tiny["status"], tiny["reason"], tiny["label"], tiny["p_ALL"]) == (
         "rejected", "too_small", "", "",

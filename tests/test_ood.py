@@ -10,6 +10,7 @@ import pytest
 
 from leukedge.metadata import MetadataError, ModelMetadata
 from leukedge.ood import (
+    THRESHOLD_ROUNDING_MARGIN,
     EncodedArray,
     MahalanobisScorer,
     OODSpec,
@@ -80,13 +81,29 @@ def test_threshold_lets_the_quantile_pass_and_refuses_far_points(data):
     spec = set_threshold(fit_mahalanobis(x, y, LABELS, rank=8), val, quantile=0.97)
     distances = MahalanobisScorer(spec).distances(val)
     assert np.mean(distances <= spec.threshold) >= 0.97
-    assert spec.threshold == np.sort(distances)[int(np.ceil(0.97 * 119))]
-    assert (spec.n_threshold, spec.threshold_split) == (120, "val")
-    assert spec.validation["accepted"] == pytest.approx(np.mean(distances <= spec.threshold))
-    scorer = MahalanobisScorer(spec)
-    far = means[0] + 50.0
-    assert scorer.is_out_of_domain(scorer.distances(far))
-    assert not scorer.is_out_of_domain(scorer.distances(means[1]))
+    # The 117th of 120 distances (0.97 · 119 rounded up, 0-based), raised by the rounding
+    # margin, which keeps it below the next distance.
+    ranked = np.sort(distances)
+    picked = ranked[int(np.ceil(0.97 * 119))]
+    assert spec.threshold == pytest.approx(picked * (1 + THRESHOLD_ROUNDING_MARGIN), rel=1e-15)
+    assert picked < spec.threshold < ranked[int(np.ceil(0.97 * 119)) + 1]
+    assert spec.validation["accepted"] == np.mean(ranked <= picked)
+
+
+def test_threshold_margin_lets_the_picked_image_pass_under_rounding(data, monkeypatch):
+    """The validation image that sets the threshold passes even when scored with a
+    relative rounding difference of 1e-12 (batched against one-by-one scoring differs by
+    about 1e-14), and the margin never reaches the next distance."""
+    x, y, val, _ = data
+    spec = set_threshold(fit_mahalanobis(x, y, LABELS, rank=8), val, quantile=0.97)
+    distances = MahalanobisScorer(spec).distances(val)
+    picked = np.sort(distances)[int(np.ceil(0.97 * 119))]
+    assert not MahalanobisScorer(spec).is_out_of_domain(picked * (1 + 1e-12))
+    # Two distances closer than the margin: the threshold stops halfway between them.
+    close = np.array([1.0, 2.0, 3.0, 3.0 * (1 + 1e-7)])
+    monkeypatch.setattr(MahalanobisScorer, "distances", lambda self, embeddings: close)
+    set_threshold(spec, val[:4], quantile=0.6)  # the third of four: 3.0
+    assert 3.0 < spec.threshold < 3.0 * (1 + 1e-7) and spec.validation["accepted"] == 0.75
 
 
 def test_round_trip_through_metadata_json(data):

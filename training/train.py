@@ -46,6 +46,7 @@ from leukedge.evaluation.data import (
     make_split,
     write_split,
 )
+from leukedge.evaluation.resolution import split_size_warnings
 from leukedge.timing import StepTimes
 from leukedge.training.config import TrainConfig
 
@@ -123,7 +124,7 @@ def train(
     """
     import keras
 
-    from leukedge.modeling.models import build_model
+    from leukedge.modeling.models import build_model, embedding_width
     from leukedge.training.callbacks import ValidationCheckpoint
     from leukedge.training.distribute import distribution_scope
     from leukedge.training.pipeline import ImageSequence, build_augmenter
@@ -155,6 +156,10 @@ def train(
             head=config.head,
             input_norm=config.input_norm,
         )
+    # Before any fitting: figures that the splits are too small to fit or check.
+    split_warnings = split_size_warnings(counts, embedding_width(model))
+    for warning in split_warnings:
+        log.warning("small split: %s", warning)
     train_seq = ImageSequence(
         splits["train"],
         LABELS,
@@ -173,7 +178,13 @@ def train(
         write_split(out / "split.csv", splits)
     (out / "config.json").write_text(
         json.dumps(
-            config.to_dict() | {"split_counts": counts, "class_weight_values": weights}, indent=2
+            config.to_dict()
+            | {
+                "split_counts": counts,
+                "split_warnings": split_warnings,
+                "class_weight_values": weights,
+            },
+            indent=2,
         )
     )
     best = ValidationCheckpoint(

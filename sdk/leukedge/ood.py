@@ -27,6 +27,7 @@ here so they cannot disagree; both are NumPy only.
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -41,6 +42,17 @@ DEFAULT_RANK = 64
 
 DEFAULT_ACCEPT_QUANTILE = 0.97
 """Fraction of in-domain validation images that must pass the threshold."""
+
+THRESHOLD_ROUNDING_MARGIN = 1e-6
+"""Relative margin :func:`set_threshold` puts above the validation distance it picks.
+
+That image sits exactly on the threshold, so without a margin float rounding alone decides
+whether it passes: the converter scores the validation embeddings as one batch, the SDK
+one image at a time, and the two differ by up to 2.5e-14 (relative) on the gate test's
+probe, which made the SDK accept 99 of 103 validation images where the converter counted
+100. 1e-6 is 4·10⁷ times that rounding and 60 times smaller than the closest two of those
+103 distances (6.3e-5 apart, relative); it never reaches the next distance (capped at the
+midpoint)."""
 
 
 @dataclass
@@ -241,7 +253,9 @@ def set_threshold(
     split: str = "val",
 ) -> OODSpec:
     """Set ``spec.threshold`` so that at least ``quantile`` of the in-domain validation
-    embeddings pass (the order statistic at or above that quantile), and record the figures.
+    embeddings pass (the order statistic at or above that quantile, raised by
+    :data:`THRESHOLD_ROUNDING_MARGIN` but never past the midpoint to the next distance, so
+    that the same embeddings scored one by one are decided alike), and record the figures.
 
     Returns:
         The same ``spec``, updated.
@@ -252,7 +266,10 @@ def set_threshold(
     if len(validation_embeddings) == 0 or not 0.0 < quantile <= 1.0:
         raise ValueError("need validation embeddings and a quantile in (0, 1]")
     distances = MahalanobisScorer(spec).distances(np.atleast_2d(validation_embeddings))
-    spec.threshold = float(np.quantile(distances, quantile, method="higher"))
+    picked = float(np.quantile(distances, quantile, method="higher"))
+    above = distances[distances > picked]
+    ceiling = (picked + float(above.min())) / 2 if above.size else math.inf
+    spec.threshold = min(picked * (1.0 + THRESHOLD_ROUNDING_MARGIN), ceiling)
     spec.threshold_quantile = quantile
     spec.threshold_split = split
     spec.n_threshold = len(distances)
