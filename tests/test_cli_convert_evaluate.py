@@ -214,7 +214,9 @@ def test_evaluate_update_card_then_info(converted, tiny_run, tmp_path):
     assert hashlib.sha256(model.read_bytes()).digest() != hashlib.sha256(original).digest()
     assert weights_sha256(model.read_bytes()) == weights_sha256(original)
     info = _cli("info", model)
-    assert info.exit_code == 0 and '"test_metrics": {' in info.output
+    assert info.exit_code == 0 and "test       n=16: accuracy " in info.output
+    as_json = json.loads(_cli("info", model, "--json").stdout)
+    assert as_json["metadata"]["model_card"]["test_metrics"] == card["test_metrics"]
     # The .keras model on the same split; an unknown split is a usage error.
     assert _cli("train", "evaluate", run, "--split", "test").exit_code == 0
     assert json.loads((run / "metrics_test.json").read_text())["n"] == 16
