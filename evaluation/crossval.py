@@ -164,8 +164,8 @@ def forward_plan(k: int) -> list[FoldPlan]:
     """Fit on blocks ``0 … j−1``, score block ``j`` (``j ≥ 1``). The thresholds of block
     ``j`` come from an inner leave-one-block-out over blocks ``0 … j−1`` (each of them
     scored by a model fitted on the others), so neither block ``j`` nor any later block
-    shapes them; ``j = 1`` has one earlier block, no inner split, and so only its AUC and
-    ECE (``calibrate`` empty)."""
+    shapes them; ``j = 1`` has one earlier block, no inner split, and so only its AUC
+    (``calibrate`` empty)."""
     return [
         FoldPlan("forward", j, tuple(range(j)), tuple(range(j)) if j >= 2 else ())
         for j in range(1, k)

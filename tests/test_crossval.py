@@ -102,16 +102,19 @@ def test_outputs_join_labels_by_file_name_and_refuse_gaps():
 
 
 def test_fold_figures_and_worst_fold():
-    is_all = np.array([True] * 8 + [False] * 4)
-    p = np.array([0.9] * 7 + [0.3] + [0.1, 0.2, 0.6, 0.45])
-    figures = cv.fold_figures(
-        is_all, p, 0.5, (0.4, 0.5), None, {"jpeg": (np.where(p == 0.6, 0.4, p), None)}
-    )
-    assert figures["sensitivity"] == 7 / 8 and figures["specificity"] == 3 / 4
-    assert figures["refusal_rate"] == 1 / 12  # 0.45 is in the band
-    assert figures["hem_called_all_ok"] == 1 / 4  # 0.6: benign called ALL, status ok
-    assert figures["flip_jpeg"] == 1 / 12
-    assert figures["extra_refusal_jpeg"] == pytest.approx(1 / 12)  # 0.4 now in the band
+    is_all = np.array([True] * 8 + [False] * 5)
+    p = np.array([0.9] * 7 + [0.3] + [0.1, 0.2, 0.6, 0.45, 0.7])
+    perturbed = p.copy()
+    perturbed[0] = 0.55  # an ALL field moves into the band: an extra refusal, same call
+    perturbed[-1] = 0.3  # the benign field called ALL now called HEM: a flip
+    figures = cv.fold_figures(is_all, p, 0.5, (0.4, 0.62), None, {"jpeg": (perturbed, None)})
+    assert figures["sensitivity"] == 7 / 8 and figures["specificity"] == 3 / 5
+    assert figures["refusal_rate"] == 2 / 13  # 0.6 and 0.45 are in the band
+    assert figures["hem_called_all_ok"] == 1 / 5  # 0.7 (0.6 is called ALL but referred)
+    assert figures["all_called_hem_ok"] == 1 / 8
+    assert figures["coverage_hem"] == 3 / 5 and figures["coverage_all"] == 1.0
+    assert figures["flip_jpeg"] == 1 / 13
+    assert figures["extra_refusal_jpeg"] == pytest.approx(1 / 13)
     summary = cv.summarise(
         [{"fold": 0, "specificity": 0.9, "ece": 0.01}, {"fold": 1, "specificity": 0.8, "ece": 0.03}]
     )
@@ -175,8 +178,20 @@ def synthetic_front(monkeypatch, tmp_path):
     return log
 
 
-def test_crossval_scores_every_image_out_of_fold_exactly_once(tmp_path, synthetic_front):
+def test_crossval_scores_every_image_out_of_fold_exactly_once(
+    tmp_path, synthetic_front, monkeypatch
+):
+    from leukedge.training import crossval as tcv
     from leukedge.training.crossval import CrossValConfig, run_crossval
+
+    calibrated_on: list[int] = []
+    real_thresholds = tcv.fold_thresholds
+
+    def recording_thresholds(p_all, is_all, config):
+        calibrated_on.append(len(p_all))
+        return real_thresholds(p_all, is_all, config)
+
+    monkeypatch.setattr(tcv, "fold_thresholds", recording_thresholds)
 
     data = _dataset(tmp_path / "data")
     out = tmp_path / "cv"
@@ -193,6 +208,9 @@ def test_crossval_scores_every_image_out_of_fold_exactly_once(tmp_path, syntheti
     )
     # No model ever scored an image it was fitted on (kfold, forward and the inner folds).
     assert synthetic_front and all(not (trained & scored) for trained, scored in synthetic_front)
+    # Thresholds from the other folds (kfold: 4 × 20 images) and from the blocks before the
+    # scored one (forward blocks 2, 3, 4: 40, 60, 80 images), never from the scored fold.
+    assert sorted(calibrated_on) == [40, 60, 80, 80, 80, 80, 80, 80]
     with open(out / "folds.csv", newline="") as handle:
         folds = {r["name"]: int(r["fold"]) for r in csv.DictReader(handle)}
     assert len(folds) == 100
@@ -296,3 +314,30 @@ def test_views_are_deterministic_per_image_content():
     assert aug0.key != aug1.key
     with pytest.raises(ValueError, match="unknown view"):
         features.view_image(rgb, features.View("sepia"), "ab" * 32)
+
+
+@pytest.mark.slow
+def test_proposed_head_is_the_full_models_head_and_fits_reproducibly(tmp_path):
+    pytest.importorskip("keras")
+    from leukedge.modeling.config import HeadConfig
+    from leukedge.modeling.models import build_model
+    from leukedge.training.crossval import CrossValConfig, build_head, fit_proposed
+
+    config = HeadConfig(attention_key_dim=8)
+    full = build_model("proposed-lite", 2, 64, weights=None, head=config)
+    head = build_head(4, 1280, config)  # 64 px: a 2×2×1280 map
+    weighted = [layer for layer in head.layers if layer.weights]
+    assert len(weighted) == 7  # attention, norm, 2 × (dense, BN), predictions
+    for layer in weighted:  # same names and shapes: the weights load into the full model
+        shapes = [tuple(w.shape) for w in full.get_layer(layer.name).weights]
+        assert shapes == [tuple(w.shape) for w in layer.weights]
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 30 + [1] * 10)
+    maps = rng.normal(0, 1, (40, 2, 2, 16)).astype(np.float16)
+    maps[:, :, :, 0] += np.where(y == 0, 2.0, -2.0)[:, None, None]
+    settings = CrossValConfig(data=str(tmp_path), out=str(tmp_path / "o"), epochs=2, batch_size=8)
+    settings.head_config = config
+    first = fit_proposed([maps], np.arange(5, 40), y, settings)(maps)
+    again = fit_proposed([maps], np.arange(5, 40), y, settings)(maps)
+    assert first.shape == (40,) and ((first >= 0) & (first <= 1)).all()
+    np.testing.assert_allclose(first, again, atol=1e-5)  # seeded: the same head

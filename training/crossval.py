@@ -445,6 +445,9 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
                 if fitted
                 else None,
             )
+            if not fitted:  # no outputs to fit a temperature on: its ECE is not comparable
+                figures["ece_uncalibrated"] = figures["ece"]
+                figures["ece"] = float("nan")
             row |= figures | ({"temperature": temperature} if fitted else {})
             rows_out.append(row)
             band = fitted["refer_band"] if fitted else None
@@ -485,7 +488,12 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
         "feature_cache": {"key": maps.key, "stats": maps.stats},
         "timings_s": timings,
         "summary": {
-            s: {"mean": r["mean"], "worst": r["worst"], "pooled_auc": r["pooled_auc"]}
+            s: {
+                "mean": r["mean"],
+                "worst": r["worst"],
+                "latest": r["folds"][-1],
+                "pooled_auc": r["pooled_auc"],
+            }
             for s, r in results.items()
         },
     }
