@@ -341,3 +341,29 @@ def test_proposed_head_is_the_full_models_head_and_fits_reproducibly(tmp_path):
     again = fit_proposed([maps], np.arange(5, 40), y, settings)(maps)
     assert first.shape == (40,) and ((first >= 0) & (first <= 1)).all()
     np.testing.assert_allclose(first, again, atol=1e-5)  # seeded: the same head
+
+
+def test_only_folds_scores_one_block_without_borrowed_thresholds(tmp_path, synthetic_front):
+    from leukedge.training.crossval import CrossValConfig, run_crossval
+
+    data = _dataset(tmp_path / "data")
+    out = tmp_path / "cv"
+    report = run_crossval(
+        CrossValConfig(
+            data=str(data),
+            out=str(out),
+            head="linear",
+            cache=str(tmp_path / "cache"),
+            perturbations=(),
+            ood=False,
+            schemes=("kfold",),
+            only_folds=(4,),
+        )
+    )
+    with open(out / "oof_kfold.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 20 and {r["fold"] for r in rows} == {"4"}
+    latest = report["summary"]["kfold"]["latest"]
+    assert latest["fold"] == 4 and "auc" in latest and "specificity" not in latest
+    with pytest.raises(ValueError, match="only_folds"):
+        CrossValConfig(data=".", out=".", only_folds=(5,))

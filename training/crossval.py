@@ -89,6 +89,9 @@ class CrossValConfig:
         coverage: fraction of the calibration outputs that must keep a call with the band.
         schemes: ``kfold`` and/or ``forward``.
         cache: feature cache folder.
+        only_folds: score only these folds (empty: all). A quick look at one block:
+            folds whose calibration outputs are missing get AUC only, and the mean and
+            worst fold are over the folds scored.
         seed: seed of the head's initialisation, shuffling and dropout.
         threads: interpreter threads of the feature front.
     """
@@ -112,6 +115,7 @@ class CrossValConfig:
     coverage: float = DEFAULT_COVERAGE
     schemes: Sequence[str] = ("kfold", "forward")
     cache: str = "runs/feature-cache"
+    only_folds: Sequence[int] = ()
     seed: int = 0
     threads: int = 2
 
@@ -131,6 +135,9 @@ class CrossValConfig:
             self.perturbations = ()
         self.perturbations = tuple(self.perturbations)
         self.schemes = tuple(self.schemes)
+        self.only_folds = tuple(int(f) for f in self.only_folds)
+        if any(not 0 <= f < self.k for f in self.only_folds):
+            raise ValueError(f"only_folds must be fold numbers below k={self.k}: {self.only_folds}")
         unknown = set(self.perturbations) - set(PERTURBATION_VIEWS)
         if unknown:
             raise ValueError(
@@ -369,6 +376,8 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for scheme in config.schemes:
         plans = cv.kfold_plan(config.k) if scheme == "kfold" else cv.forward_plan(config.k)
+        if config.only_folds:
+            plans = [plan for plan in plans if plan.fold in config.only_folds]
         t = time.perf_counter()
         p_clean = np.full(len(order), np.nan)
         p_views = {name: np.full(len(order), np.nan) for name in perturbed}
@@ -417,7 +426,8 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
                 "fold": plan.fold,
                 "train_folds": " ".join(map(str, plan.train)),
             }
-            if len(calib) and is_all[calib].any() and (~is_all[calib]).any():
+            complete = len(calib) and not np.isnan(p_calib).any()
+            if complete and is_all[calib].any() and (~is_all[calib]).any():
                 fitted = fold_thresholds(p_calib, is_all[calib], config)
             else:
                 fitted = None
