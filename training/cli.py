@@ -279,3 +279,53 @@ def bench_cmd(
     typer.echo(result)
     if out:
         out.write_text(result)
+
+
+CROSSVAL_NAMES = {
+    "head_config.dropout": "head-dropout",
+    "head_config.dense_units": "head-dense-units",
+    "head_config.attention_heads": "attention-heads",
+    "head_config.attention_key_dim": "attention-key-dim",
+    "head_config.leaky_relu_slope": "leaky-relu-slope",
+}
+"""Short names of the proposed head's nested settings in ``train crossval``."""
+
+
+def _crossval_config_class():
+    from leukedge.training.crossval import CrossValConfig
+
+    return CrossValConfig
+
+
+@app.command("crossval")
+@with_options(
+    _crossval_config_class(),
+    skip=frozenset({"data", "out"}),
+    names=CROSSVAL_NAMES,
+    minimum={"k": 3, "augment_views": 0, "ood_augment_views": 0, "epochs": 1, "batch_size": 1},
+)
+def crossval_cmd(
+    out: Annotated[Path, typer.Option(help="Folder to write the tables and outputs into.")],
+    data: Annotated[Path, typer.Option(exists=True, help="Dataset folder or CSV.")],
+    settings: dict[str, Any] | None = None,
+) -> None:
+    """Blocked cross-validation of a head on cached front outputs: per-fold table (CSV,
+    Markdown, JSON) with mean and worst fold, kfold and forward, outputs by file name."""
+    from leukedge.training.crossval import CrossValConfig, run_crossval
+
+    try:
+        config = build(CrossValConfig, settings or {}, data=str(data), out=str(out))
+    except (ValueError, TypeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if (out / "crossval.json").exists():
+        typer.echo(f"error: {out}/crossval.json exists; choose a new --out", err=True)
+        raise typer.Exit(2)
+    try:
+        report = run_crossval(config)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for scheme in report["summary"]:
+        typer.echo(f"{scheme}:\n" + (out / f"{scheme}.md").read_text())
+    typer.echo(f"wrote {out}")
