@@ -3,6 +3,7 @@ images; one tiny training run shared by the training, conversion and evaluation 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +16,21 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LEUKEDGE_SHARED_DATA", REPO.parent / "shared" / "data"))
 TINY_SIZE = 64
 """Input side (pixels) of the tiny runs: small enough to train in seconds on a CPU."""
+
+
+@pytest.fixture(autouse=True)
+def _leukedge_logger_restored():
+    """Each test starts with the ``leukedge`` logger propagating to the root logger, as a
+    library's logger does, and leaves it as it found it: the CLI's ``train``/``convert``
+    callback (run in-process by CliRunner, also by session fixtures such as
+    ``lite0_weights``) stops it propagating, which would hide later tests' records from
+    ``caplog``."""
+    logger = logging.getLogger("leukedge")
+    saved = logger.propagate, logger.level, list(logger.handlers)
+    logger.propagate = True
+    yield
+    logger.propagate, logger.level = saved[0], saved[1]
+    logger.handlers[:] = saved[2]
 
 
 @pytest.fixture(scope="session")

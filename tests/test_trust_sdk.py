@@ -357,16 +357,16 @@ def test_info_prints_operating_point_band_ood_and_quality(
     path = tmp_path / "m.tflite"
     path.write_bytes(write_metadata(content, metadata))
     out = CliRunner().invoke(app, ["info", str(path)]).stdout
-    assert "call    ALL when p(ALL) >= 0.3000: operating point for sensitivity >= 0.98" in out
-    assert "refer   0.2500 <= p(ALL) < 0.4500" in out
+    assert "call       ALL when p(ALL) >= 0.3000: operating point for sensitivity >= 0.98" in out
+    assert "refer      0.2500 <= p(ALL) < 0.4500" in out
     assert "n=410: sensitivity 0.991, specificity 0.800, coverage 0.960" in out
-    assert "ood     mahalanobis, 1280-d embedding" in out and "rank 4" in out
+    assert "ood        mahalanobis, 1280-d embedding" in out and "rank 4" in out
     assert "out_of_focus: Laplacian variance < 38.3" in out
     plain = tmp_path / "without_checks.tflite"
     plain.write_bytes(model_without_checks)
     without = CliRunner().invoke(app, ["info", str(plain)]).stdout
-    assert "ood     unavailable (no embedding output)" in without
+    assert "ood        unavailable (no embedding output)" in without
     assert "the arg-max; the model carries no operating point" in without
     default = CliRunner().invoke(app, ["info"]).stdout  # the embedded model has them all
-    assert "ood     mahalanobis, 1280-d embedding" in default and "unavailable" not in default
-    assert "call    ALL when p(ALL) >= 0.4294: operating point" in default
+    assert "ood        mahalanobis, 1280-d embedding" in default and "unavailable" not in default
+    assert "call       ALL when p(ALL) >= 0.4294: operating point" in default
