@@ -116,6 +116,34 @@ def test_models_without_a_gate_record_load_as_before(tmp_path):
     assert gate_failure(None) is None  # a model without leukedge metadata
 
 
+@pytest.mark.parametrize(
+    "gate, refused",
+    [
+        ({"passed": False}, True),  # a failure with no figures and no `failures` list
+        ({"passed": 0}, True),  # malformed verdicts are not "passed"
+        ({"passed": "false"}, True),
+        ({"passed": None}, True),
+        ({"passed": True}, False),  # a verdict without figures
+        ({"n": 3}, False),  # no verdict recorded
+        (None, False),
+    ],
+)
+def test_info_and_loading_agree_on_any_gate_record(tmp_path, gate, refused):
+    """``info`` and the SDK read one verdict (``gate_failure``), and ``info`` prints a
+    summary, not a traceback, whatever the gate record holds of its figures."""
+    path = _with_card(tmp_path / "model.tflite", gate=gate)
+    if refused:
+        with pytest.raises(FailedGateError):
+            Classifier.create_from_model_path(path)
+    else:
+        Classifier.create_from_model_path(path)
+    shown = CliRunner().invoke(app, ["info", str(path)])
+    assert shown.exit_code == 0 and shown.exception is None, shown.output
+    gate_line = next(line for line in shown.stdout.splitlines() if line.startswith("gate "))
+    assert ("FAILED" in gate_line) is refused, gate_line
+    assert ("refused by leukedge unless --allow-failed-gate" in shown.stdout) is refused
+
+
 # ----------------------------------------------------------------------- the gate, CLI
 def test_classify_refuses_a_failed_model_and_warns_at_every_allowed_run(failed_model):
     refused = _cli("classify", FIELD, "--model", failed_model)

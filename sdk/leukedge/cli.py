@@ -708,7 +708,7 @@ def _info_lines(out: dict, metadata, engine) -> list[str]:
         lines.append(f"operators  {', '.join(out['operators'])}")
         return lines
     card = metadata.model_card or {}
-    lines.extend(_gate_lines(card))
+    lines.extend(_gate_lines(metadata))
     lines.extend(_card_lines(card))
     lines.append(f"temperature {metadata.temperature:.3f} (applied to the probabilities)")
     lines.append(_checks_line(metadata, engine))
@@ -729,20 +729,33 @@ def _checks_line(metadata, engine) -> str:
     )
 
 
-def _gate_lines(card: dict) -> list[str]:
-    """The accuracy-delta gate's result from the model card (one line). What the runtime
-    does with a model that failed it is said here too, when it has such a rule."""
-    g = card.get("gate")
-    if not g:
-        return ["gate       not checked (converted with --no-check)"]
-    verdict = "passed" if g.get("passed") else "FAILED"
-    lines = [
-        f"gate       {verdict} on the {g['eval_split']} split (n={g['n']}): accuracy "
-        f"{g['accuracy']:.3f} vs float {g['float_accuracy']:.3f} ({g['delta_pp']:.2f} pp "
-        f"lost), label agreement {100 * g['agreement']:.1f} %, mean |dp| "
-        f"{g['mean_abs_prob_diff']:.3f}, ECE {g['ece']:.3f} (float {g['float_ece']:.3f})"
-    ]
-    if not g.get("passed"):
+def _gate_lines(metadata) -> list[str]:
+    """The accuracy-delta gate's result from the model card: one line of figures (whatever
+    the card holds of them), and for a model that failed it, what leukedge does with it.
+    The verdict is :func:`leukedge.metadata.gate_failure`'s, the rule the SDK loads by."""
+    from leukedge.metadata import gate_failure
+
+    g = (metadata.model_card or {}).get("gate")
+    if not isinstance(g, dict):
+        return ["gate       not checked (the model card holds no gate record)"]
+    failed = gate_failure(metadata) is not None
+    verdict = "FAILED" if failed else "passed" if g.get("passed") is True else "no verdict"
+
+    def figure(key: str, spec: str, scale: float = 1.0) -> str:
+        value = g.get(key)
+        return format(scale * value, spec) if isinstance(value, int | float) else "?"
+
+    line = f"gate       {verdict} on the {g.get('eval_split', '?')} split (n={g.get('n', '?')})"
+    if "accuracy" in g:
+        line += (
+            f": accuracy {figure('accuracy', '.3f')} vs float {figure('float_accuracy', '.3f')} "
+            f"({figure('delta_pp', '.2f')} pp lost), label agreement "
+            f"{figure('agreement', '.1f', 100)} %, "
+            f"mean |dp| {figure('mean_abs_prob_diff', '.3f')}, "
+            f"ECE {figure('ece', '.3f')} (float {figure('float_ece', '.3f')})"
+        )
+    lines = [line]
+    if failed:
         broken = "; ".join(str(f) for f in g.get("failures") or [])
         lines.append(
             "           refused by leukedge unless --allow-failed-gate"

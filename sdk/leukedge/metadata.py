@@ -186,7 +186,9 @@ def gate_failure(metadata: ModelMetadata | None) -> str | None:
     Reads ``model_card["gate"]`` as :func:`leukedge.converters.card.model_card` writes it.
     A model without leukedge metadata, without a gate record (``"gate": null``: not
     checked, e.g. ``--no-check``), or whose gate has no ``passed`` entry counts as not
-    failed: nothing recorded says it failed.
+    failed: nothing recorded says it failed. A ``passed`` entry that is anything but
+    ``true`` (``false``, ``0``, ``"false"``, ``null``) counts as failed: a verdict that does
+    not say "passed" is not trusted.
 
     Returns:
         One line with the gate's figures: precision, split and images, accuracy against the
@@ -196,7 +198,7 @@ def gate_failure(metadata: ModelMetadata | None) -> str | None:
     if metadata is None:
         return None
     gate = metadata.model_card.get("gate") if isinstance(metadata.model_card, dict) else None
-    if not isinstance(gate, dict) or gate.get("passed") is not False:
+    if not isinstance(gate, dict) or "passed" not in gate or gate["passed"] is True:
         return None
     figures = []
     if "accuracy" in gate and "float_accuracy" in gate:
@@ -211,7 +213,7 @@ def gate_failure(metadata: ModelMetadata | None) -> str | None:
     if "ece" in gate and "float_ece" in gate:
         figures.append(f"ECE {_fmt(gate['ece'], '.4f')} vs {_fmt(gate['float_ece'], '.4f')} float")
     where = f"{metadata.precision} on {gate.get('eval_split', '?')}, n={gate.get('n', '?')}"
-    text = f"{where}: " + ", ".join(figures)
+    text = f"{where}: " + (", ".join(figures) or "no figures recorded")
     failures = gate.get("failures")
     if failures:
         text += "; failed: " + "; ".join(str(f) for f in failures)
