@@ -275,8 +275,24 @@ def test_cli_refuses_the_huge_file_and_classifies_the_rest(tmp_path):
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert rows[0]["error"].startswith(f"{huge}: 10000x10000 pixels")
     assert "50 MP" in rows[0]["error"]
+    assert "DecompressionBomb" not in proc.stderr  # leukedge's cap speaks, not Pillow's
     assert rows[1]["error"] is None and (rows[1]["status"], rows[1]["model_label"]) == ("ok", "ALL")
     assert rows[1]["probabilities"] == Classifier().classify(BENIGN).probabilities
+
+
+def test_the_cap_decides_above_pillows_own_limit(tmp_path):
+    """Above Pillow's decompression-bomb limit (179 MP) the CLI's ``--max-pixels`` still
+    decides, with leukedge's message; the SDK, which leaves Pillow's global alone, reports
+    Pillow's refusal as ``too_large`` too."""
+    huge = _huge_png(tmp_path / "huge.png", side=14_200)  # 201.6 MP
+    proc = _cli("classify", "--json", "--max-pixels", "150000000", str(huge))
+    row = json.loads(proc.stdout)
+    assert row["error"].startswith(f"{huge}: 14200x14200 pixels") and "150 MP" in row["error"]
+    assert row["reason"] == "too_large" and "DecompressionBomb" not in proc.stderr
+    with pytest.raises(ImageDecodeError) as info:
+        Classifier(ClassifierOptions(max_pixels=None)).classify(huge)
+    assert info.value.reason == "too_large" and "huge.png" in str(info.value)
+    assert Image.MAX_IMAGE_PIXELS == 1024 * 1024 * 1024 // 4 // 3  # the SDK left it alone
 
 
 def test_large_jpeg_is_decoded_at_reduced_size_with_the_same_call(tmp_path, classifier):

@@ -89,9 +89,14 @@ def _load_classifier(
     from leukedge.classifier import Classifier
     from leukedge.decision import OperatingPointError
     from leukedge.errors import LeukedgeError
-    from leukedge.preprocess import return_large_decodes_to_the_system
+    from leukedge.preprocess import (
+        leave_the_pixel_cap_to_leukedge,
+        return_large_decodes_to_the_system,
+    )
 
     return_large_decodes_to_the_system()  # this process decodes: large images go back
+    if max_pixels is not None:  # --max-pixels decides, from the header, with our wording
+        leave_the_pixel_cap_to_leukedge()
     options = ClassifierOptions(
         model_path=model,
         num_threads=threads,

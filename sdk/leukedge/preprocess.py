@@ -133,6 +133,17 @@ def return_large_decodes_to_the_system() -> None:
         Image.core.set_block_size(LARGE_DECODE_BLOCK_BYTES)
 
 
+def leave_the_pixel_cap_to_leukedge() -> None:
+    """Turn off Pillow's own decompression-bomb check (``PIL.Image.MAX_IMAGE_PIXELS``),
+    for a program whose every decode goes through a leukedge pixel cap (``max_pixels``,
+    checked from the file's header before decoding): the ``leukedge`` command, whose
+    ``--max-pixels`` is always set. Pillow would otherwise print a
+    ``DecompressionBombWarning`` for any image over 89 MP, even one leukedge refuses, and
+    refuse anything over 179 MP with its own wording, whatever ``--max-pixels`` says.
+    Process-wide, so the SDK leaves it to programs."""
+    Image.MAX_IMAGE_PIXELS = None
+
+
 class PixelBudget:
     """Decoded pixels that all threads decoding through one budget may hold at once.
 
