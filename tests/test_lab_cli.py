@@ -436,6 +436,11 @@ def test_camera_stops_after_n_frames_and_reports_a_missing_camera(tmp_path):
     broken.write_bytes(b"not a video")
     proc = _cli("camera", "--video", broken, "--headless")
     assert proc.returncode == 1 and "cannot open video" in proc.stderr
+    # A camera that is not there: leukedge's one error line, not OpenCV's log lines too.
+    proc = _cli("camera", "--device", "97", "--headless", "--frames", "1")
+    assert (
+        proc.returncode == 1 and proc.stderr.strip() == "error: cannot open camera 97 with OpenCV"
+    )
     # A file OpenCV opens but gets no frame from (a text file named .png): exit 1 too.
     text = tmp_path / "notes.png"
     text.write_text("not an image, not a video")

@@ -19,6 +19,7 @@ headless with a warning.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import warnings
@@ -85,6 +86,17 @@ class CameraStats:
     records: list[dict[str, Any]] = field(default_factory=list)
     snapshots: int = 0
     snapshot_error: str | None = None
+
+
+def quiet_opencv_log() -> None:
+    """Keep OpenCV's own ``[ WARN:…] global cap_v4l.cpp …`` lines off standard error (a
+    missing camera gets two before leukedge's ``error: cannot open camera N``): its log level
+    becomes ``ERROR``, unless the user set ``OPENCV_LOG_LEVEL``. Process-wide, so the SDK
+    leaves it to programs: ``leukedge camera`` calls it."""
+    import cv2
+
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def open_capture(options: CameraOptions) -> Any:

@@ -583,7 +583,7 @@ def camera(
     video cannot be opened or a snapshot cannot be saved (the run stops); 2 if the model
     cannot be loaded or the --snapshot folder cannot be written (checked first).
     """
-    from leukedge.camera import CameraError, run_camera
+    from leukedge.camera import CameraError, quiet_opencv_log, run_camera
     from leukedge.errors import LeukedgeError
     from leukedge.inputs import check_output_folder
     from leukedge.stopping import StopRequest
@@ -592,6 +592,7 @@ def camera(
         check_output_folder("--snapshot", snapshot)
     except ValueError as exc:
         _usage_error(str(exc))
+    quiet_opencv_log()  # a camera that cannot be opened is our one error line, not three
     options = CameraOptions(
         device=device, video=video, headless=headless, snapshot=snapshot, frames=frames
     )
