@@ -166,6 +166,22 @@ def test_usage_errors_exit_2(tmp_path, args, message):
     assert not list(tmp_path.glob("*.csv"))
 
 
+def test_a_dash_is_not_a_file_output(tmp_path):
+    """``--csv -`` wrote a file named ``-`` (``--files-from -`` is stdin): refused, exit 2,
+    pointing to --json; nothing written, the model's name and version head the table."""
+    image = EXAMPLES / BENIGN
+    for option in (("--csv",), ("--jsonl",), ("--group-by", "folder", "--group-csv")):
+        proc = _cli("classify", image, *option, "-", cwd=tmp_path)
+        assert proc.returncode == 2 and "--json" in proc.stderr, proc.stderr
+        assert not (tmp_path / "-").exists()
+    from leukedge.classifier import default_model_path
+    from leukedge.metadata import read_metadata
+
+    meta = read_metadata(default_model_path())
+    table = _cli("classify", image, cwd=tmp_path)
+    assert f"{meta.name} {meta.version} ({meta.precision})" in table.stdout
+
+
 def test_outputs_never_overwrite_images_and_repeats_do_not_weigh_twice(tmp_path):
     """``--csv d/*.jpg``: the shell makes the first image the CSV path; leukedge refuses it
     (exit 2) and the image is untouched. A slide given twice (``dup dup/s1``) is classified

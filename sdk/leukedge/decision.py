@@ -95,7 +95,8 @@ def validate_operating_point(threshold: float, band: Sequence[float] | None) -> 
     low, high = float(band[0]), float(band[1])
     if not 0.0 <= low <= threshold <= high <= 1.0:
         raise OperatingPointError(
-            f"refer band [{low}, {high}] must lie in [0, 1] and contain the threshold {threshold}"
+            f"refer band [{low:g}, {high:g}] must lie in [0, 1] and contain the threshold "
+            f"{threshold:.4g}"
         )
 
 

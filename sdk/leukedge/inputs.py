@@ -254,6 +254,11 @@ def check_output_paths(
     for option, path in outputs.items():
         if path is None:
             continue
+        if str(path) == "-":
+            raise ValueError(
+                f"{option} -: '-' is not standard output for a file option; use --json to "
+                "stream JSON Lines to standard output"
+            )
         key = file_identity(path)
         if is_image_name(str(path)) or is_image_name(os.path.realpath(path)):
             raise ValueError(

@@ -171,7 +171,7 @@ def print_results_table(rows: Sequence[dict[str, Any]], classifier: Any) -> None
 
     metadata, labels = classifier.metadata, classifier.labels
     table = Table(
-        title=f"{metadata.name} ({metadata.precision}, leukedge {metadata.version})",
+        title=f"{metadata.name} {metadata.version} ({metadata.precision})",
         caption=operating_point(classifier),
     )
     table.add_column("image", no_wrap=True)
