@@ -509,6 +509,7 @@ def test_cli_exits_2_with_the_explanation_when_only_tflite_runtime_is_there(tmp_
     [
         ["train", "--data", str(IMAGES), "--out", "RUN"],
         ["train", "evaluate", "RUN", "--split", "test"],
+        ["train", "crossval", "--data", str(IMAGES), "--out", "CV"],
         ["convert", "MODEL"],
     ],
 )
@@ -516,9 +517,14 @@ def test_train_and_convert_in_a_runtime_only_install_say_what_to_install(tmp_pat
     (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE_RUNTIME_ONLY)
     (tmp_path / "model.keras").write_bytes(b"PK\x03\x04")
     (tmp_path / "run").mkdir()
-    paths = {"RUN": str(tmp_path / "run"), "MODEL": str(tmp_path / "model.keras")}
+    paths = {
+        "RUN": str(tmp_path / "run"),
+        "MODEL": str(tmp_path / "model.keras"),
+        "CV": str(tmp_path / "cv"),
+    }
     proc = _cli(*[paths.get(a, a) for a in command], env=_env_with(tmp_path))
     assert proc.returncode == 2, proc.stderr
+    assert not (tmp_path / "cv").exists()  # refused before anything is written
     assert f"error: leukedge {command[0]} needs the 'train' extra" in proc.stderr
     assert 'pip install ".[train]"' in proc.stderr and "leukedge[train]" not in proc.stderr
     assert "Traceback" not in proc.stderr

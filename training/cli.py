@@ -311,6 +311,7 @@ def crossval_cmd(
 ) -> None:
     """Blocked cross-validation of a head on cached front outputs: per-fold table (CSV,
     Markdown, JSON) with mean and worst fold, kfold and forward, outputs by file name."""
+    _require_train_extra()  # before the folds file is written
     from leukedge.training.crossval import CrossValConfig, run_crossval
 
     try:

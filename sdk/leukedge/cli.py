@@ -743,7 +743,8 @@ def _gate_lines(metadata) -> list[str]:
 
     g = (metadata.model_card or {}).get("gate")
     if not isinstance(g, dict):
-        return ["gate       not checked (the model card holds no gate record)"]
+        what = "no gate record" if g is None else f"an unreadable gate record ({g!r:.40})"
+        return [f"gate       not checked (the model card holds {what})"]
     failed = gate_failure(metadata) is not None
     verdict = "FAILED" if failed else "passed" if g.get("passed") is True else "no verdict"
 

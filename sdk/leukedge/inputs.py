@@ -256,8 +256,8 @@ def check_output_paths(
             continue
         if str(path) == "-":
             raise ValueError(
-                f"{option} -: '-' is not standard output for a file option; use --json to "
-                "stream JSON Lines to standard output"
+                f"{option} -: '-' is not standard output for a file option; give a file path "
+                "(`leukedge classify --json` streams JSON Lines to standard output)"
             )
         key = file_identity(path)
         if is_image_name(str(path)) or is_image_name(os.path.realpath(path)):

@@ -30,7 +30,7 @@ left (the study's contact sheet shows each one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -115,7 +115,7 @@ class LocatedCell:
 
     box: tuple[int, int, int, int]
     mask_box: tuple[int, int, int, int]
-    mask: np.ndarray
+    mask: np.ndarray = field(repr=False)
     nucleus_area: int
     touches_border: bool
     red_cell_diameter_px: float
