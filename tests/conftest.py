@@ -8,14 +8,28 @@ import os
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LEUKEDGE_SHARED_DATA", REPO.parent / "shared" / "data"))
+PILLOW_DEFAULT_LIMIT = Image.MAX_IMAGE_PIXELS
+"""Pillow's decompression-bomb limit as this process started with it."""
 TINY_SIZE = 64
 """Input side (pixels) of the tiny runs: small enough to train in seconds on a CPU."""
+
+
+@pytest.fixture(autouse=True)
+def _pillow_limit_restored():
+    """Each test starts with Pillow's own decompression-bomb limit: the CLI, run in-process
+    by CliRunner, hands the pixel cap to leukedge (``PIL.Image.MAX_IMAGE_PIXELS = None``),
+    which later SDK tests in the same process must not inherit."""
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = PILLOW_DEFAULT_LIMIT  # also after a fixture ran the CLI
+    yield
+    Image.MAX_IMAGE_PIXELS = saved
 
 
 @pytest.fixture(autouse=True)
