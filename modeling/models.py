@@ -26,6 +26,39 @@ from leukedge.modeling.config import HeadConfig, InputNormConfig
 from leukedge.modeling.layers import input_norm_layers, preprocessing_layers
 
 
+def attention_head(tokens, head: HeadConfig):
+    """The proposed model's head on a backbone's feature map flattened to tokens: multi-head
+    self-attention over the tokens with a residual connection and LayerNormalization, global
+    average pooling over the tokens, then per ``head.dense_units`` a Dense layer,
+    BatchNormalization, LeakyReLU and Dropout (the source paper's proposed model: attention
+    before global pooling, Dense 256/128 with BatchNorm, LeakyReLU, Dropout 0.5/0.3).
+
+    Args:
+        tokens: Keras tensor ``(batch, n_tokens, channels)`` float (7×7 = 49 tokens of 1,280
+            channels for Lite0 at 224 px).
+        head: :class:`~leukedge.modeling.config.HeadConfig` (heads, key size, units,
+            dropout rates, LeakyReLU slope).
+
+    Returns:
+        Keras tensor ``(batch, head.dense_units[-1])``: the input of the ``predictions``
+        layer. Layer names are fixed (``attention_mha``, ``head_dense_256``, …), so weights
+        of a head trained alone (``leukedge train crossval``) load into the full model by
+        name.
+    """
+    attended = layers.MultiHeadAttention(
+        num_heads=head.attention_heads, key_dim=head.attention_key_dim, name="attention_mha"
+    )(tokens, tokens)
+    x = layers.Add(name="attention_residual")([tokens, attended])
+    x = layers.LayerNormalization(name="attention_norm")(x)
+    x = layers.GlobalAveragePooling1D(name="head_gap")(x)
+    for units, rate in zip(head.dense_units, head.dropout, strict=True):
+        x = layers.Dense(units, name=f"head_dense_{units}")(x)
+        x = layers.BatchNormalization(name=f"head_bn_{units}")(x)
+        x = layers.LeakyReLU(negative_slope=head.leaky_relu_slope, name=f"head_act_{units}")(x)
+        x = layers.Dropout(rate, name=f"head_dropout_{units}")(x)
+    return x
+
+
 def _check_weights(weights: str | os.PathLike | None) -> None:
     if weights in (None, "imagenet"):
         return
@@ -146,17 +179,7 @@ def build_model(
     if spec.head == "attention":
         h, w, c = features.shape[1:]
         tokens = layers.Reshape((h * w, c), name="attention_tokens")(features)
-        attended = layers.MultiHeadAttention(
-            num_heads=head.attention_heads, key_dim=head.attention_key_dim, name="attention_mha"
-        )(tokens, tokens)
-        x = layers.Add(name="attention_residual")([tokens, attended])
-        x = layers.LayerNormalization(name="attention_norm")(x)
-        x = layers.GlobalAveragePooling1D(name="head_gap")(x)
-        for units, rate in zip(head.dense_units, head.dropout, strict=True):
-            x = layers.Dense(units, name=f"head_dense_{units}")(x)
-            x = layers.BatchNormalization(name=f"head_bn_{units}")(x)
-            x = layers.LeakyReLU(negative_slope=head.leaky_relu_slope, name=f"head_act_{units}")(x)
-            x = layers.Dropout(rate, name=f"head_dropout_{units}")(x)
+        x = attention_head(tokens, head)
     else:
         x = layers.GlobalAveragePooling2D(name="head_gap")(features)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(

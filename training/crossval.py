@@ -168,18 +168,10 @@ def build_head(n_tokens: int, channels: int, head: HeadConfig, num_classes: int 
     import keras
     from keras import layers
 
+    from leukedge.modeling.models import attention_head
+
     tokens = keras.Input((n_tokens, channels), name="attention_tokens")
-    attended = layers.MultiHeadAttention(
-        num_heads=head.attention_heads, key_dim=head.attention_key_dim, name="attention_mha"
-    )(tokens, tokens)
-    x = layers.Add(name="attention_residual")([tokens, attended])
-    x = layers.LayerNormalization(name="attention_norm")(x)
-    x = layers.GlobalAveragePooling1D(name="head_gap")(x)
-    for units, rate in zip(head.dense_units, head.dropout, strict=True):
-        x = layers.Dense(units, name=f"head_dense_{units}")(x)
-        x = layers.BatchNormalization(name=f"head_bn_{units}")(x)
-        x = layers.LeakyReLU(negative_slope=head.leaky_relu_slope, name=f"head_act_{units}")(x)
-        x = layers.Dropout(rate, name=f"head_dropout_{units}")(x)
+    x = attention_head(tokens, head)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(
         x
     )
