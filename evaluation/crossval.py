@@ -44,7 +44,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from leukedge.evaluation.data import DatasetError, Sample, file_number, subject_folds
+from leukedge.evaluation.data import LABELS, DatasetError, Sample, file_number, subject_folds
+from leukedge.evaluation.metrics import join_by_name
 
 FoldStrategy = Literal["auto", "blocks", "subject"]
 """How :func:`blocked_folds` cuts: by subject, by file-number blocks, or ``auto`` (subject
@@ -201,22 +202,13 @@ def join_by_file_name(
         ``(names sorted, is_all bool (n,), p (n,) float64)``.
 
     Raises:
-        ValueError: a name with an output but no label, or a label but no output (names
-            up to five of them).
+        ValueError: as :func:`leukedge.evaluation.metrics.join_by_name` (a name with an
+            output but no label or the reverse, or a label other than ALL/HEM).
     """
-    missing = sorted(set(truth) - set(outputs))
-    extra = sorted(set(outputs) - set(truth))
-    if missing or extra:
-        raise ValueError(
-            f"outputs and labels disagree: {len(missing)} labelled without output "
-            f"{missing[:5]}, {len(extra)} outputs without label {extra[:5]}"
-        )
-    names = sorted(truth)
-    return (
-        names,
-        np.array([truth[n] == "ALL" for n in names]),
-        np.array([outputs[n] for n in names], dtype=np.float64),
+    names, y_true, probs = join_by_name(
+        {name: (p, 1.0 - p) for name, p in outputs.items()}, truth, LABELS
     )
+    return names, y_true == LABELS.index("ALL"), probs[:, LABELS.index("ALL")]
 
 
 def write_csv(

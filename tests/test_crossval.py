@@ -95,9 +95,9 @@ def test_outputs_join_labels_by_file_name_and_refuse_gaps():
         {"b.jpg": 0.2, "a.jpg": 0.9}, {"a.jpg": "ALL", "b.jpg": "HEM"}
     )
     assert names == ["a.jpg", "b.jpg"] and list(is_all) == [True, False] and list(p) == [0.9, 0.2]
-    with pytest.raises(ValueError, match="1 labelled without output"):
+    with pytest.raises(ValueError, match="1 labelled files without prediction"):
         cv.join_by_file_name({"a.jpg": 0.9}, {"a.jpg": "ALL", "b.jpg": "HEM"})
-    with pytest.raises(ValueError, match="1 outputs without label"):
+    with pytest.raises(ValueError, match="1 predictions without label"):
         cv.join_by_file_name({"a.jpg": 0.9, "c.jpg": 0.1}, {"a.jpg": "ALL"})
 
 
