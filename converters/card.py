@@ -90,7 +90,9 @@ def model_card(
         ``architecture``, ``training_data`` (:func:`training_data`), ``split``,
         ``training``, ``validation_metrics_float``, ``precision``, ``gate`` (``None`` when
         not checked; ``passed`` and, since 2026-12, ``failures``: the bounds it broke)
-        and, for int8, ``float_islands`` and ``keep_float``.
+        and, for int8, ``float_islands`` and ``keep_float``; then the keys of the run's
+        ``card_extra.json`` (``leukedge train final``: ``fitted_on``, ``recipe``,
+        ``thresholds_from``, ``expected_performance``).
     """
     val = read_json(run_dir / "metrics_val.json")
     card: dict[str, Any] = {
@@ -122,4 +124,4 @@ def model_card(
             "passed": not figures["gate_failures"],
             "failures": list(figures["gate_failures"]),
         }
-    return card | dict(extra or {})
+    return card | read_json(run_dir / "card_extra.json") | dict(extra or {})

@@ -29,6 +29,7 @@ Progress goes to ``logging.getLogger("leukedge.converters.convert")``.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import hashlib
 import json
@@ -48,7 +49,13 @@ from leukedge.converters.gate import GateConfig, GateFailedError
 from leukedge.converters.precisions import PRECISION_TABLE, PRECISIONS, IoDtype, Precision
 from leukedge.converters.tflite import ConversionError
 from leukedge.converters.trust import TrustConfig
-from leukedge.evaluation.data import LABELS, Sample, samples_from, stratified_subset
+from leukedge.evaluation.data import (
+    LABELS,
+    Sample,
+    read_split,
+    samples_from,
+    stratified_subset,
+)
 from leukedge.evaluation.resolution import gate_images_needed, image_pp
 from leukedge.metadata import InputSpec, ModelMetadata, write_metadata
 from leukedge.modeling.config import InputKind
@@ -167,6 +174,9 @@ class Converter:
         self.reference: dict[str, list[float]] = {}
         self.trust_train: list[Sample] = []
         self.trust_val: list[Sample] = []
+        self.view_train: list[Sample] = []
+        self.view_val: list[Sample] = []
+        self.oof: list[tuple[str, str, float]] | None = None
         self.quality = None
         self.island_nodes: tuple[str, ...] = ()
         self.float_layers: list[str] = []
@@ -288,10 +298,57 @@ class Converter:
         cap = config.trust_config.max_train_images
         if cap is not None:
             self.trust_train = stratified_subset(self.trust_train, cap, config.seed)
+        self.view_train, self.view_val = self._augmentation_views(train_source, val_source)
+        self.oof = self._oof_outputs()
         self.quality = trust.derive_quality(
             [str(s.path) for s in self.trust_train], self.size, config.trust_config
         )
         log.info("quality thresholds from %d train images", len(self.trust_train))
+
+    def _augmentation_views(
+        self, train_source: str, val_source: str
+    ) -> tuple[list[Sample], list[Sample]]:
+        """The ``train_views`` / ``val_views`` splits of the run's ``split.csv``: saved
+        augmentation views of the train / val images (``leukedge train final`` writes them)
+        that join the out-of-domain fit and threshold, so that camera nuisances count as
+        in-domain (issue 18). ``([], [])`` when the split has none."""
+        views = []
+        for source, name in ((train_source, "train_views"), (val_source, "val_views")):
+            path = Path(source)
+            found: list[Sample] = []
+            if path.suffix.lower() == ".csv" and path.is_file():
+                found = read_split(path).get(name, [])
+            views.append(found)
+        if views[0] or views[1]:
+            log.info(
+                "out-of-domain: + %d train and %d val augmentation views",
+                len(views[0]),
+                len(views[1]),
+            )
+        return views[0], views[1]
+
+    def _oof_outputs(self) -> list[tuple[str, str, float]] | None:
+        """``(name, label, p(ALL))`` rows of the run's ``oof.csv`` (out-of-fold outputs of
+        a blocked cross-validation, written by ``leukedge train final``): the operating
+        point and refer band are fitted on them instead of this file's val outputs, so
+        they hold on patients no fitted model saw (issue 18). ``None`` without the file.
+
+        Raises:
+            ValueError: an ``oof.csv`` without ``name``, ``label`` and ``p_all`` columns, or
+                with a label the model does not have.
+        """
+        path = self.run_dir / "oof.csv"
+        if not path.is_file():
+            return None
+        with open(path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if not rows or not {"name", "label", "p_all"} <= set(rows[0]):
+            raise ValueError(f"{path}: needs name, label and p_all columns")
+        unknown = {r["label"] for r in rows} - set(self.labels)
+        if unknown:
+            raise ValueError(f"{path}: labels {sorted(unknown)} are not the model's {self.labels}")
+        log.info("operating point: from %d out-of-fold outputs (%s)", len(rows), path.name)
+        return [(r["name"], r["label"], float(r["p_all"])) for r in rows]
 
     def find_float_islands(self) -> None:
         """Names of the operators int8 keeps in float, from the exported model converted
@@ -422,25 +479,43 @@ class Converter:
         from leukedge.evaluation.predict import infer_tflite
         from leukedge.runtime import TFLiteEngine
 
-        val_paths = [str(s.path) for s in self.trust_val]
+        val_set = self.trust_val + self.view_val
+        val_paths = [str(s.path) for s in val_set]
         val_probs, val_embeddings = infer_tflite(content, val_paths)
-        decision = trust.fit_operating_point(
-            np.array([val_probs[p] for p in val_paths]),
-            [s.label for s in self.trust_val],
-            self.labels,
-            "ALL",
-            self.temperature,
-            precision,
-            self.config.trust_config,
-        )
+        if self.oof is not None:
+            p_all = np.array([p for _, _, p in self.oof])
+            decision = trust.fit_operating_point(
+                np.stack([p_all, 1.0 - p_all], axis=1)
+                if self.labels[0] == "ALL"
+                else np.stack([1.0 - p_all, p_all], axis=1),
+                [label for _, label, _ in self.oof],
+                self.labels,
+                "ALL",
+                self.temperature,
+                "out-of-fold (float head)",
+                self.config.trust_config,
+                source="out-of-fold outputs of the blocked cross-validation",
+            )
+        else:
+            clean = [str(s.path) for s in self.trust_val]
+            decision = trust.fit_operating_point(
+                np.array([val_probs[p] for p in clean]),
+                [s.label for s in self.trust_val],
+                self.labels,
+                "ALL",
+                self.temperature,
+                precision,
+                self.config.trust_config,
+            )
         if val_embeddings is None:
             return None, decision
-        train_paths = [str(s.path) for s in self.trust_train]
+        train_set = self.trust_train + self.view_train
+        train_paths = [str(s.path) for s in train_set]
         log.info("%s: embedding %d train images ...", precision, len(train_paths))
         _, train_embeddings = infer_tflite(content, train_paths)
         ood = trust.fit_ood(
             np.stack([train_embeddings[p] for p in train_paths]),
-            [s.label for s in self.trust_train],
+            [s.label for s in train_set],
             np.stack([val_embeddings[p] for p in val_paths]),
             self.labels,
             TFLiteEngine(content).embedding_name,

@@ -130,8 +130,10 @@ def fit_operating_point(
     temperature: float,
     precision: str,
     config: TrustConfig,
+    source: str = "validation split",
 ) -> DecisionSpec | None:
-    """Threshold and refer band on the calibrated val probabilities of this file.
+    """Threshold and refer band on calibrated probabilities: the val outputs of this file,
+    or (``source``) the out-of-fold outputs of a blocked cross-validation.
 
     Returns:
         The spec; ``None`` when the model does not have two classes including
@@ -148,7 +150,7 @@ def fit_operating_point(
         positive_label=positive_label,
         target_sensitivity=config.target_sensitivity,
         coverage=config.coverage,
-        source=f"validation split, {precision} probabilities with temperature {temperature:.3f}",
+        source=f"{source}, {precision} probabilities with temperature {temperature:.3f}",
     )
 
 

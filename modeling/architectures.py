@@ -15,7 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Architecture = Literal["proposed", "proposed-lite", "efficientnetb0", "resnet50", "inceptionv3"]
+Architecture = Literal[
+    "proposed", "proposed-lite", "lite0-linear", "efficientnetb0", "resnet50", "inceptionv3"
+]
 """Names accepted by :func:`~leukedge.modeling.models.build_model` (``leukedge train --arch``)."""
 
 Preprocessing = Literal["in-graph", "caffe", "tf"]
@@ -61,6 +63,7 @@ ARCHITECTURE_TABLE: dict[str, ArchitectureSpec] = {
                          "efficientnetb0_notop.h5"),
         ArchitectureSpec("proposed-lite", _LITE0, "efficientnet_lite0", "in-graph", "attention",
                          None),
+        ArchitectureSpec("lite0-linear", _LITE0, "efficientnet_lite0", "in-graph", "gap", None),
         ArchitectureSpec("efficientnetb0", _B0, "efficientnetb0", "in-graph", "gap",
                          "efficientnetb0_notop.h5"),
         ArchitectureSpec("resnet50", "keras.applications:ResNet50", "resnet50", "caffe", "gap",

@@ -367,3 +367,50 @@ def test_only_folds_scores_one_block_without_borrowed_thresholds(tmp_path, synth
     assert latest["fold"] == 4 and "auc" in latest and "specificity" not in latest
     with pytest.raises(ValueError, match="only_folds"):
         CrossValConfig(data=".", out=".", only_folds=(5,))
+
+
+def test_linear_head_folds_into_one_dense_softmax_with_the_same_probabilities():
+    """``train final`` ships the fitted scaler + logistic regression as one Dense softmax
+    layer; its p(ALL) must be the pipeline's, in either label order."""
+    from leukedge.training.crossval import linear_pipeline
+    from leukedge.training.final import fold_linear_head
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(5.0, 3.0, (200, 12)) * rng.uniform(0.1, 10.0, 12)  # unscaled features
+    target = (x[:, 0] / 3 + rng.normal(0, 1.0, 200) > 5 / 3).astype(int)
+    pipeline = linear_pipeline(0.1).fit(x, target)
+    p_pipeline = pipeline.predict_proba(x)[:, 1]
+    for labels in (("ALL", "HEM"), ("HEM", "ALL")):
+        kernel, bias = fold_linear_head(pipeline, labels)
+        assert kernel.shape == (12, 2) and kernel.dtype == np.float32
+        logits = x @ kernel.astype(np.float64) + bias
+        softmax = np.exp(logits - logits.max(1, keepdims=True))
+        softmax /= softmax.sum(1, keepdims=True)
+        assert np.abs(softmax[:, labels.index("ALL")] - p_pipeline).max() < 1e-5
+    with pytest.raises(ValueError, match="ALL/HEM"):
+        fold_linear_head(pipeline, ("A", "B"))
+
+
+def test_ood_threshold_on_views_accepts_the_held_fold_with_its_camera_views():
+    """``ood_threshold_views``: the threshold is placed on the held fold's clean images and
+    augmentation views together (camera nuisances in-domain), so 97 % of both together are
+    within it; clean-only leaves the (farther) views mostly outside."""
+    from leukedge.evaluation.crossval import FoldPlan
+    from leukedge.training.crossval import CrossValConfig, _fold_ood
+
+    rng = np.random.default_rng(0)
+    n, d, k = 250, 6, 5
+    fold_of = np.repeat(np.arange(k), n // k)
+    y = rng.integers(0, 2, n)
+    clean = rng.normal(0, 1, (n, d)) + y[:, None]
+    view = clean + rng.normal(0, 1.5, (n, d))  # a camera view: farther from the clean fit
+    plan = FoldPlan(scheme="kfold", fold=0, train=(1, 2, 3, 4), calibrate=(1, 2, 3, 4))
+    held = np.flatnonzero(fold_of == 1)  # kfold: the fold after the scored one
+    both = np.concatenate([clean[held], view[held]])
+    within = {}
+    for flag in (False, True):
+        config = CrossValConfig(data="x", out="y", head="linear", ood_threshold_views=flag)
+        scorer = _fold_ood(plan, fold_of, [clean, view], y, config)
+        within[flag] = np.mean(scorer.distances(both) <= scorer.spec.threshold)
+    assert within[True] >= 0.97
+    assert within[False] < within[True]

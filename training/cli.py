@@ -330,3 +330,53 @@ def crossval_cmd(
     for scheme in report["summary"]:
         typer.echo(f"{scheme}:\n" + (out / f"{scheme}.md").read_text())
     typer.echo(f"wrote {out}")
+
+
+def _final_config_class():
+    from leukedge.training.final import FinalConfig
+
+    return FinalConfig
+
+
+@app.command("final")
+@with_options(_final_config_class(), skip=frozenset({"crossval", "out", "data", "cache"}))
+def final_cmd(
+    crossval: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="A finished train crossval folder.")
+    ],
+    out: Annotated[Path, typer.Option(help="Run folder to write (model.keras and the files "
+                                             "`leukedge convert` reads).")],
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset folder or CSV (default: the crossval's).")
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="Feature cache folder (default: the crossval's).")
+    ] = None,
+    settings: dict[str, Any] | None = None,
+) -> None:
+    """Fit the cross-validated recipe on every image: the model to ship, its thresholds
+    from the out-of-fold outputs and its card's expected performance (convert it next)."""
+    _require_train_extra()
+    from leukedge.training.final import FinalConfig, run_final
+
+    if (out / "model.keras").exists():
+        typer.echo(f"error: {out}/model.keras exists; choose a new --out", err=True)
+        raise typer.Exit(2)
+    try:
+        config = build(
+            FinalConfig,
+            settings or {},
+            crossval=str(crossval),
+            out=str(out),
+            data=str(data) if data else None,
+            cache=str(cache) if cache else None,
+        )
+        report = run_final(config)
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(
+        f"fitted on {report['n']} images; temperature {report['temperature']:.3f}, threshold "
+        f"{report['decision']['threshold']:.3f} (out of fold); wrote {out}\n"
+        f"next: leukedge convert {out}/model.keras --precisions int8 --model-version X.Y.Z"
+    )

@@ -84,6 +84,9 @@ class CrossValConfig:
         ood: fit and apply the out-of-domain check in each fold.
         ood_augment_views: augmentation views added to the out-of-domain fit (camera
             nuisances are in-domain); at most the views computed.
+        ood_threshold_views: also place the out-of-domain threshold (97 % accepted) on
+            the held-out fold's augmentation views, not only its clean images (issue 18,
+            "camera nuisances are in-domain"; off: clean images only, the first rounds).
         target_sensitivity: sensitivity the operating point must reach on the calibration
             outputs (0.98).
         coverage: fraction of the calibration outputs that must keep a call with the band.
@@ -111,6 +114,7 @@ class CrossValConfig:
     perturbations: Sequence[str] = tuple(PERTURBATION_VIEWS)
     ood: bool = True
     ood_augment_views: int = 2
+    ood_threshold_views: bool = False
     target_sensitivity: float = DEFAULT_TARGET_SENSITIVITY
     coverage: float = DEFAULT_COVERAGE
     schemes: Sequence[str] = ("kfold", "forward")
@@ -238,22 +242,26 @@ def fit_proposed(
     return predict
 
 
+def linear_pipeline(c: float):
+    """The linear head, unfitted: ``StandardScaler`` → ``LogisticRegression`` (L2, inverse
+    strength ``c``, balanced class weights, lbfgs up to 3,000 iterations); scikit-learn."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
+    )
+
+
 def fit_linear(
     train_views: list[np.ndarray], rows: np.ndarray, y: np.ndarray, config: CrossValConfig
 ):
     """Standardised logistic regression (``C``, balanced) on the pooled embeddings of every
     view of ``rows``; returns ``predict(pooled) → p(ALL)``."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     x = np.concatenate([v[rows] for v in train_views]).astype(np.float64)
     target = np.tile((y[rows] == LABELS.index("ALL")).astype(int), len(train_views))
-    model = make_pipeline(
-        StandardScaler(),
-        LogisticRegression(C=config.linear_c, class_weight="balanced", max_iter=3000),
-    )
-    model.fit(x, target)
+    model = linear_pipeline(config.linear_c).fit(x, target)
     column = list(model.classes_).index(1)
 
     def predict(pooled: np.ndarray) -> np.ndarray:
@@ -512,13 +520,19 @@ def _fold_ood(
     config: CrossValConfig,
 ) -> MahalanobisScorer:
     """The out-of-domain model of one scored fold: fitted on its training folds but the
-    last, threshold (97 % accepted) on that last training fold's clean embeddings."""
+    last, threshold (97 % accepted) on that last training fold's clean embeddings (and
+    its augmentation views with ``config.ood_threshold_views``)."""
     held = plan.train[-1] if plan.scheme == "forward" else (plan.fold + 1) % config.k
     fit_rows = np.flatnonzero(np.isin(fold_of, [f for f in plan.train if f != held]))
     held_rows = np.flatnonzero(fold_of == held)
     x = np.concatenate([v[fit_rows] for v in ood_views])
     spec = fit_mahalanobis(x, np.tile(y[fit_rows], len(ood_views)), LABELS)
-    spec = set_threshold(spec, ood_views[0][held_rows], DEFAULT_ACCEPT_QUANTILE, f"fold {held}")
+    held_x = (
+        np.concatenate([v[held_rows] for v in ood_views])
+        if config.ood_threshold_views
+        else ood_views[0][held_rows]
+    )
+    spec = set_threshold(spec, held_x, DEFAULT_ACCEPT_QUANTILE, f"fold {held}")
     return MahalanobisScorer(spec)
 
 

@@ -806,14 +806,40 @@ def _card_lines(card: dict) -> list[str]:
         lines.append(
             "split      "
             + "; ".join(
-                f"{name} " + ", ".join(f"{n} {label}" for label, n in c.items())
+                f"{name} "
+                + (
+                    ", ".join(f"{n} {label}" for label, n in c.items())
+                    if isinstance(c, dict)
+                    else f"{c}"
+                )
                 for name, c in counts.items()
             )
         )
+    fitted = card.get("fitted_on")
+    if fitted:
+        lines.append(
+            f"fitted on  all {fitted.get('images')} images ({fitted.get('ALL')} ALL, "
+            f"{fitted.get('HEM')} HEM) + {fitted.get('augmentation_views', 0)} augmentation "
+            "views each: no held-out images; expected performance from cross-validation:"
+        )
+    expected = card.get("expected_performance") or {}
+    for scheme in ("kfold", "forward"):
+        figures = expected.get(scheme) or {}
+        if figures.get("mean"):
+            m, w = figures["mean"], figures.get("worst", {})
+            lines.append(
+                f"expected   {scheme} (blocked CV, mean / worst fold): sensitivity "
+                f"{m['sensitivity']:.3f} / {w.get('sensitivity', float('nan')):.3f}, specificity "
+                f"{m['specificity']:.3f} / {w.get('specificity', float('nan')):.3f}, AUC "
+                f"{m['auc']:.3f} / {w.get('auc', float('nan')):.3f}, ECE {m['ece']:.3f} / "
+                f"{w.get('ece', float('nan')):.3f}"
+            )
     if card.get("validation_metrics_float"):
         lines.append(f"validation {_metric_text(card['validation_metrics_float'])} (float model)")
     if card.get("test_metrics"):
         lines.append(f"test       {_metric_text(card['test_metrics'])}")
+    elif fitted:
+        lines.append("test       none: every image trained the shipped weights (see expected)")
     else:
         lines.append("test       not evaluated (leukedge train evaluate --update-card)")
     robustness = card.get("test_robustness")
@@ -858,10 +884,11 @@ def _trust_lines(metadata, engine) -> list[str]:
             )
         else:
             lines.append("refer      no band")
+        where = "out of fold" if d.source.startswith("out-of-fold") else "validation"
         if op:
-            lines.append(f"           validation, this operating point: {_figures(op)}")
+            lines.append(f"           {where}, this operating point: {_figures(op)}")
         if argmax:
-            lines.append(f"           validation, arg-max (0.5, no band): {_figures(argmax)}")
+            lines.append(f"           {where}, arg-max (0.5, no band): {_figures(argmax)}")
     o = metadata.ood
     if o is None or engine.embedding_dim is None:
         why = "no embedding output" if engine.embedding_dim is None else "no out-of-domain data"
