@@ -378,15 +378,16 @@ def test_linear_head_folds_into_one_dense_softmax_with_the_same_probabilities():
     rng = np.random.default_rng(3)
     x = rng.normal(5.0, 3.0, (200, 12)) * rng.uniform(0.1, 10.0, 12)  # unscaled features
     target = (x[:, 0] / 3 + rng.normal(0, 1.0, 200) > 5 / 3).astype(int)
-    pipeline = linear_pipeline(0.1).fit(x, target)
-    p_pipeline = pipeline.predict_proba(x)[:, 1]
-    for labels in (("ALL", "HEM"), ("HEM", "ALL")):
-        kernel, bias = fold_linear_head(pipeline, labels)
-        assert kernel.shape == (12, 2) and kernel.dtype == np.float32
-        logits = x @ kernel.astype(np.float64) + bias
-        softmax = np.exp(logits - logits.max(1, keepdims=True))
-        softmax /= softmax.sum(1, keepdims=True)
-        assert np.abs(softmax[:, labels.index("ALL")] - p_pipeline).max() < 1e-5
+    for pca in (0, 5):  # with and without the principal-component step
+        pipeline = linear_pipeline(0.1, pca).fit(x, target)
+        p_pipeline = pipeline.predict_proba(x)[:, 1]
+        for labels in (("ALL", "HEM"), ("HEM", "ALL")):
+            kernel, bias = fold_linear_head(pipeline, labels)
+            assert kernel.shape == (12, 2) and kernel.dtype == np.float32
+            logits = x @ kernel.astype(np.float64) + bias
+            softmax = np.exp(logits - logits.max(1, keepdims=True))
+            softmax /= softmax.sum(1, keepdims=True)
+            assert np.abs(softmax[:, labels.index("ALL")] - p_pipeline).max() < 1e-5
     with pytest.raises(ValueError, match="ALL/HEM"):
         fold_linear_head(pipeline, ("A", "B"))
 

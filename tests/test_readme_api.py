@@ -37,5 +37,5 @@ def test_readme_python_api_runs_and_the_callback_survives_a_rejected_frame(monke
         exec(compile(block, "README.md", "exec"), namespace)
     assert errors == []
     out = capsys.readouterr().out
-    assert "ok None ALL" in out  # the README's first example, as its comment says
+    assert "refer uncertain None" in out  # the README's first example, as its comment says
     assert "0 rejected blank" in out  # the live-stream callback's line for the blank frame

@@ -175,14 +175,28 @@ def test_classifier_says_scale_and_segmented_cell(model_with_range):
 
 
 def test_model_without_the_range_has_no_scale_check():
-    """The embedded model's metadata (converted before the range existed): no scale or
-    segmented-cell check, none listed as unchecked, no red-cell estimate, no warning."""
-    from leukedge import Classifier
-    from leukedge.errors import LeukedgeWarning
+    """A model converted before the range existed (model v2's metadata; v3 carries it): no
+    scale or segmented-cell check, none listed as unchecked, no red-cell estimate, no
+    warning."""
+    import dataclasses
 
+    from leukedge import Classifier, ClassifierOptions
+    from leukedge.classifier import default_model_path
+    from leukedge.errors import LeukedgeWarning
+    from leukedge.metadata import read_metadata, write_metadata
+
+    content = default_model_path().read_bytes()
+    meta = read_metadata(content)
+    assert meta.quality.red_cell_diameter_range is not None  # the embedded v3 has it
+    old = dataclasses.replace(
+        meta,
+        quality=dataclasses.replace(
+            meta.quality, red_cell_diameter_range=None, black_background_max=None
+        ),
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error", LeukedgeWarning)
-        classifier = Classifier()
+        classifier = Classifier(ClassifierOptions(model_content=write_metadata(content, old)))
     assert classifier.quality_thresholds.red_cell_diameter_range is None
     result = classifier.classify(drawn_field(45))
     assert "scale" not in result.failed_checks and "scale" not in result.unchecked

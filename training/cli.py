@@ -344,8 +344,12 @@ def final_cmd(
     crossval: Annotated[
         Path, typer.Argument(exists=True, file_okay=False, help="A finished train crossval folder.")
     ],
-    out: Annotated[Path, typer.Option(help="Run folder to write (model.keras and the files "
-                                             "`leukedge convert` reads).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Run folder to write (model.keras and the files `leukedge convert` reads)."
+        ),
+    ],
     data: Annotated[
         Path | None, typer.Option(help="Dataset folder or CSV (default: the crossval's).")
     ] = None,

@@ -74,6 +74,10 @@ class CrossValConfig:
         augment_views: seeded camera-recipe augmentation views used in training (0 = clean
             only).
         linear_c: inverse L2 strength of the linear head (0.01: the issue's probe).
+        linear_pca: keep only this many principal components of the standardised
+            embedding before the linear head (0: all 1,280). Low-variance directions carry
+            the sensor noise, JPEG artefacts and int8 rounding that flip a linear head's
+            calls; a measured option (issue 18, "recipe work").
         epochs: epochs of the proposed head.
         lr: Adam learning rate of the proposed head (3e-4, the camera recipe's).
         batch_size: images per step of the proposed head.
@@ -107,6 +111,7 @@ class CrossValConfig:
     front: str = "std"
     augment_views: int = 0
     linear_c: float = 0.01
+    linear_pca: int = 0
     epochs: int = 6
     lr: float = 3e-4
     batch_size: int = 32
@@ -149,7 +154,7 @@ class CrossValConfig:
             )
         if set(self.schemes) - {"kfold", "forward"} or not self.schemes:
             raise ValueError(f"schemes must be kfold and/or forward, got {self.schemes!r}")
-        for name in ("augment_views", "ood_augment_views", "epochs", "batch_size"):
+        for name in ("augment_views", "ood_augment_views", "epochs", "batch_size", "linear_pca"):
             value = getattr(self, name)
             if (
                 isinstance(value, bool)
@@ -242,16 +247,21 @@ def fit_proposed(
     return predict
 
 
-def linear_pipeline(c: float):
-    """The linear head, unfitted: ``StandardScaler`` → ``LogisticRegression`` (L2, inverse
-    strength ``c``, balanced class weights, lbfgs up to 3,000 iterations); scikit-learn."""
+def linear_pipeline(c: float, pca: int = 0):
+    """The linear head, unfitted: ``StandardScaler`` → (``PCA(pca)`` when ``pca`` > 0) →
+    ``LogisticRegression`` (L2, inverse strength ``c``, balanced class weights, lbfgs up to
+    3,000 iterations); scikit-learn. Every step is affine, so the fitted pipeline is one
+    Dense layer (:func:`leukedge.training.final.fold_linear_head`)."""
+    from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(
-        StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=3000)
-    )
+    steps = [StandardScaler()]
+    if pca:
+        steps.append(PCA(n_components=pca, random_state=0))
+    steps.append(LogisticRegression(C=c, class_weight="balanced", max_iter=3000))
+    return make_pipeline(*steps)
 
 
 def fit_linear(
@@ -261,7 +271,7 @@ def fit_linear(
     view of ``rows``; returns ``predict(pooled) → p(ALL)``."""
     x = np.concatenate([v[rows] for v in train_views]).astype(np.float64)
     target = np.tile((y[rows] == LABELS.index("ALL")).astype(int), len(train_views))
-    model = linear_pipeline(config.linear_c).fit(x, target)
+    model = linear_pipeline(config.linear_c, config.linear_pca).fit(x, target)
     column = list(model.classes_).index(1)
 
     def predict(pooled: np.ndarray) -> np.ndarray:

@@ -89,9 +89,10 @@ class FinalConfig:
 
 
 def fold_linear_head(pipeline, labels=LABELS) -> tuple[np.ndarray, np.ndarray]:
-    """A fitted ``StandardScaler → LogisticRegression`` pipeline as one Dense softmax layer.
+    """A fitted affine pipeline (``StandardScaler`` → optional ``PCA`` →
+    ``LogisticRegression``) as one Dense softmax layer.
 
-    The logistic regression's logit ``z = w·(x − μ)/σ + b`` for p(ALL) becomes the two-class
+    The pipeline's logit for p(ALL), ``z = w·x + b`` (every step is affine), becomes the two-class
     logits ``(z/2, −z/2)`` (ALL, HEM order of ``labels``): ``softmax`` of those is
     ``(sigmoid(z), 1 − sigmoid(z))``, the same probabilities.
 
@@ -108,12 +109,14 @@ def fold_linear_head(pipeline, labels=LABELS) -> tuple[np.ndarray, np.ndarray]:
     """
     if sorted(labels) != ["ALL", "HEM"]:
         raise ValueError(f"the linear head folds a two-class ALL/HEM model, got {labels}")
-    scaler, regression = pipeline[0], pipeline[-1]
-    sign = 1.0 if list(regression.classes_).index(1) == 1 else -1.0
-    w = sign * regression.coef_[0] / scaler.scale_
-    b = sign * (
-        regression.intercept_[0] - float(np.dot(regression.coef_[0] / scaler.scale_, scaler.mean_))
-    )
+    # Every step is affine, so the logit is w·x + b exactly: read b at x = 0 and each w_i
+    # at the unit vector e_i (float64; no step's internals are needed, PCA included).
+    dim = int(pipeline[0].n_features_in_)
+    probes = np.vstack([np.zeros((1, dim)), np.eye(dim)])
+    logit = pipeline.decision_function(probes)  # log-odds of classes_[1]
+    sign = 1.0 if list(pipeline[-1].classes_).index(1) == 1 else -1.0
+    b = sign * float(logit[0])
+    w = sign * (logit[1:] - logit[0])
     half = 0.5 if list(labels).index("ALL") == 0 else -0.5
     kernel = np.stack([half * w, -half * w], axis=1).astype(np.float32)
     bias = np.array([half * b, -half * b], dtype=np.float32)
@@ -193,7 +196,7 @@ def run_final(config: FinalConfig) -> dict[str, Any]:
     pooled = [cache.features(order, v).astype(np.float32).mean(axis=(1, 2)) for v in views]
     x = np.concatenate(pooled).astype(np.float64)
     target = np.tile((y == LABELS.index("ALL")).astype(int), len(views))
-    pipeline = linear_pipeline(cv_config.linear_c).fit(x, target)
+    pipeline = linear_pipeline(cv_config.linear_c, cv_config.linear_pca).fit(x, target)
     kernel, bias = fold_linear_head(pipeline)
     fit_seconds = time.perf_counter() - t
 
@@ -296,6 +299,7 @@ def run_final(config: FinalConfig) -> dict[str, Any]:
         "recipe": {
             "head": "linear (standardised logistic regression, balanced classes)",
             "linear_c": cv_config.linear_c,
+            "linear_pca": cv_config.linear_pca,
             "input_norm": cv_config.front,
             "backbone": "EfficientNet-Lite0, ImageNet weights, frozen",
             "augment_views": cv_config.augment_views,
@@ -329,7 +333,9 @@ def run_final(config: FinalConfig) -> dict[str, Any]:
         "weights": "imagenet",
         "class_weights": "balanced",
         "seed": cv_config.seed,
-        "split": f"all images fitted; out-of-domain threshold and gate on block {held}",
+        "split": "all",
+        "split_note": f"every image fitted; the out-of-domain threshold and the conversion "
+        f"gate on block {held}",
         "split_counts": {
             k: dict(sorted(Counter(s.label for s in v).items())) for k, v in split.items()
         },
