@@ -33,7 +33,7 @@ CLI_ENTRY_POINT = {
     "leukedge.converters.cli",
     "leukedge.converters.compare",
 }
-"""What the ``leukedge`` command (``sdk/leukedge/cli.py``) may import from above, inside
+"""What the ``leukedge`` command (``sdk/leukedge/cli/__init__.py``) may import from above, inside
 functions only: it assembles ``leukedge train`` / ``convert`` and runs
 ``bench --compare``."""
 

@@ -1,10 +1,10 @@
 """The ``leukedge`` command line.
 
 ``leukedge classify``, ``watch``, ``camera``, ``info`` and ``bench`` use the light runtime
-only; their work lives in modules with one job each (:mod:`leukedge.inputs`,
-:mod:`leukedge.batch`, :mod:`leukedge.records`, :mod:`leukedge.outputs`,
-:mod:`leukedge.groups`, :mod:`leukedge.pipeline`, :mod:`leukedge.report`,
-:mod:`leukedge.watch`, :mod:`leukedge.camera`); this module only wires options to them.
+only; their work lives in modules with one job each (:mod:`leukedge.lab.inputs`,
+:mod:`leukedge.lab.batch`, :mod:`leukedge.lab.records`, :mod:`leukedge.lab.outputs`,
+:mod:`leukedge.lab.groups`, :mod:`leukedge.lab.pipeline`, :mod:`leukedge.lab.report`,
+:mod:`leukedge.lab.watch`, :mod:`leukedge.lab.camera`); this module only wires options to them.
 ``rich``'s progress bar, ``watchdog`` and OpenCV are imported by the commands that use them.
 ``leukedge train …`` and ``leukedge convert …`` live in :mod:`leukedge.training.cli` and
 :mod:`leukedge.converters.cli`, which import Keras/TensorFlow inside their command functions,
@@ -28,11 +28,11 @@ from typing import Annotated, NoReturn
 import typer
 
 from leukedge import __version__
-from leukedge.camera import CameraOptions
 from leukedge.classifier import ClassifierOptions
-from leukedge.cli_options import attribute_docs
-from leukedge.groups import GroupBy
-from leukedge.watch import WatchOptions
+from leukedge.cli_kit.options import attribute_docs
+from leukedge.lab.camera import CameraOptions
+from leukedge.lab.groups import GroupBy
+from leukedge.lab.watch import WatchOptions
 
 app = typer.Typer(
     name="leukedge",
@@ -86,13 +86,13 @@ def _load_classifier(
     allow_failed_gate: bool = False,
     max_pixels: int | None = ClassifierOptions.max_pixels,
 ):
+    from leukedge.checks.decision import OperatingPointError
     from leukedge.classifier import Classifier
-    from leukedge.decision import OperatingPointError
-    from leukedge.errors import LeukedgeError
-    from leukedge.preprocess import (
+    from leukedge.engine.preprocess import (
         leave_the_pixel_cap_to_leukedge,
         return_large_decodes_to_the_system,
     )
+    from leukedge.errors import LeukedgeError
 
     return_large_decodes_to_the_system()  # this process decodes: large images go back
     if max_pixels is not None:  # --max-pixels decides, from the header, with our wording
@@ -265,7 +265,7 @@ def classify(
     replace a file without --overwrite) or a model that cannot be loaded; 130/143: stopped
     by Ctrl+C/SIGTERM.
     """
-    from leukedge.inputs import check_output_paths, collect_inputs
+    from leukedge.lab.inputs import check_output_paths, collect_inputs
 
     by = group_by.value if group_by is not None else None
     if group_map is not None:
@@ -322,7 +322,7 @@ def classify(
 def _check_groups(paths, by: str, mapping) -> None:
     """Before any work: refuse a grouping that no image has (exit 2); warn how many images
     have no group (they get a row without a group call)."""
-    from leukedge.groups import NO_GROUP, UNMAPPED, ungrouped
+    from leukedge.lab.groups import NO_GROUP, UNMAPPED, ungrouped
 
     missing = len(ungrouped(paths, by, mapping))
     if not missing:
@@ -363,17 +363,17 @@ def _output_failed(exc: OSError, consequence: str) -> None:
 def _run_classify(
     classifier, inputs, as_json, csv_out, jsonl_out, by, group_map, group_csv, workers, progress
 ) -> None:
-    from leukedge.groups import GroupCollector, GroupMap
-    from leukedge.outputs import CsvWriter, JsonLinesStream, JsonLinesWriter
-    from leukedge.pipeline import ClassifyJob, run_classify
-    from leukedge.records import ModelInfo
-    from leukedge.report import (
+    from leukedge.lab.groups import GroupCollector, GroupMap
+    from leukedge.lab.outputs import CsvWriter, JsonLinesStream, JsonLinesWriter
+    from leukedge.lab.pipeline import ClassifyJob, run_classify
+    from leukedge.lab.records import ModelInfo
+    from leukedge.lab.report import (
         PROGRESS_MIN_IMAGES,
         print_group_table,
         print_results_table,
         summary_line,
     )
-    from leukedge.stopping import StopRequest
+    from leukedge.lab.stopping import StopRequest
 
     info = ModelInfo.of(classifier)
     groups = None
@@ -426,8 +426,8 @@ def _run_classify(
         summaries = groups.summaries()
         print_group_table(summaries, by, sys.stderr if as_json else sys.stdout)
         if group_csv is not None:
-            from leukedge.groups import summary_columns
-            from leukedge.outputs import write_rows_atomically
+            from leukedge.lab.groups import summary_columns
+            from leukedge.lab.outputs import write_rows_atomically
 
             try:
                 write_rows_atomically(
@@ -494,11 +494,11 @@ def watch(
     leaves neither duplicates nor gaps. A bad file gets an error record; watching goes on.
     Ctrl+C or SIGTERM stops cleanly (exit 0).
     """
-    from leukedge.inputs import check_is_a_record_file, check_output_paths
-    from leukedge.records import ModelInfo
-    from leukedge.report import record_line
-    from leukedge.stopping import StopRequest
-    from leukedge.watch import Watcher
+    from leukedge.lab.inputs import check_is_a_record_file, check_output_paths
+    from leukedge.lab.records import ModelInfo
+    from leukedge.lab.report import record_line
+    from leukedge.lab.stopping import StopRequest
+    from leukedge.lab.watch import Watcher
 
     try:
         check_output_paths({"--jsonl": jsonl}, existing="append")
@@ -583,10 +583,10 @@ def camera(
     video cannot be opened or a snapshot cannot be saved (the run stops); 2 if the model
     cannot be loaded or the --snapshot folder cannot be written (checked first).
     """
-    from leukedge.camera import CameraError, quiet_opencv_log, run_camera
     from leukedge.errors import LeukedgeError
-    from leukedge.inputs import check_output_folder
-    from leukedge.stopping import StopRequest
+    from leukedge.lab.camera import CameraError, quiet_opencv_log, run_camera
+    from leukedge.lab.inputs import check_output_folder
+    from leukedge.lab.stopping import StopRequest
 
     try:
         check_output_folder("--snapshot", snapshot)
@@ -640,9 +640,9 @@ def info(
 ) -> None:
     """Print a model's metadata, model card, tensor details and operators."""
     from leukedge.classifier import default_model_path
+    from leukedge.engine.interpreter import TFLiteEngine
+    from leukedge.engine.metadata import gate_failure, read_metadata
     from leukedge.errors import LeukedgeError
-    from leukedge.metadata import gate_failure, read_metadata
-    from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
     try:
@@ -738,8 +738,8 @@ def _checks_line(metadata, engine) -> str:
 def _gate_lines(metadata) -> list[str]:
     """The accuracy-delta gate's result from the model card: one line of figures (whatever
     the card holds of them), and for a model that failed it, what leukedge does with it.
-    The verdict is :func:`leukedge.metadata.gate_failure`'s, the rule the SDK loads by."""
-    from leukedge.metadata import gate_failure
+    The verdict is :func:`leukedge.engine.metadata.gate_failure`'s, the rule the SDK loads by."""
+    from leukedge.engine.metadata import gate_failure
 
     g = (metadata.model_card or {}).get("gate")
     if not isinstance(g, dict):
@@ -835,7 +835,7 @@ def _figures(f: dict) -> str:
 def _trust_lines(metadata, engine) -> list[str]:
     """``leukedge info``'s lines on the operating point, refer band, out-of-domain check and
     quality thresholds, with the validation figures behind them."""
-    from leukedge.quality import QualityThresholds
+    from leukedge.checks.quality import QualityThresholds
 
     lines = []
     d = metadata.decision
@@ -978,9 +978,9 @@ def bench(
     import numpy as np
 
     from leukedge.classifier import default_model_path
+    from leukedge.engine.interpreter import TFLiteEngine
+    from leukedge.engine.metadata import check_gate, read_metadata
     from leukedge.errors import LeukedgeError
-    from leukedge.metadata import check_gate, read_metadata
-    from leukedge.runtime import TFLiteEngine
 
     path = model or default_model_path()
     try:
@@ -996,7 +996,7 @@ def bench(
     if profile_ops:
         _bench_profile_ops(engines[min(threads)], rng, out)
         return
-    from leukedge.bench import environment, time_calls
+    from leukedge.bench.measure import environment, time_calls
 
     results = {"path": str(path), "size_bytes": path.stat().st_size, "latency_ms": {}}
     for n, engine in engines.items():
@@ -1008,7 +1008,7 @@ def bench(
             "cpu_median": stats["cpu_p50_ms"],
         }
     if sdk:
-        from leukedge.bench import example_image, sdk_measurements
+        from leukedge.bench.measure import example_image, sdk_measurements
 
         with example_image() as image:
             results["sdk"] = sdk_measurements(model, image, allow_failed_gate=allow_failed_gate)
@@ -1019,14 +1019,14 @@ def bench(
     if as_json:
         typer.echo(text)
     else:
-        from leukedge.bench import print_report
+        from leukedge.bench.measure import print_report
 
         print_report(results)
 
 
 def _check_bench_out(out: Path | None, folder: bool) -> None:
     """``--out`` (a file, or with ``--compare`` a folder) checked before measuring."""
-    from leukedge.inputs import check_output_folder, check_output_paths
+    from leukedge.lab.inputs import check_output_folder, check_output_paths
 
     try:
         if folder:
@@ -1040,7 +1040,7 @@ def _check_bench_out(out: Path | None, folder: bool) -> None:
 def _bench_profile_ops(engine, rng, out: Path | None) -> None:
     import numpy as np
 
-    from leukedge.op_profile import as_dicts, profile_ops, summarize
+    from leukedge.bench.op_profile import as_dicts, profile_ops, summarize
 
     image = rng.integers(0, 256, (*engine.input_size, 3), dtype=np.uint8)
     timings = profile_ops(engine.model_content, image, threads=engine.num_threads or 1)
@@ -1065,7 +1065,7 @@ def _bench_profile_ops(engine, rng, out: Path | None) -> None:
 def _bench_compare(
     keras_model, split_file, engines, threads, runs, max_val, calibration_size, reuse, out
 ) -> None:
-    from leukedge.cli_groups import attach_log_handler
+    from leukedge.cli_kit.groups import attach_log_handler
 
     try:
         from leukedge.converters.compare import CompareConfig, run_compare

@@ -261,7 +261,7 @@ class TFLiteEngine:
     (LiteRT's interpreter is not re-entrant: concurrent calls fail with "There is at least
     1 reference to internal data" or read another call's output), so an engine is safe to
     share but runs one image at a time. For parallel inference use one engine per worker
-    (:meth:`clone`, or :class:`leukedge.engine_pool.EnginePool`).
+    (:meth:`clone`, or :class:`leukedge.engine.pool.EnginePool`).
 
     Attributes:
         model_content: the ``.tflite`` bytes (read once; metadata is parsed from them).

@@ -173,7 +173,7 @@ def _time(interpreter, runs: int) -> float:
 def _interpreter(content: bytes, threads: int, delegate: bool):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from leukedge.runtime import quiet_delegate_banner
+    from leukedge.engine.interpreter import quiet_delegate_banner
 
     resolver = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with quiet_delegate_banner():
@@ -199,7 +199,7 @@ def profile_ops(
     Returns:
         One :class:`OpTiming` per operator, in execution order.
     """
-    from leukedge.runtime import TFLiteEngine
+    from leukedge.engine.interpreter import TFLiteEngine
 
     engine = TFLiteEngine(content, num_threads=threads)
     batch = engine._quantize_input(image)[None]
