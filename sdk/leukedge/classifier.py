@@ -19,6 +19,13 @@ embedding) → temperature (:mod:`leukedge.checks.calibration`) → out-of-domai
 (:mod:`leukedge.checks.ood`) → operating point and refer band (:mod:`leukedge.checks.decision`) →
 :class:`ClassificationResult` with a ``status``. The model runs even when a quality check
 fails, so a rejected result still shows what it would have said.
+
+Over 400 lines on purpose: one class whose methods share one state (the engine pool, the
+checks configured from the model's metadata, the running mode, the pixel budget and the
+async worker), and the vocabulary its methods take and return (options, result, statuses,
+reasons, running modes). The work itself is in :mod:`leukedge.engine` and
+:mod:`leukedge.checks`. The result and its vocabulary are the seam to cut when a second
+producer of results arrives (per-cell results on a field, issue 20).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@
   spec, model card, the checks' fitted parameters, the gate record).
 - :mod:`~leukedge.engine.preprocess`: decode and resize, the one preprocessing path of
   training and runtime.
+- :mod:`~leukedge.engine.summary`: a model as ``leukedge info`` prints it.
 
 May import: :mod:`leukedge.errors` and :mod:`leukedge.checks` (the metadata carries the
 checks' fitted parameters, so it reads their spec dataclasses). Nothing above: not the

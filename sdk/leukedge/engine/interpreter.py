@@ -16,6 +16,9 @@ the process's standard error (file descriptor 2) when the first interpreter is m
 no Python setting, environment variable or log level that turns this line off (its
 ``tflite::LoggerOptions::SetMinimumLogSeverity`` is C++ only and not exported).
 :func:`quiet_delegate_banner` removes that one line and nothing else.
+
+Near 500 lines: the interpreter choice, the delegate banner and the quantization at the
+edges are each short and used by :class:`TFLiteEngine` alone; the class is most of it.
 """
 
 from __future__ import annotations

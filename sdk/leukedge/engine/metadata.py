@@ -8,6 +8,10 @@ labels, input contract and model card can never be separated from the weights.
 Reading needs only the ``flatbuffers`` package (no TensorFlow, no schema module). Writing
 uses the schema's object API (``ai_edge_litert.schema_py_generated``) and is done by the
 converters.
+
+Over 400 lines: the document (:class:`ModelMetadata`), the rule the SDK loads a model by
+(:func:`check_gate`) and the flatbuffer reading and writing are one format, read and
+written in one place.
 """
 
 from __future__ import annotations
