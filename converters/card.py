@@ -2,7 +2,7 @@
 
 Built from the run's own files (``config.json``, ``metrics_val.json``), the conversion's
 settings and the gate's figures for one precision; stored in the file's metadata
-(:class:`leukedge.metadata.ModelMetadata`, ``model_card``) and shown by ``leukedge info``.
+(:class:`leukedge.engine.metadata.ModelMetadata`, ``model_card``) and shown by ``leukedge info``.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from leukedge.cli_groups import DefaultCommandGroup, attach_log_handler, stdout_to
-from leukedge.cli_options import build, with_options
+from leukedge.cli_kit.groups import DefaultCommandGroup, attach_log_handler, stdout_to
+from leukedge.cli_kit.options import build, with_options
 from leukedge.converters.convert import ConvertConfig
 from leukedge.converters.precisions import PRECISIONS
 

@@ -4,7 +4,7 @@ For a trained ``.keras`` (proposed-lite) and its run's ``split.csv``:
 
 1. the validation split (``val``; the test split is not read) and the calibration images
    (the ``train`` split, stratified, seeded: the same images ``leukedge convert`` uses) are
-   decoded and resized once by :func:`leukedge.preprocess.load_and_resize`;
+   decoded and resized once by :func:`leukedge.engine.preprocess.load_and_resize`;
 2. every engine of :data:`ENGINES` whose packages are installed gets its model file: the
    ``.keras`` itself; LiteRT float32 / float16 / int8 (float islands, leukedge's default) /
    int8 without float islands, from :func:`leukedge.converters.tflite.convert_keras`;
@@ -17,8 +17,9 @@ For a trained ``.keras`` (proposed-lite) and its run's ``split.csv``:
 4. accuracy is scored against the labels and against the Keras float model (the gate's
    :func:`~leukedge.converters.gate.compare`: Δ accuracy, label agreement, max |Δp|), so no
    speed is shown without what it costs;
-5. LiteRT models are profiled per operator (:mod:`leukedge.op_profile`), and the
-   SDK's own figures are measured on the int8 model (:func:`leukedge.bench.sdk_measurements`:
+5. LiteRT models are profiled per operator (:mod:`leukedge.bench.op_profile`), and the
+   SDK's own figures are measured on the int8 model
+   (:func:`~leukedge.bench.measure.sdk_measurements`:
    overhead on a 224×224 array, a 2592×1944 camera JPEG end to end, cold start).
 
 Writes ``OUT/compare.json``, ``OUT/compare.md``, ``OUT/latency_vs_accuracy.png``
@@ -200,7 +201,7 @@ def _onnx_quantize(fp32: Path, path: Path, calibration: np.ndarray) -> None:
 
 def _tflite(model, precision: str, calibration, float_islands: bool, metadata) -> bytes:
     from leukedge.converters.tflite import convert_keras, island_layers
-    from leukedge.metadata import write_metadata
+    from leukedge.engine.metadata import write_metadata
 
     layers = island_layers(model, attention=float_islands)
     content = convert_keras(model, precision, calibration, float_layers=layers)
@@ -282,14 +283,14 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
         ModuleNotFoundError: TensorFlow or Keras is not installed (the ``train`` extra).
         RuntimeError: Keras already runs on another backend than TensorFlow.
     """
-    from leukedge.bench import environment, sdk_measurements
+    from leukedge.bench.measure import environment, sdk_measurements
     from leukedge.converters.convert import default_model_version, sha256_file
     from leukedge.converters.gate import compare
+    from leukedge.engine.metadata import InputSpec, ModelMetadata
+    from leukedge.engine.preprocess import load_and_resize
     from leukedge.evaluation.data import LABELS, samples_from, stratified_subset
     from leukedge.evaluation.predict import predict_keras
-    from leukedge.metadata import InputSpec, ModelMetadata
     from leukedge.modeling.saving import load_keras_model, require_tensorflow_backend
-    from leukedge.preprocess import load_and_resize
 
     # Every engine's file is made from the Keras model by TensorFlow: without it (a
     # runtime-only install) nothing else is worth checking.
@@ -435,8 +436,8 @@ def run_compare(config: CompareConfig) -> dict[str, Any]:
 
 
 def _profile_litert(rows, out: Path, size, image_path) -> dict[str, Any]:
-    from leukedge.op_profile import as_dicts, profile_ops, summarize
-    from leukedge.preprocess import load_and_resize
+    from leukedge.bench.op_profile import as_dicts, profile_ops, summarize
+    from leukedge.engine.preprocess import load_and_resize
 
     image = load_and_resize(image_path, size)
     profiles = {}

@@ -49,6 +49,8 @@ from leukedge.converters.gate import GateConfig, GateFailedError
 from leukedge.converters.precisions import PRECISION_TABLE, PRECISIONS, IoDtype, Precision
 from leukedge.converters.tflite import ConversionError
 from leukedge.converters.trust import TrustConfig
+from leukedge.engine.metadata import InputSpec, ModelMetadata, write_metadata
+from leukedge.engine.preprocess import load_and_resize
 from leukedge.evaluation.data import (
     LABELS,
     Sample,
@@ -57,9 +59,7 @@ from leukedge.evaluation.data import (
     stratified_subset,
 )
 from leukedge.evaluation.resolution import gate_images_needed, image_pp
-from leukedge.metadata import InputSpec, ModelMetadata, write_metadata
 from leukedge.modeling.config import InputKind
-from leukedge.preprocess import load_and_resize
 from leukedge.timing import StepTimes
 
 __all__ = ["ConvertConfig", "Converter", "convert_model", "sha256_file"]
@@ -249,7 +249,7 @@ class Converter:
         Raises:
             ValueError: the gate is on and there are no held-out images.
         """
-        from leukedge.calibration import apply_temperature
+        from leukedge.checks.calibration import apply_temperature
         from leukedge.evaluation.metrics import (
             evaluate,
             expected_calibration_error,
@@ -382,11 +382,11 @@ class Converter:
 
         Raises:
             ConversionError: the converter failed or refused the model.
-            leukedge.runtime.ModelLoadError / ValueError: the runtime cannot run the file.
+            leukedge.ModelLoadError / ValueError: the runtime cannot run the file.
         """
         from leukedge.converters.tflite import convert_keras
+        from leukedge.engine.interpreter import TFLiteEngine
         from leukedge.evaluation.predict import infer_tflite
-        from leukedge.runtime import TFLiteEngine
 
         islands = self.island_nodes if PRECISION_TABLE[precision].keeps_float else ()
         keep = tuple(dict.fromkeys([*islands, *keep_float]))
@@ -476,8 +476,8 @@ class Converter:
             file has no embedding output.
         """
         from leukedge.converters import trust
+        from leukedge.engine.interpreter import TFLiteEngine
         from leukedge.evaluation.predict import infer_tflite
-        from leukedge.runtime import TFLiteEngine
 
         val_set = self.trust_val + self.view_val
         val_paths = [str(s.path) for s in val_set]

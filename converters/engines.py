@@ -58,7 +58,7 @@ def _keras(artifact: str, threads: int, compiled: bool) -> tuple[Runner, Callabl
 
 
 def _litert(artifact: str, threads: int) -> tuple[Runner, Callable]:
-    from leukedge.runtime import TFLiteEngine
+    from leukedge.engine.interpreter import TFLiteEngine
 
     engine = TFLiteEngine(artifact, num_threads=threads)
     interpreter = engine._interpreter
@@ -127,7 +127,7 @@ LOADERS: dict[str, Callable[[str, int], tuple[Runner, Callable]]] = {
 def run_task(task: dict) -> dict:
     """Load one engine, time it, record its peak RSS, then (if asked) run the validation
     images; returns the result dictionary (see the module docstring)."""
-    from leukedge.bench import peak_rss_mb, time_calls
+    from leukedge.bench.measure import peak_rss_mb, time_calls
 
     start = time.perf_counter()
     run, prepare = LOADERS[task["engine"]](task["artifact"], int(task["threads"]))

@@ -18,8 +18,8 @@ confidence rest on. So the gate also bounds the **mean absolute probability diff
 the float model and the **increase in expected calibration error** (ECE, Guo et al. 2017)
 over the float model's (temperature applied to both, as at run time).
 
-The ``.tflite`` side runs through :class:`leukedge.runtime.TFLiteEngine`, the very code the
-SDK uses, with images decoded and resized by :mod:`leukedge.preprocess`
+The ``.tflite`` side runs through :class:`leukedge.engine.interpreter.TFLiteEngine`, the
+very code the SDK uses, with images decoded and resized by :mod:`leukedge.engine.preprocess`
 (:func:`leukedge.evaluation.predict.infer_tflite`).
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from leukedge.calibration import apply_temperature
+from leukedge.checks.calibration import apply_temperature
 from leukedge.errors import LeukedgeError
 from leukedge.evaluation.metrics import evaluate, expected_calibration_error, join_by_name
 from leukedge.evaluation.resolution import (
@@ -92,7 +92,7 @@ def compare(
         truth: ``{path: label}``.
         labels: class names in probability order.
         temperature: the model's calibration temperature, applied to both before the ECE
-            (:func:`leukedge.calibration.apply_temperature`).
+            (:func:`leukedge.checks.calibration.apply_temperature`).
 
     Returns:
         ``accuracy``, ``weighted_f1``, ``recall`` (per class), ``delta_pp`` (reference

@@ -10,12 +10,13 @@ invoke. The runtime tells the outputs apart by width.
 
 For ``int8`` the input tensor's scale and zero point come from the calibration range of
 the RGB 0–255 representative images (typically scale 1.0, zero point 0 for ``uint8``); the
-runtime quantizes pixels with whatever the file says (:class:`leukedge.runtime.TFLiteEngine`).
+runtime quantizes pixels with whatever the file says
+(:class:`leukedge.engine.interpreter.TFLiteEngine`).
 
 **Float islands.** ``int8`` may keep the operators inside named Keras layers in float
 (:func:`island_layers`: every ``LayerNormalization``, and the core of every
 ``MultiHeadAttention``, i.e. all but its ``FULLY_CONNECTED`` projections). Measured with
-:mod:`leukedge.op_profile` on proposed-lite (README, "Performance"): in a plain
+:mod:`leukedge.bench.op_profile` on proposed-lite (README, "Performance"): in a plain
 int8 model these operators fall outside LiteRT's XNNPACK delegate (int8
 ``SQUARED_DIFFERENCE``, ``RSQRT``, ``BATCH_MATMUL``, ``SOFTMAX``, ``ADD`` with a broadcast
 constant) and run on slow reference kernels, about a quarter of the model's time, and the
@@ -279,7 +280,7 @@ def convert_keras(
             other precisions.
 
     Returns:
-        The model bytes (no leukedge metadata yet; see :mod:`leukedge.metadata`).
+        The model bytes (no leukedge metadata yet; see :mod:`leukedge.engine.metadata`).
 
     Raises:
         ValueError: unknown precision / io dtype, or int8 without calibration images.

@@ -1,17 +1,17 @@
 """What a converted model needs to stand behind its answers, fitted at conversion time.
 
-Three parts go into the ``.tflite``'s metadata (:mod:`leukedge.metadata`, schema 2), each
+Three parts go into the ``.tflite``'s metadata (:mod:`leukedge.engine.metadata`, schema 2), each
 from the run's own splits, never the test split:
 
-1. **quality thresholds** (:class:`~leukedge.quality.QualityThresholds`): the runtime's own
-   :func:`~leukedge.quality.image_statistics` on every **train** image at the model's input
-   size, turned into thresholds by :func:`~leukedge.quality.derive_thresholds` (with the
+1. **quality thresholds** (:class:`~leukedge.checks.quality.QualityThresholds`): the runtime's own
+   :func:`~leukedge.checks.quality.image_statistics` on every **train** image at the model's input
+   size, turned into thresholds by :func:`~leukedge.checks.quality.derive_thresholds` (with the
    red-cell diameter range of the ``scale`` check and the ``segmented_cell`` threshold);
-2. **out-of-domain model** (:class:`~leukedge.ood.OODSpec`): class means and shrunk shared
+2. **out-of-domain model** (:class:`~leukedge.checks.ood.OODSpec`): class means and shrunk shared
    covariance of the **train** images' embeddings, *as this very file computes them* (the
    int8 file's own embedding output, read through the SDK's engine), and a threshold at
    which ≥ 97 % of the **val** images pass;
-3. **operating point and refer band** (:class:`~leukedge.decision.DecisionSpec`): on the
+3. **operating point and refer band** (:class:`~leukedge.checks.decision.DecisionSpec`): on the
    **val** images' probabilities from this file, with the model's temperature applied (as
    the runtime will), for a target ALL sensitivity and a coverage.
 
@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from leukedge.calibration import apply_temperature
-from leukedge.decision import (
+from leukedge.checks.calibration import apply_temperature
+from leukedge.checks.decision import (
     DEFAULT_COVERAGE,
     DEFAULT_TARGET_SENSITIVITY,
     DecisionSpec,
     fit_decision,
 )
-from leukedge.ood import (
+from leukedge.checks.ood import (
     DEFAULT_ACCEPT_QUANTILE,
     DEFAULT_RANK,
     DEFAULT_SHRINKAGE,
@@ -42,14 +42,14 @@ from leukedge.ood import (
     fit_mahalanobis,
     set_threshold,
 )
-from leukedge.preprocess import load_rgb, resize_rgb
-from leukedge.quality import (
+from leukedge.checks.quality import (
     DEFAULT_MARGIN,
     DEFAULT_QUANTILE,
     QualityThresholds,
     derive_thresholds,
     image_statistics,
 )
+from leukedge.engine.preprocess import load_rgb, resize_rgb
 
 
 @dataclass
@@ -57,7 +57,7 @@ class TrustConfig:
     """Settings of the fitted checks (saved in ``conversion.json``).
 
     Attributes:
-        quality_quantile, quality_margin: see :func:`~leukedge.quality.derive_thresholds`.
+        quality_quantile, quality_margin: see :func:`~leukedge.checks.quality.derive_thresholds`.
         ood_rank: eigenpairs of the covariance stored (64: tools/ood_study.py measured the
             same refusal rates as the full 1,280-d matrix at 5 % of its size).
         ood_shrinkage: α of the shrunk covariance (0.1).

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from leukedge.errors import LeukedgeError
-from leukedge.inputs import IMAGE_SUFFIXES
-from leukedge.subjects import parse_subject
+from leukedge.lab.inputs import IMAGE_SUFFIXES
+from leukedge.lab.subjects import parse_subject
 
 
 class DatasetError(LeukedgeError, ValueError):

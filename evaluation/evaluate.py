@@ -97,7 +97,7 @@ def evaluate_run(
     Raises:
         FileNotFoundError: missing run files.
         ValueError: unknown split.
-        leukedge.metadata.FailedGateError: a ``.tflite`` that failed its gate, without
+        leukedge.engine.metadata.FailedGateError: a ``.tflite`` that failed its gate, without
             ``allow_failed_gate`` (a ``ValueError``).
     """
     run_dir = Path(run_dir)
@@ -114,9 +114,9 @@ def evaluate_run(
     if model.suffix == ".tflite":
         import warnings
 
+        from leukedge.engine.metadata import check_gate, read_metadata
         from leukedge.errors import LeukedgeWarning
         from leukedge.evaluation.predict import predict_tflite
-        from leukedge.metadata import check_gate, read_metadata
 
         allowed = check_gate(read_metadata(model), str(model), allow_failed_gate)
         if allowed is not None:
@@ -149,7 +149,7 @@ def evaluate_run(
         metrics["robustness"] = _robustness(model, samples, allow_failed_gate)
         (run_dir / f"robustness_{tag}.json").write_text(json.dumps(metrics["robustness"], indent=2))
     if update_card and model.suffix == ".tflite":
-        from leukedge.metadata import read_metadata, write_metadata
+        from leukedge.engine.metadata import read_metadata, write_metadata
 
         content = model.read_bytes()
         metadata = read_metadata(content)
@@ -173,8 +173,8 @@ def _robustness(model: Path, samples, allow_failed_gate: bool = False) -> dict[s
     """
     import numpy as np
 
+    from leukedge.engine.preprocess import load_rgb
     from leukedge.evaluation.robustness import flip_rates
-    from leukedge.preprocess import load_rgb
 
     images = {str(s.path): load_rgb(s.path) for s in samples}
     if model.suffix == ".tflite":
@@ -188,8 +188,8 @@ def _robustness(model: Path, samples, allow_failed_gate: bool = False) -> dict[s
             return classifier.labels.index(label)
 
     else:
+        from leukedge.engine.preprocess import resize_rgb
         from leukedge.modeling.saving import load_keras_model
-        from leukedge.preprocess import resize_rgb
 
         net = load_keras_model(model)
         size = (int(net.input_shape[1]), int(net.input_shape[2]))

@@ -5,9 +5,10 @@ conversion (the gate's float reference and candidates, the fitted checks) turn a
 some images into probabilities:
 
 - :func:`predict_keras`: a Keras model (in memory), images decoded and resized by
-  :func:`leukedge.preprocess.load_and_resize` and fed as float32 RGB 0–255, in batches;
+  :func:`leukedge.engine.preprocess.load_and_resize` and fed as float32 RGB 0–255, in batches;
 - :func:`infer_tflite` / :func:`predict_tflite`: a ``.tflite`` through
-  :class:`leukedge.runtime.TFLiteEngine`, the very code the SDK uses, one invoke per image.
+  :class:`leukedge.engine.interpreter.TFLiteEngine`, the very code the SDK uses, one invoke
+  per image.
 
 Each output row is attached to its own path as it is produced, so a result is keyed by
 file name, never by position (the source paper's misaligned confusion matrix came from
@@ -21,8 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from leukedge.engine.preprocess import load_and_resize
 from leukedge.evaluation.data import Sample
-from leukedge.preprocess import load_and_resize
 
 
 def predict_keras(
@@ -42,7 +43,7 @@ def predict_keras(
 
     Raises:
         ValueError: no samples.
-        leukedge.preprocess.ImageDecodeError / FileNotFoundError: an unreadable image.
+        leukedge.engine.preprocess.ImageDecodeError / FileNotFoundError: an unreadable image.
     """
     if not samples:
         raise ValueError("empty split: no samples to serve")
@@ -65,7 +66,7 @@ def infer_tflite(
     Args:
         model: the ``.tflite`` bytes or path.
         paths: image files; decoded and resized to the model's input by
-            :func:`leukedge.preprocess.load_and_resize`.
+            :func:`leukedge.engine.preprocess.load_and_resize`.
         num_threads: interpreter threads (``None``: LiteRT's default).
 
     Returns:
@@ -73,10 +74,10 @@ def infer_tflite(
         when the model has no embedding output.
 
     Raises:
-        leukedge.runtime.ModelLoadError: not a usable ``.tflite``.
-        leukedge.preprocess.ImageDecodeError / FileNotFoundError: an unreadable image.
+        leukedge.engine.interpreter.ModelLoadError: not a usable ``.tflite``.
+        leukedge.engine.preprocess.ImageDecodeError / FileNotFoundError: an unreadable image.
     """
-    from leukedge.runtime import TFLiteEngine
+    from leukedge.engine.interpreter import TFLiteEngine
 
     engine = TFLiteEngine(model, num_threads=num_threads)
     probabilities, embeddings = {}, {}

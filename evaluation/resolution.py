@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from leukedge.decision import DEFAULT_TARGET_SENSITIVITY
-from leukedge.ood import DEFAULT_ACCEPT_QUANTILE
+from leukedge.checks.decision import DEFAULT_TARGET_SENSITIVITY
+from leukedge.checks.ood import DEFAULT_ACCEPT_QUANTILE
 
 DEFAULT_MAX_DELTA_PP = 1.0
 """The gate's largest allowed accuracy loss, percentage points (``GateConfig.max_delta``)."""

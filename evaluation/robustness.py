@@ -4,7 +4,7 @@ Five fixed, documented perturbations of a decoded RGB image, each mild enough th
 haematologist would give the same answer: sensor noise, a small zoom, an exposure change, a
 slight stain shift and a JPEG re-save. :func:`flip_rates` runs a model on the clean and the
 perturbed images of one split and reports the fraction of **calls** that change (the label
-at the model's operating threshold, :mod:`leukedge.decision` when the model carries one).
+at the model's operating threshold, :mod:`leukedge.checks.decision` when the model carries one).
 
 The same perturbation functions are the ones training may use as augmentation ranges
 (:mod:`leukedge.training.augment`), so what is trained for and what is measured are defined
@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 from PIL import Image
 
-from leukedge.preprocess import RESAMPLING
+from leukedge.engine.preprocess import RESAMPLING
 
 NOISE_SIGMA = 4.0
 """Gaussian sensor noise, standard deviation in 8-bit grey levels."""

@@ -7,11 +7,11 @@ progress bar, Ctrl+C that keeps what was done); use it when you only need the fi
 
     leukedge classify /data/slides --csv slides.csv --group-by slide --group-csv per_slide.csv
 
-This example shows the SDK calls it is built from: :func:`leukedge.inputs.walk_images`
+This example shows the SDK calls it is built from: :func:`leukedge.lab.inputs.walk_images`
 (images under a folder, sorted; hidden and non-image files skipped),
-:func:`leukedge.batch.classify_paths` (all cores, results in input order),
-:mod:`leukedge.records` (one dictionary per input, errors included) and
-:class:`leukedge.outputs.AtomicTextFile` (written beside the target, renamed into place).
+:func:`leukedge.lab.batch.classify_paths` (all cores, results in input order),
+:mod:`leukedge.lab.records` (one dictionary per input, errors included) and
+:class:`leukedge.lab.outputs.AtomicTextFile` (written beside the target, renamed into place).
 
 Columns: ``path,status,reason,label,p_ALL,p_HEM,error`` (one ``p_<label>`` per class of the
 model). ``label`` is the call and is filled only when ``status`` is ``ok``; the ``p_``
@@ -38,10 +38,10 @@ from collections import Counter
 from pathlib import Path
 
 from leukedge import Classifier, ClassifierOptions, LeukedgeError
-from leukedge.batch import classify_paths
-from leukedge.inputs import walk_images
-from leukedge.outputs import AtomicTextFile
-from leukedge.records import ModelInfo, error_record, result_record
+from leukedge.lab.batch import classify_paths
+from leukedge.lab.inputs import walk_images
+from leukedge.lab.outputs import AtomicTextFile
+from leukedge.lab.records import ModelInfo, error_record, result_record
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@
 Frames come from a Raspberry Pi camera module (Picamera2, if it imports), from any camera
 OpenCV can open (``cv2.VideoCapture(index)``: USB/UVC microscope eyepiece cameras), or, with
 ``--video FILE``, from a video file played at its own frame rate (to try the program without
-a camera). Each frame's centre square (``leukedge.preprocess.crop_centre_square``: the one
+a camera). Each frame's centre square (``leukedge.engine.preprocess.crop_centre_square``: the one
 framing policy of every live frame, also ``leukedge camera``'s; the model was trained on
 square smear fields) goes to a leukedge ``Classifier`` in
 ``LIVE_STREAM`` mode with the frame's own channel order as ``pixel_format``: no conversion
@@ -50,7 +50,7 @@ from leukedge.classifier import (
     ClassifierOptions,
     RunningMode,
 )
-from leukedge.preprocess import array_to_rgb, centre_square, crop_centre_square
+from leukedge.engine.preprocess import array_to_rgb, centre_square, crop_centre_square
 
 WINDOW = "leukedge (decision support, not a diagnosis)"
 MAX_READ_FAILURES = 30

@@ -12,7 +12,7 @@ from typing import Literal
 
 InputKind = Literal["field", "cell"]
 """What one input image shows: a smear field or one segmented cell (stored in the
-``.tflite``'s metadata, :class:`leukedge.metadata.InputSpec`)."""
+``.tflite``'s metadata, :class:`leukedge.engine.metadata.InputSpec`)."""
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)

@@ -165,8 +165,8 @@ def model_without_checks() -> bytes:
     runs only the built-in too_small and blank checks, calls at 0.5 without a refer band,
     and warns once at load."""
     from leukedge.classifier import default_model_path
-    from leukedge.metadata import read_metadata, write_metadata
-    from leukedge.runtime import TFLiteEngine
+    from leukedge.engine.interpreter import TFLiteEngine
+    from leukedge.engine.metadata import read_metadata, write_metadata
 
     content = default_model_path().read_bytes()
     embedding = TFLiteEngine(content).embedding_name

@@ -56,8 +56,8 @@ def test_torch_trained_model_converts_with_identical_outputs(taleqani, tmp_path)
     assert proc.returncode == 0 and "TRAINED torch" in proc.stdout, proc.stderr[-3000:]
 
     from leukedge.converters.tflite import convert_keras
+    from leukedge.engine.interpreter import TFLiteEngine
     from leukedge.modeling.saving import load_keras_model
-    from leukedge.runtime import TFLiteEngine
 
     model = load_keras_model(tmp_path / "torch_model.keras")
     x, p_torch = np.load(tmp_path / "x.npy"), np.load(tmp_path / "p.npy")
@@ -98,9 +98,9 @@ def test_jax_data_parallel_run_reloads_and_converts_under_tensorflow(
     assert config["keras_backend"] == "jax" and config["distribute"] == "data-parallel"
 
     from leukedge.converters.tflite import convert_keras
+    from leukedge.engine.interpreter import TFLiteEngine
+    from leukedge.engine.preprocess import load_and_resize
     from leukedge.modeling.saving import load_keras_model
-    from leukedge.preprocess import load_and_resize
-    from leukedge.runtime import TFLiteEngine
 
     with open(out / "predictions_val.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

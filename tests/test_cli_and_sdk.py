@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from leukedge import __version__
-from leukedge.calibration import apply_temperature
+from leukedge.checks.calibration import apply_temperature
 from leukedge.classifier import (
     Classifier,
     ClassifierOptions,
@@ -25,9 +25,9 @@ from leukedge.classifier import (
     default_model_path,
 )
 from leukedge.cli import app
-from leukedge.metadata import METADATA_NAME, read_metadata, write_metadata
-from leukedge.preprocess import ImageDecodeError, load_and_resize, load_rgb, resize_rgb
-from leukedge.runtime import ModelLoadError, TFLiteEngine
+from leukedge.engine.interpreter import ModelLoadError, TFLiteEngine
+from leukedge.engine.metadata import METADATA_NAME, read_metadata, write_metadata
+from leukedge.engine.preprocess import ImageDecodeError, load_and_resize, load_rgb, resize_rgb
 
 FIELD = "WBC-Malignant-Pre-810.jpg"
 BENIGN = "WBC-Benign-420.jpg"
@@ -70,7 +70,7 @@ def test_default_model_is_embedded_int8_with_metadata():
 
 def test_default_model_carries_the_checks():
     """The embedded model has the embedding output and the fitted checks (schema 2)."""
-    from leukedge.runtime import TFLiteEngine
+    from leukedge.engine.interpreter import TFLiteEngine
 
     meta = read_metadata(default_model_path())
     assert meta.schema_version == 2 and meta.ood is not None
@@ -384,7 +384,7 @@ def test_litert_banner_is_hidden_and_nothing_else(example_images):
         "import os\n"
         "from ai_edge_litert.interpreter import Interpreter\n"
         "from leukedge.classifier import default_model_path\n"
-        "from leukedge.runtime import quiet_delegate_banner\n"
+        "from leukedge.engine.interpreter import quiet_delegate_banner\n"
         "content = default_model_path().read_bytes()\n"
         "with quiet_delegate_banner():\n"
         "    os.write(2, b'ERROR: before\\n')\n"
@@ -434,7 +434,7 @@ def test_training_and_conversion_logs_print_once(capsys):
     import io
     import logging
 
-    from leukedge.cli_groups import attach_log_handler
+    from leukedge.cli_kit.groups import attach_log_handler
 
     root, leukedge_logger = logging.getLogger(), logging.getLogger("leukedge")
     saved = (leukedge_logger.propagate, list(leukedge_logger.handlers), leukedge_logger.level)
@@ -459,7 +459,7 @@ def test_stdout_to_takes_python_and_c_level_output(capfd, tmp_path):
     goes into the log during the block; standard output is back after it."""
     import os
 
-    from leukedge.cli_groups import stdout_to
+    from leukedge.cli_kit.groups import stdout_to
 
     with open(tmp_path / "conversion.log", "w+", encoding="utf-8") as log:
         with stdout_to(log):
@@ -659,14 +659,14 @@ def test_metadata_round_trip_without_tensorflow(tmp_path):
 import sys
 import numpy as np
 from leukedge.classifier import default_model_path
-from leukedge.metadata import read_metadata, read_metadata_entries, write_metadata
-from leukedge.runtime import ModelLoadError, TFLiteEngine
+from leukedge.engine.metadata import read_metadata, read_metadata_entries, write_metadata
+from leukedge.engine.interpreter import ModelLoadError, TFLiteEngine
 content = default_model_path().read_bytes()
 meta = read_metadata(content)
 meta.name, meta.temperature = "renamed", 2.5
 meta.model_card["note"] = "ünïcode ✓"
 written = write_metadata(content, meta)
-from leukedge.metadata import SCHEMA_VERSION
+from leukedge.engine.metadata import SCHEMA_VERSION
 meta.schema_version = SCHEMA_VERSION  # the writer writes the current layout
 assert read_metadata(written) == meta
 again = write_metadata(written, meta)

@@ -21,10 +21,10 @@ from test_conversion import INT8_MAX_ABS_PROB_DIFF, INT8_MEAN_ABS_PROB_DIFF  # n
 
 from leukedge.classifier import Classifier  # noqa: E402
 from leukedge.cli import app  # noqa: E402
+from leukedge.engine.interpreter import TFLiteEngine  # noqa: E402
+from leukedge.engine.metadata import read_metadata, weights_sha256  # noqa: E402
+from leukedge.engine.preprocess import load_and_resize  # noqa: E402
 from leukedge.evaluation.data import LABELS, read_split  # noqa: E402
-from leukedge.metadata import read_metadata, weights_sha256  # noqa: E402
-from leukedge.preprocess import load_and_resize  # noqa: E402
-from leukedge.runtime import TFLiteEngine  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

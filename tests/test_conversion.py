@@ -8,8 +8,8 @@ import pytest
 pytest.importorskip("tensorflow", reason="conversion needs TensorFlow (pip install .[train])")
 
 from leukedge.converters.tflite import convert_keras  # noqa: E402
-from leukedge.evaluation.data import load_taleqani, split_by_blocks  # noqa: E402
-from leukedge.metadata import (  # noqa: E402
+from leukedge.engine.interpreter import ModelLoadError, TFLiteEngine  # noqa: E402
+from leukedge.engine.metadata import (  # noqa: E402
     METADATA_NAME,
     InputSpec,
     MetadataError,
@@ -18,9 +18,9 @@ from leukedge.metadata import (  # noqa: E402
     read_metadata_entries,
     write_metadata,
 )
+from leukedge.engine.preprocess import load_and_resize  # noqa: E402
+from leukedge.evaluation.data import load_taleqani, split_by_blocks  # noqa: E402
 from leukedge.modeling.saving import load_keras_model  # noqa: E402
-from leukedge.preprocess import load_and_resize  # noqa: E402
-from leukedge.runtime import ModelLoadError, TFLiteEngine  # noqa: E402
 
 SIZE = 64
 # Documented int8 bound (README, "Quantization"): on real images, full-integer int8 of the

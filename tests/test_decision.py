@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from leukedge.decision import (
+from leukedge.checks.decision import (
     DecisionSpec,
     choose_refer_band,
     choose_threshold,
@@ -16,7 +16,7 @@ from leukedge.decision import (
     operating_figures,
     validate_operating_point,
 )
-from leukedge.metadata import MetadataError, ModelMetadata
+from leukedge.engine.metadata import MetadataError, ModelMetadata
 
 # p(ALL) of four ALL and four HEM validation fields.
 P = np.array([0.95, 0.9, 0.6, 0.45, 0.55, 0.4, 0.1, 0.05])

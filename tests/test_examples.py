@@ -22,7 +22,7 @@ import pytest
 from conftest import load_script
 
 from leukedge.classifier import Classifier
-from leukedge.preprocess import load_rgb
+from leukedge.engine.preprocess import load_rgb
 
 EXAMPLES = ("classify_folder.py", "microscope_integration.py", "raspberry_pi_camera.py")
 FIELD = "WBC-Malignant-Pre-810.jpg"
@@ -96,9 +96,9 @@ def test_microscope_integration_smooths_the_simulated_camera(example_images, tmp
     on the simulated frames), so the run uses it with an operating point of its own,
     p(ALL) >= 0.99 without a refer band: the benign frames are then called HEM and the
     malignant ones (p 1.00) ALL, and the window has a change to follow."""
+    from leukedge.checks.decision import DecisionSpec
     from leukedge.classifier import default_model_path
-    from leukedge.decision import DecisionSpec
-    from leukedge.metadata import read_metadata, write_metadata
+    from leukedge.engine.metadata import read_metadata, write_metadata
 
     content = default_model_path().read_bytes()
     metadata = read_metadata(content)
@@ -383,7 +383,7 @@ def test_picamera2_formats_reach_the_model_as_rgb(
 ):
     # ALL 0.94 (the model's error on this benign field); a swapped channel changes the
     # line: out of domain, ALL 0.99. What matters is the same line for every format.
-    from leukedge import preprocess
+    from leukedge.engine import preprocess
 
     # The one framing policy of live frames, shared with `leukedge camera`.
     assert camera_example.crop_centre_square is preprocess.crop_centre_square

@@ -17,20 +17,20 @@ pytest.importorskip("tensorflow", reason="conversion needs TensorFlow (pip insta
 
 from leukedge.converters.convert import ConvertConfig, convert_model  # noqa: E402
 from leukedge.converters.gate import GateConfig, GateFailedError, check, compare  # noqa: E402
+from leukedge.engine.metadata import read_metadata  # noqa: E402
+from leukedge.engine.preprocess import load_and_resize  # noqa: E402
 from leukedge.evaluation.data import (  # noqa: E402
     LABELS,
     load_taleqani,
     split_by_blocks,
     write_split,
 )
-from leukedge.metadata import read_metadata  # noqa: E402
-from leukedge.preprocess import load_and_resize  # noqa: E402
 
 SIZE = 64
 OOD_RTOL = 1e-9
 """Relative difference allowed between out-of-domain distances of the same embeddings
 scored as a batch and one by one (float64 rounding): measured 2.5e-14 on the probe's 103
-val images; 1e-9 leaves 4·10⁴ times that, 1,000 times below leukedge.ood's rounding
+val images; 1e-9 leaves 4·10⁴ times that, 1,000 times below leukedge.checks.ood's rounding
 margin (1e-6) and 60,000 times below the closest two val distances (6.3e-5 apart)."""
 pytestmark = pytest.mark.slow
 
@@ -198,11 +198,11 @@ def test_gate_fails_int8_calibrated_on_noise_on_probability_drift(
 def test_converted_file_carries_the_checks_and_the_sdk_uses_them(
     probe_report, run_dir, shared_data
 ):
+    from leukedge.checks.ood import MahalanobisScorer, set_threshold
     from leukedge.classifier import Classifier
+    from leukedge.engine.interpreter import TFLiteEngine
     from leukedge.evaluation.data import read_split
     from leukedge.evaluation.predict import infer_tflite
-    from leukedge.ood import MahalanobisScorer, set_threshold
-    from leukedge.runtime import TFLiteEngine
 
     report, folder = probe_report
     path = folder / "probe_int8.tflite"
@@ -329,9 +329,9 @@ def test_keep_float_leaves_the_named_layer_in_float(run_dir):
     """Selective quantization: the debugger's worst tensor, kept in float, is float."""
     from leukedge.converters.debug import layer_errors
     from leukedge.converters.tflite import convert_keras
+    from leukedge.engine.interpreter import TFLiteEngine
     from leukedge.evaluation.data import read_split
     from leukedge.modeling.saving import load_keras_model
-    from leukedge.runtime import TFLiteEngine
 
     model = load_keras_model(run_dir / "model.keras")
     calib = np.stack(

@@ -24,14 +24,14 @@ from typer.testing import CliRunner
 from leukedge import Classifier, ClassifierOptions, LeukedgeError, LeukedgeWarning
 from leukedge.classifier import default_model_path
 from leukedge.cli import app
-from leukedge.metadata import (
+from leukedge.engine.metadata import (
     FailedGateError,
     gate_failure,
     read_metadata,
     weights_sha256,
     write_metadata,
 )
-from leukedge.records import ModelInfo, result_record
+from leukedge.lab.records import ModelInfo, result_record
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "images"

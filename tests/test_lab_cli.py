@@ -178,7 +178,7 @@ def test_a_dash_is_not_a_file_output(tmp_path):
         assert proc.returncode == 2 and "--json" in proc.stderr, proc.stderr
         assert not (tmp_path / "-").exists()
     from leukedge.classifier import default_model_path
-    from leukedge.metadata import read_metadata
+    from leukedge.engine.metadata import read_metadata
 
     meta = read_metadata(default_model_path())
     table = _cli("classify", image, cwd=tmp_path)
@@ -471,7 +471,7 @@ def test_camera_stops_after_n_frames_and_reports_a_missing_camera(tmp_path):
 
 def test_overlay_draws_the_call():
     np = pytest.importorskip("numpy")
-    from leukedge.camera import draw_overlay, result_text
+    from leukedge.lab.camera import draw_overlay, result_text
 
     record = {"label": "ALL", "probabilities": {"ALL": 0.97, "HEM": 0.03}, "status": "ok"}
     assert result_text(record, "ALL") == "ALL  p(ALL) 0.97  ok"
@@ -567,19 +567,19 @@ def test_group_by_subject_without_subjects_is_refused_or_gets_no_call(tmp_path):
 
 def test_camera_classifies_the_centre_square_of_a_wide_frame(tmp_path, classifier):
     """One framing policy for every live frame (README, "Camera"): the centre square
-    (:func:`leukedge.preprocess.crop_centre_square`), in ``leukedge camera`` as in the Pi
+    (:func:`leukedge.engine.preprocess.crop_centre_square`), in ``leukedge camera`` as in the Pi
     example, never the whole frame squashed to a square. A 4:3-ish frame with magenta
     margins: the classified (and saved) square is the field without the margins."""
     cv2 = pytest.importorskip("cv2")
     import numpy as np
 
-    import leukedge.camera
-    from leukedge.preprocess import centre_square, crop_centre_square
+    import leukedge.lab.camera
+    from leukedge.engine.preprocess import centre_square, crop_centre_square
 
     wide = np.zeros((224, 320, 3), np.uint8)
     assert centre_square(wide) == (48, 0, 224) and centre_square(wide[:, :200]) == (0, 12, 200)
     assert crop_centre_square(wide).base is wide  # a view, no copy
-    assert leukedge.camera.crop_centre_square is crop_centre_square
+    assert leukedge.lab.camera.crop_centre_square is crop_centre_square
     field = cv2.imread(str(EXAMPLES / FIELD))
     wide[:] = (255, 0, 255)
     wide[:, 48:-48] = field

@@ -34,9 +34,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from leukedge import Classifier, ClassifierOptions
-from leukedge.batch import classify_paths
-from leukedge.inputs import check_output_folder, check_output_paths
-from leukedge.preprocess import PixelBudget, decode_size, load_resized, load_rgb, resize_rgb
+from leukedge.engine.preprocess import PixelBudget, decode_size, load_resized, load_rgb, resize_rgb
+from leukedge.lab.batch import classify_paths
+from leukedge.lab.inputs import check_output_folder, check_output_paths
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 FIELD = "WBC-Malignant-Pre-810.jpg"
@@ -92,12 +92,12 @@ def test_a_folder_without_write_permission_is_refused_by_name(tmp_path, monkeypa
     out = tmp_path / "results"
     out.mkdir()
     (out / "old.jsonl").write_text('{"path": "a.jpg"}\n')
-    import leukedge.inputs
+    import leukedge.lab.inputs
 
     def access(path, mode, **kwargs):
         return Path(path) != out  # the folder says no, everything else yes
 
-    monkeypatch.setattr(leukedge.inputs.os, "access", access)
+    monkeypatch.setattr(leukedge.lab.inputs.os, "access", access)
     cases = [
         (lambda: check_output_paths({"--csv": out / "c.csv"}), "--csv"),
         (lambda: check_output_paths({"--group-csv": out / "new" / "g.csv"}), "--group-csv"),
@@ -109,7 +109,7 @@ def test_a_folder_without_write_permission_is_refused_by_name(tmp_path, monkeypa
             check()
     # watch appends in place: the file itself must be writable, not its folder.
     check_output_paths({"--jsonl": out / "old.jsonl"}, existing="append")
-    monkeypatch.setattr(leukedge.inputs.os, "access", lambda path, mode, **kw: False)
+    monkeypatch.setattr(leukedge.lab.inputs.os, "access", lambda path, mode, **kw: False)
     with pytest.raises(ValueError, match="cannot write to the file"):
         check_output_paths({"--jsonl": out / "old.jsonl"}, existing="append")
     monkeypatch.undo()
@@ -186,9 +186,9 @@ class _FullDisk:
 
 
 def _full_disk(monkeypatch, calls: int) -> None:
-    """Every :class:`~leukedge.outputs.AtomicTextFile` opened from now on is on a disk that
+    """Every :class:`~leukedge.lab.outputs.AtomicTextFile` opened from now on is on a disk that
     is full from its ``calls``-th write."""
-    from leukedge.outputs import AtomicTextFile
+    from leukedge.lab.outputs import AtomicTextFile
 
     opened = AtomicTextFile.__init__
 
@@ -228,13 +228,13 @@ def test_a_group_summary_that_cannot_be_written_is_an_error(tmp_path, monkeypatc
 
 
 def test_a_full_disk_stops_watch_with_the_file_named(tmp_path, monkeypatch):
-    import leukedge.watch
-    from leukedge.stopping import StopRequest
-    from leukedge.watch import Watcher, WatchOptions
+    import leukedge.lab.watch
+    from leukedge.lab.stopping import StopRequest
+    from leukedge.lab.watch import Watcher, WatchOptions
 
     inbox = _slide(tmp_path, 2)
     out = tmp_path / "calls.jsonl"
-    _disk_full_after(monkeypatch, leukedge.watch.os, 2, "fsync")  # the first record fits
+    _disk_full_after(monkeypatch, leukedge.lab.watch.os, 2, "fsync")  # the first record fits
     watcher = Watcher(Classifier(), WatchOptions(inbox, out, settle_ms=0, poll_s=0.02))
     stop = StopRequest()
     guard = threading.Timer(60, stop.request)  # a broken check must not hang the suite
@@ -251,7 +251,7 @@ def test_a_full_disk_stops_watch_with_the_file_named(tmp_path, monkeypatch):
 
 def test_a_snapshot_that_cannot_be_saved_stops_camera_with_exit_1(tmp_path, monkeypatch):
     cv2 = pytest.importorskip("cv2")
-    import leukedge.camera
+    import leukedge.lab.camera
     from leukedge.cli import app
 
     video = tmp_path / "stage.avi"
@@ -260,7 +260,7 @@ def test_a_snapshot_that_cannot_be_saved_stops_camera_with_exit_1(tmp_path, monk
     for _ in range(60):
         writer.write(frame)
     writer.release()
-    _disk_full_after(monkeypatch, leukedge.camera, 2, "save_snapshot")
+    _disk_full_after(monkeypatch, leukedge.lab.camera, 2, "save_snapshot")
     snaps = tmp_path / "snaps"
     result = CliRunner().invoke(
         app, ["camera", "--video", str(video), "--headless", "--snapshot", str(snaps)]
@@ -334,7 +334,7 @@ def test_pixel_budget_never_holds_more_than_its_limit():
 def test_workers_never_decode_more_pixels_at_once_than_max_pixels(tmp_path, monkeypatch):
     """A fake decoder records the pixels being decoded at once by 4 workers: never more
     than ``max_pixels``, while images that fit together still decode in parallel."""
-    import leukedge.preprocess
+    import leukedge.engine.preprocess
 
     folder = tmp_path / "big"
     folder.mkdir()
@@ -342,7 +342,7 @@ def test_workers_never_decode_more_pixels_at_once_than_max_pixels(tmp_path, monk
     for i in range(8):  # 0.24 MP each
         Image.fromarray(rng.integers(0, 256, (400, 600, 3), np.uint8)).save(folder / f"{i}.png")
     paths = sorted(folder.iterdir())
-    real = leukedge.preprocess._decode_resized
+    real = leukedge.engine.preprocess._decode_resized
     state = {"now": 0, "peak": 0, "most_at_once": 0, "at_once": 0}
     lock = threading.Lock()
 
@@ -361,7 +361,7 @@ def test_workers_never_decode_more_pixels_at_once_than_max_pixels(tmp_path, monk
                 state["now"] -= pixels
                 state["at_once"] -= 1
 
-    monkeypatch.setattr(leukedge.preprocess, "_decode_resized", recording_decode)
+    monkeypatch.setattr(leukedge.engine.preprocess, "_decode_resized", recording_decode)
     classifier = Classifier(ClassifierOptions(max_pixels=500_000))  # two at a time
     outcomes = list(classify_paths(classifier, paths, workers=4))
     assert all(o.error is None for o in outcomes)
@@ -417,7 +417,7 @@ def _peak_traced(fn) -> int:
 def test_large_images_are_decoded_without_full_size_copies(tmp_path):
     """Memory, not time: an 8-bit file reaches the model's size without a full-size array;
     16-bit samples are scaled in bands, without a full-size float copy."""
-    from leukedge.preprocess import _pil_to_rgb, _scale_16bit
+    from leukedge.engine.preprocess import _pil_to_rgb, _scale_16bit
 
     height, width = 1500, 2000
     rng = np.random.default_rng(2)
@@ -440,7 +440,7 @@ def test_the_command_allocates_large_images_in_blocks_the_system_gets_back(monke
     back to the system instead of staying in a worker thread's arena. Set by the command
     (process-wide), unless the user set ``PILLOW_BLOCK_SIZE``; the SDK leaves it alone."""
     from leukedge.cli import app
-    from leukedge.preprocess import LARGE_DECODE_BLOCK_BYTES
+    from leukedge.engine.preprocess import LARGE_DECODE_BLOCK_BYTES
 
     before = Image.core.get_block_size()
     try:

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from leukedge import Classifier
-from leukedge.batch import classify_paths, default_workers, ordered_map
-from leukedge.groups import (
+from leukedge.engine.preprocess import ImageDecodeError, load_rgb
+from leukedge.lab.batch import classify_paths, default_workers, ordered_map
+from leukedge.lab.groups import (
     NO_CALL,
     NO_GROUP,
     UNMAPPED,
@@ -33,24 +34,23 @@ from leukedge.groups import (
     ungrouped,
     wilson_interval,
 )
-from leukedge.inputs import (
+from leukedge.lab.inputs import (
     check_is_a_record_file,
     check_output_paths,
     collect_inputs,
     read_path_list,
     walk_images,
 )
-from leukedge.outputs import AtomicTextFile, CsvWriter, JsonLinesWriter, csv_columns
-from leukedge.preprocess import ImageDecodeError, load_rgb
-from leukedge.records import (
+from leukedge.lab.outputs import AtomicTextFile, CsvWriter, JsonLinesWriter, csv_columns
+from leukedge.lab.records import (
     ModelInfo,
     error_record,
     probability_decimals,
     result_record,
     status_of,
 )
-from leukedge.report import record_line
-from leukedge.subjects import parse_subject
+from leukedge.lab.report import record_line
+from leukedge.lab.subjects import parse_subject
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 FIELD = "WBC-Malignant-Pre-810.jpg"

@@ -1,4 +1,5 @@
-"""The packages import one way: runtime ← modeling ← evaluation ← training, converters.
+"""The packages import one way: runtime ← modeling ← evaluation ← training, converters;
+inside the runtime, its rooms (subpackages) import one way too (:data:`ROOMS`).
 
 Read from the source with ``ast`` (nothing is imported, no TensorFlow): fast, and it sees
 imports inside functions too. The table is the rule; a new arrow against it fails here.
@@ -33,7 +34,7 @@ CLI_ENTRY_POINT = {
     "leukedge.converters.cli",
     "leukedge.converters.compare",
 }
-"""What the ``leukedge`` command (``sdk/leukedge/cli.py``) may import from above, inside
+"""What the ``leukedge`` command (``sdk/leukedge/cli/``) may import from above, inside
 functions only: it assembles ``leukedge train`` / ``convert`` and runs
 ``bench --compare``."""
 
@@ -92,7 +93,7 @@ def test_every_package_imports_only_downward():
     for package, module, name, target, top in _edges():
         if target in ALLOWED[package]:
             continue
-        entry = module == "leukedge.cli" and not top
+        entry = (module == "leukedge.cli" or module.startswith("leukedge.cli.")) and not top
         if entry and any(name == m or name.startswith(m + ".") for m in CLI_ENTRY_POINT):
             continue
         # "from leukedge.training import cli" also names the package itself.
@@ -156,3 +157,86 @@ def test_no_module_imports_back_into_its_importer():
         if module not in state:
             visit(module, [module])
     assert not cycles, "\n".join(cycles)
+
+
+# ------------------------------------------------------------ rooms inside the runtime
+RUNTIME_ROOT = REPO / "sdk" / "leukedge"
+
+BASE = {"leukedge.errors", "leukedge._version", "leukedge.timing"}
+"""Top-level modules every room may import: the exception base, the version, the step
+timer."""
+
+ROOMS = {
+    "base": set(),
+    "checks": {"base"},
+    "engine": {"base", "checks"},
+    "cells": {"base", "checks", "engine"},
+    "classifier": {"base", "checks", "engine", "cells"},
+    "lab": {"base", "checks", "engine", "cells", "classifier"},
+    "review": {"base", "checks", "engine", "cells", "classifier", "lab"},
+    "bench": {"base", "checks", "engine", "cells", "classifier"},
+    "cli_kit": {"base"},
+    "cli": {"base", "checks", "engine", "cells", "classifier", "lab", "review", "bench"}
+    | {"cli_kit", "facade"},
+    "facade": {"base", "checks", "engine", "cells", "classifier"},
+}
+"""Which rooms of ``sdk/leukedge`` each room may import (besides itself), as each
+subpackage's docstring says: checks know no engine; the engine reads the checks' fitted
+parameters from the model's metadata; cells may use both; the classifier (the front
+door) stands on those; the lab workflow, the review page and the benchmarks stand on the
+classifier; the CLI may import everything, and nothing imports it back. ``facade`` is
+``leukedge/__init__.py``, whose public names only the CLI uses."""
+
+
+def _room(module: str) -> str:
+    """``leukedge.engine.pool`` → ``engine``; the base modules → ``base``; ``leukedge``
+    itself → ``facade``. A module outside every room gets its own name, which
+    :data:`ROOMS` then lacks (a new room must be given its arrows here)."""
+    if module == "leukedge":
+        return "facade"
+    for base in BASE:
+        if module == base or module.startswith(base + "."):
+            return "base"
+    return module.split(".")[1]
+
+
+def _runtime_edges():
+    """``(module, imported name, its room, the imported module's room)`` for every import
+    between runtime modules; ``leukedge.X.NAME`` counts as an import of module
+    ``leukedge.X`` (``from leukedge import __version__`` is the facade)."""
+    prefix, root = PACKAGES["runtime"]
+    paths = {_module_name(prefix, root, path): path for path in sorted(root.rglob("*.py"))}
+    for module, path in paths.items():
+        for name, _ in _imports(path, module):
+            if _package(name) != "runtime":
+                continue
+            target = name
+            while target not in paths:  # "leukedge.engine.pool.EnginePool" -> the module
+                target = target.rpartition(".")[0]
+            yield module, name, _room(module), _room(target)
+
+
+def test_every_runtime_module_is_in_a_room():
+    prefix, root = PACKAGES["runtime"]
+    homeless = {
+        _module_name(prefix, root, path)
+        for path in root.rglob("*.py")
+        if _room(_module_name(prefix, root, path)) not in ROOMS
+    }
+    assert not homeless, f"add these to a room of tests/test_layering.py ROOMS: {homeless}"
+
+
+def test_every_room_imports_only_downward():
+    wrong = [
+        f"{module} imports {name} ({room} -> {target})"
+        for module, name, room, target in _runtime_edges()
+        if target != room and target not in ROOMS.get(room, set())
+    ]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_room_rule_is_checked_on_real_imports():
+    """The scan sees the arrows that exist (an empty scan would pass anything)."""
+    found = {(room, target) for _, _, room, target in _runtime_edges() if room != target}
+    assert {("engine", "checks"), ("classifier", "engine"), ("lab", "classifier")} <= found
+    assert {("cli", "lab"), ("bench", "engine"), ("cells", "checks")} <= found

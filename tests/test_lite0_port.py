@@ -18,8 +18,8 @@ from leukedge.converters.import_weights import (  # noqa: E402
     default_state_dict_path,
     load_state_dict,
 )
+from leukedge.engine.preprocess import resize_rgb  # noqa: E402
 from leukedge.modeling.efficientnet_lite import BLOCKS_ARGS, EfficientNetLite0  # noqa: E402
-from leukedge.preprocess import resize_rgb  # noqa: E402
 
 F = torch.nn.functional
 

@@ -1,4 +1,4 @@
-"""Locating white cells in a field (:mod:`leukedge.locate`), on drawn fields whose cells
+"""Locating white cells in a field (:mod:`leukedge.cells.locate`), on drawn fields whose cells
 are known: no TensorFlow, no data. The real-data figures (BCCD boxes, wbc-normal masks)
 come from ``tools/locate_study.py``."""
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from leukedge.locate import (
+from leukedge.cells.locate import (
     LocateError,
     LocateOptions,
     cell_crop,

@@ -8,8 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from leukedge.metadata import MetadataError, ModelMetadata
-from leukedge.ood import (
+from leukedge.checks.ood import (
     THRESHOLD_ROUNDING_MARGIN,
     EncodedArray,
     MahalanobisScorer,
@@ -17,6 +16,7 @@ from leukedge.ood import (
     fit_mahalanobis,
     set_threshold,
 )
+from leukedge.engine.metadata import MetadataError, ModelMetadata
 
 LABELS = ["ALL", "HEM"]
 

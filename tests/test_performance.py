@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from leukedge.classifier import default_model_path
-from leukedge.preprocess import DRAFT_SAFETY_FACTOR, decode_size, load_and_resize
-from leukedge.runtime import TFLiteEngine
+from leukedge.engine.interpreter import TFLiteEngine
+from leukedge.engine.preprocess import DRAFT_SAFETY_FACTOR, decode_size, load_and_resize
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 BENIGN = EXAMPLES / "WBC-Benign-420.jpg"
@@ -54,7 +54,7 @@ def test_classify_gives_run_with_temperature(temperature):
     """The Classifier's plain-Python path (engine.probabilities, temperature_scaled) gives
     what TFLiteEngine.run and apply_temperature give, for any output quantization."""
     from leukedge import Classifier
-    from leukedge.calibration import apply_temperature, temperature_scaled
+    from leukedge.checks.calibration import apply_temperature, temperature_scaled
 
     classifier = Classifier()
     classifier._temperature = temperature
@@ -101,7 +101,7 @@ def test_single_operator_models_reproduce_the_full_run():
     computes exactly the output the full run computed (builtin kernels, bit for bit)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from leukedge.op_profile import capture_tensors, single_op_models
+    from leukedge.bench.op_profile import capture_tensors, single_op_models
 
     content = default_model_path().read_bytes()
     engine = TFLiteEngine(content)
@@ -130,7 +130,7 @@ def test_single_operator_models_reproduce_the_full_run():
 
 
 def test_op_profile_marks_what_xnnpack_takes():
-    from leukedge.op_profile import profile_ops, summarize
+    from leukedge.bench.op_profile import profile_ops, summarize
 
     engine = TFLiteEngine(default_model_path())
     image = load_and_resize(BENIGN, engine.input_size)
@@ -200,9 +200,9 @@ def test_int8_float_islands_run_inside_xnnpack(tiny_proposed_lite):
     """int8 with float islands: LayerNormalization and the attention core are float, the
     projections int8, the I/O uint8 as in a full int8 model, and no island operator is left
     to LiteRT's builtin kernels; without islands the int8 batch matmuls are."""
+    from leukedge.bench.op_profile import profile_ops
     from leukedge.converters.tflite import convert_keras, island_layers
     from leukedge.modeling.saving import load_keras_model
-    from leukedge.op_profile import profile_ops
 
     model = load_keras_model(tiny_proposed_lite / "model.keras")
     assert island_layers(model) == ["attention_mha", "attention_norm"]
@@ -233,7 +233,7 @@ def test_convert_keeps_float_islands_by_default_and_says_so(tiny_proposed_lite, 
     card names them (a file can be told from the other)."""
     from leukedge.converters.convert import ConvertConfig, convert_model
     from leukedge.converters.gate import GateConfig
-    from leukedge.metadata import read_metadata
+    from leukedge.engine.metadata import read_metadata
 
     reports = {}
     for islands in (True, False):
@@ -256,7 +256,7 @@ def test_convert_keeps_float_islands_by_default_and_says_so(tiny_proposed_lite, 
 
 
 def _ops(content: bytes) -> list[tuple[str, str, bool]]:
-    from leukedge.op_profile import profile_ops
+    from leukedge.bench.op_profile import profile_ops
 
     image = load_and_resize(BENIGN, TFLiteEngine(content).input_size)
     return [(t.op, t.dtypes, t.xnnpack) for t in profile_ops(content, image, runs=1)]

@@ -13,7 +13,7 @@ import pytest
 from conftest import load_script
 from packaging.requirements import Requirement
 
-from leukedge.metadata import weights_sha256
+from leukedge.engine.metadata import weights_sha256
 
 try:
     import tomllib

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from leukedge.preprocess import ImageDecodeError, load_and_resize, load_rgb, resize_rgb
+from leukedge.engine.preprocess import ImageDecodeError, load_and_resize, load_rgb, resize_rgb
 
 
 def test_load_rgb_from_path_pil_and_array_agree(tmp_path):

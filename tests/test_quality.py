@@ -19,8 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from leukedge.preprocess import load_rgb, resize_rgb
-from leukedge.quality import (
+from leukedge.checks.quality import (
     QUALITY_REASONS,
     QualityStatistics,
     QualityThresholds,
@@ -28,6 +27,7 @@ from leukedge.quality import (
     derive_thresholds,
     image_statistics,
 )
+from leukedge.engine.preprocess import load_rgb, resize_rgb
 
 FIELD = Path(__file__).resolve().parents[1] / "examples" / "images" / "WBC-Benign-420.jpg"
 SIZE = (224, 224)

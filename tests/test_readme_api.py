@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leukedge.preprocess import load_rgb
+from leukedge.engine.preprocess import load_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,6 +13,7 @@ from PIL import Image
 
 keras = pytest.importorskip("keras", reason="training needs Keras (pip install .[train])")
 
+from leukedge.engine.preprocess import load_rgb  # noqa: E402
 from leukedge.evaluation import robustness  # noqa: E402
 from leukedge.modeling.config import InputNormConfig  # noqa: E402
 from leukedge.modeling.layers import (  # noqa: E402
@@ -22,7 +23,6 @@ from leukedge.modeling.layers import (  # noqa: E402
     gaussian_kernel,
 )
 from leukedge.modeling.models import build_model  # noqa: E402
-from leukedge.preprocess import load_rgb  # noqa: E402
 from leukedge.training.augment import PhotometricConfig, photometric  # noqa: E402
 from leukedge.training.recipes import RECIPES, recipe  # noqa: E402
 

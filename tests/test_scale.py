@@ -14,19 +14,19 @@ import cv2
 import numpy as np
 import pytest
 
-from leukedge.metadata import add_scale_checks
-from leukedge.quality import (
+from leukedge.checks.quality import (
     QualityStatistics,
     QualityThresholds,
     check_quality,
     derive_thresholds,
     image_statistics,
 )
-from leukedge.scale import (
+from leukedge.checks.scale import (
     black_background,
     estimate_red_cell_diameter,
     fit_diameter_range,
 )
+from leukedge.engine.metadata import add_scale_checks
 
 BACKGROUND = (236, 234, 240)
 RED_CELL = (205, 172, 208)  # pale lavender, as in the Taleqani fields
@@ -160,7 +160,7 @@ def test_classifier_says_scale_and_segmented_cell(model_with_range):
     metadata (no TensorFlow): the status and reason a user sees; the range and the
     threshold round-trip through the metadata."""
     from leukedge import Classifier, ClassifierOptions
-    from leukedge.metadata import read_metadata
+    from leukedge.engine.metadata import read_metadata
 
     quality = read_metadata(model_with_range).quality
     assert quality.red_cell_diameter_range == RANGE and quality.black_background_max == 0.5
@@ -182,8 +182,8 @@ def test_model_without_the_range_has_no_scale_check():
 
     from leukedge import Classifier, ClassifierOptions
     from leukedge.classifier import default_model_path
+    from leukedge.engine.metadata import read_metadata, write_metadata
     from leukedge.errors import LeukedgeWarning
-    from leukedge.metadata import read_metadata, write_metadata
 
     content = default_model_path().read_bytes()
     meta = read_metadata(content)

@@ -30,20 +30,20 @@ from leukedge.classifier import (
     RunningMode,
     default_model_path,
 )
-from leukedge.errors import LeukedgeError, LeukedgeWarning
-from leukedge.metadata import MetadataError
-from leukedge.preprocess import (
-    DRAFT_SAFETY_FACTOR,
-    ImageDecodeError,
-    decode_size,
-    load_rgb,
-)
-from leukedge.runtime import (
+from leukedge.engine.interpreter import (
     ModelLoadError,
     RuntimeNotFoundError,
     TFLiteEngine,
     interpreter_class,
 )
+from leukedge.engine.metadata import MetadataError
+from leukedge.engine.preprocess import (
+    DRAFT_SAFETY_FACTOR,
+    ImageDecodeError,
+    decode_size,
+    load_rgb,
+)
+from leukedge.errors import LeukedgeError, LeukedgeWarning
 
 IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
 # A benign field that the embedded model v3 refers (int8 p(ALL) about 0.5; v2 called it

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from leukedge.cli import app
-from leukedge.cli_options import attribute_docs
+from leukedge.cli_kit.options import attribute_docs
 from leukedge.converters.convert import ConvertConfig
 from leukedge.converters.precisions import PRECISION_TABLE, Precision
 from leukedge.errors import LeukedgeError

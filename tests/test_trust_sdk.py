@@ -26,6 +26,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from leukedge.checks.decision import DecisionSpec
+from leukedge.checks.ood import MahalanobisScorer, fit_mahalanobis
+from leukedge.checks.quality import QualityThresholds
 from leukedge.classifier import (
     REASONS,
     ClassificationResult,
@@ -34,13 +37,10 @@ from leukedge.classifier import (
     default_model_path,
 )
 from leukedge.cli import app
-from leukedge.decision import DecisionSpec
+from leukedge.engine.interpreter import TFLiteEngine
+from leukedge.engine.metadata import read_metadata, write_metadata
+from leukedge.engine.preprocess import load_and_resize
 from leukedge.errors import LeukedgeWarning
-from leukedge.metadata import read_metadata, write_metadata
-from leukedge.ood import MahalanobisScorer, fit_mahalanobis
-from leukedge.preprocess import load_and_resize
-from leukedge.quality import QualityThresholds
-from leukedge.runtime import TFLiteEngine
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 # A benign field that the embedded model (v2) calls ALL, p(ALL) 0.944: a genuine error of

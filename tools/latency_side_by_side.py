@@ -7,8 +7,8 @@ This script:
 - loads every model with the SDK's engine (LiteRT, XNNPACK, **1 thread**, as
   ``leukedge bench`` does), feeds each the same 224×224 field, and times ``invoke`` by the
   calling thread's CPU time, **interleaved** (v1, v2, v3, v1, …: load and clock changes hit
-  all alike; :func:`leukedge.bench.paired_cpu_ratio`), median over ``--rounds``;
-- times every operator alone (:func:`leukedge.op_profile.profile_ops`) and sums the ones
+  all alike; :func:`leukedge.bench.measure.paired_cpu_ratio`), median over ``--rounds``;
+- times every operator alone (:func:`leukedge.bench.op_profile.profile_ops`) and sums the ones
   of the in-graph input normalisation (the ``input_blur`` / ``input_standardize`` layers
   and the blur's ``MIRROR_PAD``): their share of the summed operator times is the
   preprocessing share.
@@ -34,10 +34,10 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from leukedge.bench import environment, paired_cpu_ratio
-from leukedge.op_profile import profile_ops
-from leukedge.preprocess import load_and_resize
-from leukedge.runtime import TFLiteEngine
+from leukedge.bench.measure import environment, paired_cpu_ratio
+from leukedge.bench.op_profile import profile_ops
+from leukedge.engine.interpreter import TFLiteEngine
+from leukedge.engine.preprocess import load_and_resize
 
 NORM_MARKERS = ("input_blur", "input_standardize", "MIRROR_PAD")
 """An operator belongs to the in-graph input normalisation when its output tensor's name

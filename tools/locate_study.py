@@ -1,4 +1,4 @@
-"""How well :mod:`leukedge.locate` finds white cells: BCCD boxes and ``wbc-normal`` masks.
+"""How well :mod:`leukedge.cells.locate` finds white cells: BCCD boxes and ``wbc-normal`` masks.
 
 Writes to ``--out``:
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from leukedge.locate import LocateError, LocateOptions, locate_cells, red_cell_diameter
+from leukedge.cells.locate import LocateError, LocateOptions, locate_cells, red_cell_diameter
 
 IOU = 0.5
 

@@ -1,11 +1,11 @@
 """What reduced-size JPEG decoding costs in accuracy and saves in time, at camera sizes.
 
 leukedge decodes a large JPEG at libjpeg's 1/2, 1/4 or 1/8 scale while it stays at least
-``DRAFT_SAFETY_FACTOR`` × the model's input (:func:`leukedge.preprocess.decode_size`). This
+``DRAFT_SAFETY_FACTOR`` × the model's input (:func:`leukedge.engine.preprocess.decode_size`). This
 script measures that rule against full decoding on the Taleqani **validation** blocks (the
 test blocks are not read): each 224×224 field is upscaled (bicubic) to camera sizes, saved as
 a JPEG, and classified by the model twice, from the full decode and from the reduced one,
-both resized whole to the model's input by :func:`leukedge.preprocess.resize_rgb` (the
+both resized whole to the model's input by :func:`leukedge.engine.preprocess.resize_rgb` (the
 training resize). Reported per camera size and safety factor: the decoded size, label
 agreement with the full decode, mean and max |Δp| (probability of each class), accuracy of
 each against the labels, and the median CPU time of decode + resize.
@@ -38,9 +38,9 @@ import numpy as np
 from PIL import Image
 
 from leukedge.classifier import default_model_path
+from leukedge.engine.interpreter import TFLiteEngine
+from leukedge.engine.preprocess import DRAFT_SAFETY_FACTOR, decode_size, load_rgb, resize_rgb
 from leukedge.evaluation.data import LABELS, load_taleqani, split_by_blocks
-from leukedge.preprocess import DRAFT_SAFETY_FACTOR, decode_size, load_rgb, resize_rgb
-from leukedge.runtime import TFLiteEngine
 
 
 def parse_size(text: str) -> tuple[int, int]:

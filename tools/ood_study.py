@@ -44,10 +44,10 @@ from typing import Annotated
 import numpy as np
 import typer
 
+from leukedge.checks.ood import MahalanobisScorer, fit_mahalanobis
+from leukedge.checks.quality import check_quality, derive_thresholds, image_statistics
+from leukedge.engine.preprocess import load_rgb, resize_rgb
 from leukedge.evaluation.data import LABELS, file_number, load_taleqani, split_by_blocks
-from leukedge.ood import MahalanobisScorer, fit_mahalanobis
-from leukedge.preprocess import load_rgb, resize_rgb
-from leukedge.quality import check_quality, derive_thresholds, image_statistics
 
 ACCEPT_QUANTILE = 0.97
 CACHE_VERSION = 3
@@ -366,7 +366,7 @@ def evaluate(
 def quality_rows(feats: dict, input_side: int, ood_scores: dict) -> tuple[list[dict], dict]:
     """Quality checks (thresholds derived from train) alone and with one OOD score: refusal
     per set, and the first reason per set."""
-    from leukedge.quality import QualityStatistics
+    from leukedge.checks.quality import QualityStatistics
 
     fields = list(QualityStatistics.__dataclass_fields__)
 
@@ -417,7 +417,7 @@ def cost(model: Path, scorers: dict, feats: dict, size: tuple[int, int]) -> dict
     import warnings
 
     from leukedge.classifier import Classifier, ClassifierOptions
-    from leukedge.runtime import TFLiteEngine
+    from leukedge.engine.interpreter import TFLiteEngine
 
     engine = TFLiteEngine(model, num_threads=1)
     with warnings.catch_warnings():

@@ -3,14 +3,15 @@
 For every image of the Taleqani fields (by class), BCCD fields, wbc-normal crops and C-NMC
 cells (and the Taleqani fields re-saved as JPEG at quality 75): decode, resize to the
 model's input as the runtime does, and measure the red-cell diameter
-(:func:`leukedge.scale.estimate_red_cell_diameter`) and the black surround
-(:func:`leukedge.scale.black_background`). The red-cell range is fitted on the Taleqani
-fields (:func:`leukedge.scale.fit_diameter_range`: by default all of them, as the shipped
+(:func:`leukedge.checks.scale.estimate_red_cell_diameter`) and the black surround
+(:func:`leukedge.checks.scale.black_background`). The red-cell range is fitted on the Taleqani
+fields (:func:`leukedge.checks.scale.fit_diameter_range`: by default all of them, as the shipped
 model trains on all; ``--fit-on train`` for the train block), and written with the
-segmented-cell threshold into a **copy** of the model (:func:`leukedge.metadata.add_scale_checks`,
-no TensorFlow); each set is then classified with the original and with the copy and the
-refusal reasons are counted. A forward check fits the range on the earlier 80 % of each
-class's file numbers and counts ``scale`` on the later 20 %.
+segmented-cell threshold into a **copy** of the model
+(:func:`leukedge.engine.metadata.add_scale_checks`, no TensorFlow); each set is then
+classified with the original and with the copy and the refusal reasons are counted. A
+forward check fits the range on the earlier 80 % of each class's file numbers and counts
+``scale`` on the later 20 %.
 
 Run from the repository root (no TensorFlow; about 10 minutes on one shared core):
 
@@ -33,22 +34,22 @@ import numpy as np
 import typer
 from PIL import Image
 
-from leukedge.classifier import Classifier, default_model_path
-from leukedge.evaluation.data import file_number, load_taleqani, split_by_blocks
-from leukedge.metadata import add_scale_checks, read_metadata
-from leukedge.preprocess import load_rgb, resize_rgb
-from leukedge.quality import image_statistics
-from leukedge.scale import (
+from leukedge.checks.quality import image_statistics
+from leukedge.checks.scale import (
     DEFAULT_RANGE_MARGIN,
     DEFAULT_RANGE_QUANTILE,
     estimate_red_cell_diameter,
     fit_diameter_range,
 )
+from leukedge.classifier import Classifier, default_model_path
+from leukedge.engine.metadata import add_scale_checks, read_metadata
+from leukedge.engine.preprocess import load_rgb, resize_rgb
+from leukedge.evaluation.data import file_number, load_taleqani, split_by_blocks
 
 IMAGE_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png"}
 SEGMENTED_MARGIN = 0.5
 """``black_background_max`` = Taleqani's 99.9 % quantile + this × (1 − it), as
-:func:`leukedge.quality.derive_thresholds` does with its default margin."""
+:func:`leukedge.checks.quality.derive_thresholds` does with its default margin."""
 
 
 def _images(folder: Path) -> list[Path]:

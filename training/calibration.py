@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from leukedge.calibration import apply_temperature
+from leukedge.checks.calibration import apply_temperature
 
 __all__ = ["apply_temperature", "calibrate_run", "fit_temperature", "negative_log_likelihood"]
 

@@ -1,7 +1,7 @@
 """``leukedge train``: fit a model, evaluate a run. Keras is imported inside the commands.
 
 The options of ``leukedge train run`` are derived from
-:class:`~leukedge.training.config.TrainConfig` (:mod:`leukedge.cli_options`): its fields,
+:class:`~leukedge.training.config.TrainConfig` (:mod:`leukedge.cli_kit.options`): its fields,
 nested ones included, are the options; its docstring is their help; its ``Literal`` types
 are their choices. ``--recipe`` (:mod:`leukedge.training.recipes`) picks the values an
 option takes when it is not given; the help shows each recipe's value where they differ.
@@ -18,8 +18,8 @@ from typing import Annotated, Any
 
 import typer
 
-from leukedge.cli_groups import DefaultCommandGroup, attach_log_handler
-from leukedge.cli_options import build, flatten, with_options
+from leukedge.cli_kit.groups import DefaultCommandGroup, attach_log_handler
+from leukedge.cli_kit.options import build, flatten, with_options
 from leukedge.modeling.architectures import Architecture
 from leukedge.training.config import MINIMUM, Recipe, TrainConfig
 from leukedge.training.recipes import DEFAULT_RECIPE, RECIPES, recipe
@@ -172,7 +172,7 @@ def _require_train_extra() -> None:
     """
     import importlib.util
 
-    from leukedge.cli_groups import EXTRA_FOR_MODULE
+    from leukedge.cli_kit.groups import EXTRA_FOR_MODULE
 
     for module, extra in EXTRA_FOR_MODULE.items():
         if extra == "train" and importlib.util.find_spec(module) is None:

@@ -15,7 +15,7 @@ and view (:mod:`leukedge.training.features`); each fold fits only the head:
 Folds and the figures are :mod:`leukedge.evaluation.crossval`'s. For each scored fold the
 temperature, the operating point (sensitivity ≥ 0.98) and the refer band are fitted on
 outputs it did not shape (see :class:`~leukedge.evaluation.crossval.FoldPlan`), and the
-out-of-domain model (:mod:`leukedge.ood`) is fitted on the training folds' pooled
+out-of-domain model (:mod:`leukedge.checks.ood`) is fitted on the training folds' pooled
 embeddings (clean and augmented views) with its threshold on a training fold left out of
 that fit. Flip rates and extra refusals come from the cached perturbation views.
 
@@ -37,12 +37,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from leukedge.calibration import apply_temperature
-from leukedge.decision import DEFAULT_COVERAGE, DEFAULT_TARGET_SENSITIVITY, fit_decision
+from leukedge.checks.calibration import apply_temperature
+from leukedge.checks.decision import DEFAULT_COVERAGE, DEFAULT_TARGET_SENSITIVITY, fit_decision
+from leukedge.checks.ood import (
+    DEFAULT_ACCEPT_QUANTILE,
+    MahalanobisScorer,
+    fit_mahalanobis,
+    set_threshold,
+)
 from leukedge.evaluation import crossval as cv
 from leukedge.evaluation.data import LABELS, load_dataset
 from leukedge.modeling.config import HeadConfig
-from leukedge.ood import DEFAULT_ACCEPT_QUANTILE, MahalanobisScorer, fit_mahalanobis, set_threshold
 from leukedge.training.calibration import fit_temperature
 from leukedge.training.features import (
     FRONTS,

@@ -46,10 +46,10 @@ from typing import Literal
 
 import numpy as np
 
+from leukedge.engine.preprocess import RESAMPLING, load_and_resize
 from leukedge.evaluation import robustness
 from leukedge.evaluation.data import Sample
 from leukedge.modeling.config import IMAGENET_MEAN, IMAGENET_STD, InputNormConfig
-from leukedge.preprocess import RESAMPLING, load_and_resize
 from leukedge.training.augment import PhotometricConfig, photometric
 
 log = logging.getLogger(__name__)

@@ -40,8 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from leukedge.calibration import apply_temperature
-from leukedge.decision import fit_decision
+from leukedge.checks.calibration import apply_temperature
+from leukedge.checks.decision import fit_decision
 from leukedge.evaluation import crossval as cv
 from leukedge.evaluation.data import LABELS, load_dataset, write_split
 from leukedge.training.calibration import fit_temperature
@@ -207,7 +207,7 @@ def run_final(config: FinalConfig) -> dict[str, Any]:
     folded = pooled[0] @ kernel + bias
     p_folded = np.exp(folded[:, 0]) / np.exp(folded).sum(axis=1)
     check_rows = np.linspace(0, len(order) - 1, 16).astype(int)
-    from leukedge.preprocess import load_and_resize
+    from leukedge.engine.preprocess import load_and_resize
 
     batch = np.stack([load_and_resize(order[i].path, (224, 224)) for i in check_rows])
     p_keras = np.asarray(model.predict(batch.astype(np.float32), verbose=0))[:, 0]

@@ -1,6 +1,6 @@
 """Backend-neutral input pipeline: ``keras.utils.PyDataset`` over :class:`Sample` lists.
 
-Images are decoded and resized by :func:`leukedge.preprocess.load_and_resize`, the same
+Images are decoded and resized by :func:`leukedge.engine.preprocess.load_and_resize`, the same
 function the runtime uses, and fed as float32 RGB 0–255 (the model normalises in-graph).
 Augmentation is applied to training batches only: the geometric part (paper, section IV.C:
 rotation 20°, zoom 20 %, width/height shift 20 %, shear, horizontal flip, nearest fill) is a
@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from leukedge.engine.preprocess import load_and_resize
 from leukedge.evaluation.data import Sample
-from leukedge.preprocess import load_and_resize
 from leukedge.training.augment import AugmentConfig, PhotometricConfig, photometric
 from leukedge.training.seeding import reseed
 

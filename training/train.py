@@ -280,8 +280,8 @@ def _measure_input_norm(config: TrainConfig, train_split: list[Sample], times: S
     norm = config.input_norm
     if not norm.standardize or (norm.target_mean is not None and norm.target_std is not None):
         return
+    from leukedge.engine.preprocess import load_and_resize
     from leukedge.modeling.layers import channel_statistics
-    from leukedge.preprocess import load_and_resize
 
     size = (config.image_size, config.image_size)
     with times.step("input_statistics"):

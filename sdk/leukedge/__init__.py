@@ -10,6 +10,7 @@ TensorFlow or Keras::
 """
 
 from leukedge._version import __version__
+from leukedge.checks.quality import QualityThresholds
 from leukedge.classifier import (
     REASONS,
     STATUSES,
@@ -20,11 +21,10 @@ from leukedge.classifier import (
     RunningMode,
     default_model_path,
 )
+from leukedge.engine.interpreter import ModelLoadError, RuntimeNotFoundError
+from leukedge.engine.metadata import FailedGateError, MetadataError, ModelMetadata, read_metadata
+from leukedge.engine.preprocess import ImageDecodeError, PixelFormat
 from leukedge.errors import LeukedgeError, LeukedgeWarning
-from leukedge.metadata import FailedGateError, MetadataError, ModelMetadata, read_metadata
-from leukedge.preprocess import ImageDecodeError, PixelFormat
-from leukedge.quality import QualityThresholds
-from leukedge.runtime import ModelLoadError, RuntimeNotFoundError
 
 __all__ = [
     "REASONS",

@@ -12,13 +12,20 @@ and ``Classifier.create_from_options(options)``, and three running modes:
   classified are dropped (latest-frame-wins), so a live preview never lags behind.
 
 Data flows one way (``classify`` and the other modes alike): decode
-(:mod:`leukedge.preprocess`, in the caller's thread) → resize to the model's input →
-quality statistics and checks (:mod:`leukedge.quality`) → interpreter
-(:class:`~leukedge.engine_pool.EnginePool`: probabilities and, when the model has one, the
-embedding) → temperature (:mod:`leukedge.calibration`) → out-of-domain distance
-(:mod:`leukedge.ood`) → operating point and refer band (:mod:`leukedge.decision`) →
+(:mod:`leukedge.engine.preprocess`, in the caller's thread) → resize to the model's input →
+quality statistics and checks (:mod:`leukedge.checks.quality`) → interpreter
+(:class:`~leukedge.engine.pool.EnginePool`: probabilities and, when the model has one, the
+embedding) → temperature (:mod:`leukedge.checks.calibration`) → out-of-domain distance
+(:mod:`leukedge.checks.ood`) → operating point and refer band (:mod:`leukedge.checks.decision`) →
 :class:`ClassificationResult` with a ``status``. The model runs even when a quality check
 fails, so a rejected result still shows what it would have said.
+
+Over 400 lines on purpose: one class whose methods share one state (the engine pool, the
+checks configured from the model's metadata, the running mode, the pixel budget and the
+async worker), and the vocabulary its methods take and return (options, result, statuses,
+reasons, running modes). The work itself is in :mod:`leukedge.engine` and
+:mod:`leukedge.checks`. The result and its vocabulary are the seam to cut when a second
+producer of results arrives (per-cell results on a field, issue 20).
 """
 
 from __future__ import annotations
@@ -38,19 +45,25 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from leukedge.calibration import temperature_scaled
-from leukedge.decision import decide, validate_operating_point
-from leukedge.engine_pool import EnginePool, default_pool_size
-from leukedge.errors import LeukedgeWarning
-from leukedge.metadata import (
+from leukedge.checks.calibration import temperature_scaled
+from leukedge.checks.decision import decide, validate_operating_point
+from leukedge.checks.ood import MahalanobisScorer
+from leukedge.checks.quality import (
+    QUALITY_REASONS,
+    QualityThresholds,
+    check_quality,
+    image_statistics,
+)
+from leukedge.engine.interpreter import TFLiteEngine
+from leukedge.engine.metadata import (
     InputSpec,
     ModelMetadata,
     check_gate,
     read_metadata,
     weights_sha256,
 )
-from leukedge.ood import MahalanobisScorer
-from leukedge.preprocess import (
+from leukedge.engine.pool import EnginePool, default_pool_size
+from leukedge.engine.preprocess import (
     DEFAULT_MAX_PIXELS,
     ImageInput,
     PixelBudget,
@@ -59,13 +72,7 @@ from leukedge.preprocess import (
     load_resized,
     resolve_pixel_format,
 )
-from leukedge.quality import (
-    QUALITY_REASONS,
-    QualityThresholds,
-    check_quality,
-    image_statistics,
-)
-from leukedge.runtime import TFLiteEngine
+from leukedge.errors import LeukedgeWarning
 
 DEFAULT_MODEL = "leukedge_default_int8.tflite"
 """File name of the embedded default model under ``leukedge/models/``."""
@@ -95,7 +102,7 @@ ERROR_REASONS = ("not_found", "decode_error", "too_large", "error")
 
 REASONS = (*QUALITY_REASONS, "out_of_domain", "uncertain", *ERROR_REASONS)
 """Every machine-readable ``reason``: the quality checks in the order they run
-(:data:`leukedge.quality.QUALITY_REASONS`), ``out_of_domain`` (the embedding lies farther
+(:data:`leukedge.checks.quality.QUALITY_REASONS`), ``out_of_domain`` (the embedding lies farther
 from the training data than the model's threshold), ``uncertain`` (``refer``: in the refer
 band), and the error reasons (:data:`ERROR_REASONS`)."""
 
@@ -119,9 +126,9 @@ class ClassificationResult:
             (every status but ``error``), also when rejected: never act on it alone.
         model_probabilities: the calibrated probabilities behind ``model_label``.
         ood_distance: squared Mahalanobis distance of the image's embedding from the
-            training data (:mod:`leukedge.ood`); ``None`` when the model has no embedding
+            training data (:mod:`leukedge.checks.ood`); ``None`` when the model has no embedding
             output or out-of-domain data.
-        quality: the measured :class:`~leukedge.quality.QualityStatistics` as a dictionary.
+        quality: the measured :class:`~leukedge.checks.quality.QualityStatistics` as a dictionary.
         failed_checks: every check that failed, in order (``reason`` is the first).
         unchecked: checks this model cannot run (no thresholds or no embedding output).
         source: file path, when the input was a file.
@@ -178,10 +185,10 @@ class ClassificationResult:
         """The ``error`` result for an input that could not be processed.
 
         ``reason``: ``not_found`` (:class:`FileNotFoundError`), ``too_large`` or
-        ``decode_error`` (:class:`~leukedge.preprocess.ImageDecodeError`'s ``reason``),
+        ``decode_error`` (:class:`~leukedge.engine.preprocess.ImageDecodeError`'s ``reason``),
         else ``error``; ``message``: the error's text.
         """
-        from leukedge.preprocess import ImageDecodeError
+        from leukedge.engine.preprocess import ImageDecodeError
 
         if isinstance(error, FileNotFoundError):
             reason = "not_found"
@@ -210,7 +217,7 @@ class ResultCallback(Protocol):
         frame: the frame as passed to :meth:`Classifier.classify_async` (a copy).
         timestamp_ms: the frame's timestamp.
         error: the exception that made the frame fail (e.g.
-            :class:`~leukedge.preprocess.ImageDecodeError`), else ``None``.
+            :class:`~leukedge.engine.preprocess.ImageDecodeError`), else ``None``.
 
     Callbacks run one at a time, in timestamp order; frames arriving meanwhile are dropped.
     """
@@ -242,9 +249,9 @@ class ClassifierOptions:
         max_pixels: refuse images of more pixels (width × height) than this, from the
             file's header before decoding, and decode at most this many pixels at once over
             all threads sharing the classifier, so that a whole run's peak memory is
-            bounded, not one image's (:class:`~leukedge.preprocess.PixelBudget`); default
-            50 MP (:data:`~leukedge.preprocess.DEFAULT_MAX_PIXELS`). Large JPEGs are budgeted
-            at their reduced decode size (:func:`~leukedge.preprocess.decode_size`).
+            bounded, not one image's (:class:`~leukedge.engine.preprocess.PixelBudget`); default
+            50 MP (:data:`~leukedge.engine.preprocess.DEFAULT_MAX_PIXELS`). Large JPEGs are budgeted
+            at their reduced decode size (:func:`~leukedge.engine.preprocess.decode_size`).
             ``None`` (Python only): no cap and no budget.
         running_mode: :class:`RunningMode`.
         result_callback: a :class:`ResultCallback`, for ``LIVE_STREAM`` mode (required
@@ -258,14 +265,14 @@ class ClassifierOptions:
         refer_band: ``(low, high)``: ``low ≤ p < high`` → ``refer``; must contain the
             threshold; an empty band (``low == high``, e.g. ``(0, 0)``) turns it off;
             ``None``: the model's band.
-        quality: :class:`~leukedge.quality.QualityThresholds` replacing the model's
+        quality: :class:`~leukedge.checks.quality.QualityThresholds` replacing the model's
             (``None``: the model's, or the built-in
-            :meth:`~leukedge.quality.QualityThresholds.generic` for models without them).
+            :meth:`~leukedge.checks.quality.QualityThresholds.generic` for models without them).
         ood_threshold: squared-distance threshold replacing the model's (``math.inf``
             turns the out-of-domain check off); ``None``: the model's.
         allow_failed_gate: use a model whose card says it failed its conversion's accuracy
             gate (default ``False``: such a model raises
-            :class:`~leukedge.metadata.FailedGateError`); with ``True`` it loads with a
+            :class:`~leukedge.engine.metadata.FailedGateError`); with ``True`` it loads with a
             :class:`~leukedge.errors.LeukedgeWarning` naming the gate's figures. Models
             without leukedge metadata or without a gate record are not affected.
     """
@@ -293,7 +300,7 @@ class Classifier:
     every call returns exactly what it would return alone. Decoding and resizing run in
     the calling thread, outside any lock, so they overlap with inference; inference runs on
     one of up to ``options.max_interpreters`` interpreters (an
-    :class:`~leukedge.engine_pool.EnginePool`, grown only while all are busy; a call waits
+    :class:`~leukedge.engine.pool.EnginePool`, grown only while all are busy; a call waits
     when none is free). ``VIDEO`` and ``LIVE_STREAM`` modes expect one producer thread,
     since their timestamps must increase; live-stream callbacks run on a worker thread, one
     at a time.
@@ -303,10 +310,10 @@ class Classifier:
 
     Raises:
         FileNotFoundError: the model file does not exist.
-        leukedge.runtime.ModelLoadError: not a valid TFLite classifier.
-        leukedge.runtime.RuntimeNotFoundError: no usable TFLite interpreter package.
-        leukedge.metadata.MetadataError: the model's leukedge metadata is malformed.
-        leukedge.metadata.FailedGateError: the model's card says it failed its accuracy
+        leukedge.engine.interpreter.ModelLoadError: not a valid TFLite classifier.
+        leukedge.engine.interpreter.RuntimeNotFoundError: no usable TFLite interpreter package.
+        leukedge.engine.metadata.MetadataError: the model's leukedge metadata is malformed.
+        leukedge.engine.metadata.FailedGateError: the model's card says it failed its accuracy
             gate and ``options.allow_failed_gate`` is not set.
         ValueError: both ``model_path`` and ``model_content``; the model has no leukedge
             metadata and ``options.labels`` is not given, the labels do not match the
@@ -504,9 +511,9 @@ class Classifier:
 
     @functools.cached_property
     def weights_sha256(self) -> str:
-        """SHA-256 of the model's weights alone (hex; :func:`leukedge.metadata.weights_sha256`):
-        unchanged when only the metadata is rewritten (``train evaluate --update-card``),
-        which changes :attr:`model_sha256`."""
+        """SHA-256 of the model's weights alone (hex;
+        :func:`~leukedge.engine.metadata.weights_sha256`): unchanged when only the metadata is
+        rewritten (``train evaluate --update-card``), which changes :attr:`model_sha256`."""
         return weights_sha256(self._engine.model_content)
 
     # ---------------------------------------------------------------- running modes
@@ -630,7 +637,7 @@ class Classifier:
                 ``"BGR"`` (OpenCV), ``"RGBA"``, ``"BGRA"``, ``"RGBX"``, ``"BGRX"``; required
                 for 4 channels. Picamera2: ``"RGB888"`` → ``"BGR"``, ``"BGR888"`` →
                 ``"RGB"``, ``"XRGB8888"`` → ``"BGRX"``, ``"XBGR8888"`` → ``"RGBX"`` (see
-                :func:`leukedge.preprocess.array_to_rgb`). Not for files or PIL images.
+                :func:`leukedge.engine.preprocess.array_to_rgb`). Not for files or PIL images.
 
         Returns:
             :class:`ClassificationResult` with a ``status``: ``ok`` (a ``label``),
@@ -639,7 +646,7 @@ class Classifier:
             ``error`` results via :meth:`ClassificationResult.from_error`).
 
         Raises:
-            FileNotFoundError, leukedge.preprocess.ImageDecodeError: unreadable input, or
+            FileNotFoundError, leukedge.engine.preprocess.ImageDecodeError: unreadable input, or
                 larger than ``options.max_pixels``.
             ValueError: wrong running mode; a missing, unknown or mismatched
                 ``pixel_format``.
@@ -662,7 +669,7 @@ class Classifier:
         Raises:
             ValueError: wrong mode, a timestamp not after the previous one, or a missing,
                 unknown or mismatched ``pixel_format``.
-            leukedge.preprocess.ImageDecodeError: not an image array.
+            leukedge.engine.preprocess.ImageDecodeError: not an image array.
         """
         self._require(RunningMode.VIDEO)
         self._check_timestamp(timestamp_ms)

@@ -1,8 +1,8 @@
 """leukedge's exception base and warning category.
 
 Every error leukedge raises on purpose derives from :class:`LeukedgeError` (and, where it
-did before, also from the built-in it replaces: :class:`~leukedge.preprocess.ImageDecodeError`
-is still a ``ValueError``, :class:`~leukedge.runtime.ModelLoadError` a ``RuntimeError``), so
+did before, also from the built-in it replaces: :class:`~leukedge.ImageDecodeError`
+is still a ``ValueError``, :class:`~leukedge.ModelLoadError` a ``RuntimeError``), so
 embedding software can catch leukedge's errors without catching everything, and older
 ``except ValueError`` clauses keep working. Every warning leukedge emits is a
 :class:`LeukedgeWarning` and names the file it is about, when there is one; the CLI prints

@@ -291,7 +291,7 @@ def check_writable(
     """Refuse an output that this process cannot create, before any work.
 
     An output file is written as a new file in its folder and renamed onto the target
-    (:class:`~leukedge.outputs.AtomicTextFile`), through a symbolic link into its target,
+    (:class:`~leukedge.lab.outputs.AtomicTextFile`), through a symbolic link into its target,
     and missing folders are created: so the **nearest existing folder** on the way to the
     target must be a folder in which this process may create files. With ``in_place`` (a
     file appended to, as ``watch``'s records), an existing target must itself be writable.

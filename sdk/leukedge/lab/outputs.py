@@ -15,7 +15,7 @@ CSV columns (:func:`csv_columns`): ``path, status, label, reason``, one ``p_<lab
 class, ``score, message, model_label``, one ``model_p_<label>`` per class,
 ``ood_distance``, one ``quality_<statistic>`` per quality statistic, ``failed_checks,
 error, model, model_version, model_sha256, weights_sha256``. JSON Lines hold each record whole
-(:mod:`leukedge.records`).
+(:mod:`leukedge.lab.records`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TextIO
 
-from leukedge.quality import QualityStatistics
-from leukedge.records import ModelInfo
+from leukedge.checks.quality import QualityStatistics
+from leukedge.lab.records import ModelInfo
 
 
 def current_umask() -> int:
@@ -258,7 +258,7 @@ def csv_columns(labels: Sequence[str]) -> list[str]:
 
 PROBABILITY_FIELDS = frozenset({"probabilities", "model_probabilities", "score"})
 """Record fields holding probabilities: rounded in CSV rows to the model's resolution
-(:func:`leukedge.records.probability_decimals`)."""
+(:func:`leukedge.lab.records.probability_decimals`)."""
 
 
 def csv_row(

@@ -220,7 +220,7 @@ def sdk_measurements(
             (:attr:`~leukedge.classifier.ClassifierOptions.allow_failed_gate`).
     """
     from leukedge.classifier import Classifier, ClassifierOptions
-    from leukedge.preprocess import load_and_resize
+    from leukedge.engine.preprocess import load_and_resize
 
     classifier = Classifier(
         ClassifierOptions(
@@ -286,7 +286,7 @@ def _peak_rss_of_classify(model, image, allow_failed_gate: bool = False) -> floa
     code = (
         "import sys, numpy as np\n"
         "from leukedge.classifier import Classifier, ClassifierOptions\n"
-        "from leukedge.bench import peak_rss_mb\n"
+        "from leukedge.bench.measure import peak_rss_mb\n"
         "c = Classifier(ClassifierOptions(model_path=sys.argv[1] or None, num_threads=1,\n"
         "    allow_failed_gate=sys.argv[3] == '1'))\n"
         "x = sys.argv[2] or np.zeros((224, 224, 3), np.uint8)\n"

@@ -5,6 +5,13 @@ Data flows one way: image → :func:`load_rgb` (decode, channel order, bit depth
 and the :class:`~leukedge.Classifier` call them. Intensity normalisation is *not* done here:
 every leukedge model takes RGB 0–255 and normalises inside its own graph (Keras
 applications' convention), so training, conversion and inference can never disagree about it.
+
+Over 400 lines on purpose: it is the one decode path, and each of its guards (the pixel
+cap read from the header, the pixel budget shared by threads, reduced-size JPEG decoding,
+EXIF orientation, 16-bit scaling by the declared bit depth, several frames) is a step of
+that path and is used by it alone. Kept together, the order of the steps reads in one
+place; the memory guards (:class:`PixelBudget` and Pillow's process-wide settings) and the
+16-bit decoding are the seams to cut if either grows.
 """
 
 from __future__ import annotations

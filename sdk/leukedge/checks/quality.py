@@ -7,7 +7,7 @@ measures (:func:`image_statistics`, used by the runtime and by the converter ali
 derives thresholds from the training images' statistics (:func:`derive_thresholds`), one
 checks (:func:`check_quality`). Nothing here runs the model; each statistic costs
 microseconds at 224×224 (OpenCV; all together about 0.25 ms), except the red-cell diameter
-(:mod:`leukedge.scale`, a few ms), measured only when asked.
+(:mod:`leukedge.checks.scale`, a few ms), measured only when asked.
 
 ==================  =========================================================================
 reason              failed when (statistic, threshold field)
@@ -17,9 +17,9 @@ reason              failed when (statistic, threshold field)
 ``blank``           grey-level standard deviation < ``blank_std_max``: (nearly) uniform
 ``segmented_cell``  the image is one object on a black surround (a segmented cell, C-NMC
                     style): the near-black border-connected fraction >
-                    ``black_background_max`` and 1–2 objects on it (:mod:`leukedge.scale`)
+                    ``black_background_max`` and 1–2 objects on it (:mod:`leukedge.checks.scale`)
 ``scale``           the red cells' diameter at the model's input lies outside
-                    ``red_cell_diameter_range``: another magnification (:mod:`leukedge.scale`)
+                    ``red_cell_diameter_range``: another magnification (:mod:`~.scale`)
 ``underexposed``    mean grey level < ``dark_mean_min``
 ``saturated``       fraction of pixels clipped to white (all three channels ≥ 250) >
                     ``saturated_fraction_max``: over-exposed
@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, fields
 import cv2
 import numpy as np
 
-from leukedge.scale import black_background, estimate_red_cell_diameter, fit_diameter_range
+from leukedge.checks.scale import black_background, estimate_red_cell_diameter, fit_diameter_range
 
 QUALITY_REASONS = (
     "too_small",
@@ -99,12 +99,12 @@ class QualityStatistics:
         colourfulness: Hasler–Süsstrunk colourfulness M of the image area-averaged to half
             size (0 for grey images; ~13–68 on the Taleqani training fields).
         red_cell_diameter: typical red-cell diameter in pixels of the model's input
-            (:func:`leukedge.scale.estimate_red_cell_diameter`); ``None`` when too few
+            (:func:`leukedge.checks.scale.estimate_red_cell_diameter`); ``None`` when too few
             red cells were found or when not measured (``red_cells=False``).
         red_cell_count: about how many cell-sized objects that estimate rests on (0 when
             ``None``).
         black_background_fraction: fraction (0–1) of near-black pixels connected to the
-            border (:func:`leukedge.scale.black_background`).
+            border (:func:`leukedge.checks.scale.black_background`).
         black_background_objects: objects on that black surround.
     """
 
@@ -195,7 +195,7 @@ class QualityThresholds:
         stain_min: colourfulness below which ``not_stained``.
         red_cell_diameter_range: ``[low, high]``, pixels of the model's input: a measured
             red-cell diameter outside it is ``scale`` (fitted on the training images by
-            :func:`leukedge.scale.fit_diameter_range`; ``None``: no scale check).
+            :func:`leukedge.checks.scale.fit_diameter_range`; ``None``: no scale check).
         black_background_max: near-black border-connected fraction above which an image
             with 1–2 objects is ``segmented_cell`` (``None``: no check).
         source: how the values were obtained, in words (e.g. ``"training split, n=1913"``).
@@ -369,7 +369,7 @@ def derive_thresholds(
     0 (``q · (1 − margin)``: with the defaults, half the 0.1 % quantile); the upper bound on
     the clipped fraction sits ``margin`` of the way from the ``1 − quantile`` quantile up to
     1 (``q + margin · (1 − q)``), and so does ``black_background_max`` (from the black
-    surround fraction). The red-cell range is :func:`leukedge.scale.fit_diameter_range`
+    surround fraction). The red-cell range is :func:`leukedge.checks.scale.fit_diameter_range`
     of the training images' diameters (its own quantile and margin: a factor). So no
     training image fails a check by construction
     unless it lies in the outermost ``quantile``, and an image fails only when it is

@@ -1,10 +1,10 @@
 """``leukedge classify`` on many files: inputs → parallel classification → records →
 outputs (stdout JSON Lines, CSV, JSONL), group statistics and totals, in one pass.
 
-Data flows one way: :mod:`leukedge.inputs` (paths) → :mod:`leukedge.batch` (results in input
-order) → :mod:`leukedge.records` (one dict per input) → every writer of
-:mod:`leukedge.outputs`, the :class:`~leukedge.groups.GroupCollector` and the
-:class:`~leukedge.report.Totals`. Ctrl+C or SIGTERM (:mod:`leukedge.stopping`) ends the
+Data flows one way: :mod:`leukedge.lab.inputs` (paths) → :mod:`leukedge.lab.batch` (results in input
+order) → :mod:`leukedge.lab.records` (one dict per input) → every writer of
+:mod:`leukedge.lab.outputs`, the :class:`~leukedge.lab.groups.GroupCollector` and the
+:class:`~leukedge.lab.report.Totals`. Ctrl+C or SIGTERM (:mod:`leukedge.lab.stopping`) ends the
 loop after the record in hand; the output files are then closed as on success, so they
 hold every finished record.
 """
@@ -17,15 +17,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from leukedge.batch import classify_paths
-from leukedge.records import ModelInfo, error_record, result_record
-from leukedge.report import Totals, progress_bar
-from leukedge.stopping import StopRequest
+from leukedge.lab.batch import classify_paths
+from leukedge.lab.records import ModelInfo, error_record, result_record
+from leukedge.lab.report import Totals, progress_bar
+from leukedge.lab.stopping import StopRequest
 
 if TYPE_CHECKING:
     from leukedge.classifier import Classifier
-    from leukedge.groups import GroupCollector
-    from leukedge.outputs import RecordWriter
+    from leukedge.lab.groups import GroupCollector
+    from leukedge.lab.outputs import RecordWriter
 
 
 @dataclass
@@ -34,11 +34,11 @@ class ClassifyJob:
 
     Attributes:
         paths: images, in the order results are wanted.
-        writers: where every record goes (:mod:`leukedge.outputs`); closed at the end,
+        writers: where every record goes (:mod:`leukedge.lab.outputs`); closed at the end,
             also after a stop.
-        workers: classification threads (``None``: :func:`leukedge.batch.default_workers`).
+        workers: classification threads (``None``: :func:`leukedge.lab.batch.default_workers`).
         progress: draw a progress bar on standard error.
-        groups: a :class:`~leukedge.groups.GroupCollector`, or ``None``.
+        groups: a :class:`~leukedge.lab.groups.GroupCollector`, or ``None``.
         keep_records: keep every record in memory (for the terminal table).
         on_record: called with each record after it is written (e.g. tests, GUIs).
     """
@@ -65,7 +65,7 @@ def run_classify(
             (:meth:`StopRequest.installed`). ``None``: run to the end.
 
     Returns:
-        :class:`~leukedge.report.Totals` (``stopped_by`` set when stopped early).
+        :class:`~leukedge.lab.report.Totals` (``stopped_by`` set when stopped early).
     """
     model = ModelInfo.of(classifier)
     totals = Totals(planned=len(job.paths))

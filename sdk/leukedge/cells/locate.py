@@ -5,7 +5,7 @@ azure): in RGB it is the one structure whose blue channel stands well above its 
 while red cells, platelets' pale surround and the background do not. The search runs at a
 scale where a red cell is about :attr:`LocateOptions.work_diameter_px` pixels across (the
 red cell, ~7.5 µm, is the slide's own ruler; its diameter is estimated with
-:func:`leukedge.scale.estimate_red_cell_diameter` when not given), so every size below is
+:func:`leukedge.checks.scale.estimate_red_cell_diameter` when not given), so every size below is
 in red-cell diameters and the same settings hold at any magnification:
 
 1. stain map ``max(B − G, 0)``, Gaussian-smoothed; Otsu's threshold (Otsu, IEEE SMC 1979),
@@ -55,7 +55,7 @@ class LocateOptions:
 
     Attributes:
         red_cell_diameter_px: red-cell diameter in pixels of the field given, or ``None`` to
-            estimate it from the field (:func:`leukedge.scale.estimate_red_cell_diameter`;
+            estimate it from the field (:func:`leukedge.checks.scale.estimate_red_cell_diameter`;
             a field with too few red cells then raises :class:`LocateError`).
         work_diameter_px: red-cell diameter in pixels at which the search runs (the field is
             resized to it; 25 px keeps a 640×480 BCCD field near 160×120, fast, while a
@@ -138,7 +138,7 @@ def _check_field(rgb: np.ndarray) -> None:
 
 def red_cell_diameter(rgb: np.ndarray, options: LocateOptions) -> float:
     """The field's red-cell diameter in pixels: ``options.red_cell_diameter_px`` when given,
-    else estimated (:func:`leukedge.scale.estimate_red_cell_diameter`) on a copy whose
+    else estimated (:func:`leukedge.checks.scale.estimate_red_cell_diameter`) on a copy whose
     shorter side is 224 px, where the estimator works best (red cells of 10–60 px).
 
     Raises:
@@ -146,7 +146,7 @@ def red_cell_diameter(rgb: np.ndarray, options: LocateOptions) -> float:
     """
     if options.red_cell_diameter_px is not None:
         return float(options.red_cell_diameter_px)
-    from leukedge.scale import estimate_red_cell_diameter
+    from leukedge.checks.scale import estimate_red_cell_diameter
 
     factor = min(1.0, 224.0 / min(rgb.shape[:2]))
     small = rgb if factor == 1.0 else _resize(rgb, factor)

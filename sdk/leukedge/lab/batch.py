@@ -3,7 +3,7 @@
 A folder of smear fields is classified by ``workers`` threads sharing one
 :class:`~leukedge.Classifier`: each thread decodes and resizes its image (Pillow releases
 the GIL while decoding) and then runs it on one of the classifier's interpreters
-(:class:`~leukedge.engine_pool.EnginePool`; LiteRT releases the GIL during ``invoke``), so
+(:class:`~leukedge.engine.pool.EnginePool`; LiteRT releases the GIL during ``invoke``), so
 decoding of one image overlaps inference of another on every core. At most
 ``max_pending`` images are in flight, so memory does not grow with the number of files
 (40,000 paths cost a list of paths, not 40,000 decoded images), and results are yielded
@@ -117,7 +117,7 @@ def classify_paths(
 
     Yields:
         :class:`Outcome`; a file that cannot be read has ``error`` set (e.g.
-        ``FileNotFoundError``, :class:`~leukedge.preprocess.ImageDecodeError`) and the
+        ``FileNotFoundError``, :class:`~leukedge.engine.preprocess.ImageDecodeError`) and the
         others go on.
     """
     workers = workers or default_workers(classifier.max_interpreters)

@@ -81,7 +81,7 @@ class ModelInfo:
         name, version: from the model's metadata.
         sha256: hex digest of the ``.tflite`` bytes.
         weights_sha256: hex digest of the weights alone
-            (:func:`leukedge.metadata.weights_sha256`; kept by metadata rewrites).
+            (:func:`leukedge.engine.metadata.weights_sha256`; kept by metadata rewrites).
         labels: class names in output order.
         positive_label: the class whose fraction groups report: the model's decision
             spec's positive label (``"ALL"``), else the metadata's, else the first label.
@@ -142,7 +142,7 @@ def describe_error(path: str | os.PathLike, exc: BaseException) -> str:
     """``"<path>: <problem>"`` for one input that failed. The problem comes from the error's
     attributes (``ImageDecodeError.problem``, ``OSError.strerror``), never from searching
     its message for the path."""
-    from leukedge.preprocess import ImageDecodeError
+    from leukedge.engine.preprocess import ImageDecodeError
 
     if isinstance(exc, ImageDecodeError):
         problem = exc.problem

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from leukedge.records import STATUSES, status_of
+from leukedge.lab.records import STATUSES, status_of
 
 PROGRESS_MIN_IMAGES = 8
 """A progress bar is drawn (on a terminal) only for more images than this."""
@@ -209,7 +209,7 @@ def print_results_table(rows: Sequence[dict[str, Any]], classifier: Any) -> None
 
 
 def print_group_table(summaries: Sequence[Any], by: str, stream: TextIO | None = None) -> None:
-    """One row per :class:`~leukedge.groups.GroupSummary`."""
+    """One row per :class:`~leukedge.lab.groups.GroupSummary`."""
     from rich.console import Console
     from rich.table import Table
 

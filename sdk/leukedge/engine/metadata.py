@@ -8,6 +8,10 @@ labels, input contract and model card can never be separated from the weights.
 Reading needs only the ``flatbuffers`` package (no TensorFlow, no schema module). Writing
 uses the schema's object API (``ai_edge_litert.schema_py_generated``) and is done by the
 converters.
+
+Over 400 lines: the document (:class:`ModelMetadata`), the rule the SDK loads a model by
+(:func:`check_gate`) and the flatbuffer reading and writing are one format, read and
+written in one place.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from typing import Any
 import flatbuffers
 from flatbuffers import table
 
-from leukedge.decision import DecisionSpec
+from leukedge.checks.decision import DecisionSpec
+from leukedge.checks.ood import OODSpec
+from leukedge.checks.quality import QualityThresholds
 from leukedge.errors import LeukedgeError
-from leukedge.ood import OODSpec
-from leukedge.quality import QualityThresholds
 
 METADATA_NAME = "leukedge_metadata"
 """Name of the metadata entry in ``Model.metadata``."""
@@ -71,7 +75,7 @@ class InputSpec:
         value_range: pixel range the model expects, ``[0, 255]``: normalisation happens
             inside the model graph, never in the caller.
         resize: how any image is brought to ``(height, width)``: ``"bilinear"`` resize of
-            the whole image, no crop (:func:`leukedge.preprocess.resize_rgb`).
+            the whole image, no crop (:func:`leukedge.engine.preprocess.resize_rgb`).
     """
 
     height: int = 224
@@ -101,11 +105,11 @@ class ModelMetadata:
         source_sha256: sha256 of the ``.keras`` file the model was converted from.
         model_card: free-form dictionary: training data, split, validation/test metrics,
             float and quantized accuracy, delta, creation date.
-        quality: :class:`~leukedge.quality.QualityThresholds` derived from the training
+        quality: :class:`~leukedge.checks.quality.QualityThresholds` derived from the training
             images (``None``: built-in defaults, see ``QualityThresholds.generic``).
-        ood: :class:`~leukedge.ood.OODSpec` for the embedding output (``None``: the model
+        ood: :class:`~leukedge.checks.ood.OODSpec` for the embedding output (``None``: the model
             has none; the out-of-domain check is unavailable).
-        decision: :class:`~leukedge.decision.DecisionSpec`, the operating point and refer
+        decision: :class:`~leukedge.checks.decision.DecisionSpec`, the operating point and refer
             band (``None``: threshold 0.5 on the positive class, no band).
         schema_version: layout version of the file it was read from (:data:`SCHEMA_VERSION`
             when written).
@@ -440,9 +444,9 @@ def add_scale_checks(
 
     Args:
         model: the ``.tflite`` file's bytes.
-        diameter_range: ``[low, high]`` px (:func:`leukedge.scale.fit_diameter_range`),
+        diameter_range: ``[low, high]`` px (:func:`leukedge.checks.scale.fit_diameter_range`),
             ``None``: off.
-        black_background_max: see :class:`~leukedge.quality.QualityThresholds`.
+        black_background_max: see :class:`~leukedge.checks.quality.QualityThresholds`.
         source: how they were obtained, for the record (appended to the thresholds'
             ``source``).
 

@@ -16,6 +16,9 @@ the process's standard error (file descriptor 2) when the first interpreter is m
 no Python setting, environment variable or log level that turns this line off (its
 ``tflite::LoggerOptions::SetMinimumLogSeverity`` is C++ only and not exported).
 :func:`quiet_delegate_banner` removes that one line and nothing else.
+
+Near 500 lines: the interpreter choice, the delegate banner and the quantization at the
+edges are each short and used by :class:`TFLiteEngine` alone; the class is most of it.
 """
 
 from __future__ import annotations
@@ -261,7 +264,7 @@ class TFLiteEngine:
     (LiteRT's interpreter is not re-entrant: concurrent calls fail with "There is at least
     1 reference to internal data" or read another call's output), so an engine is safe to
     share but runs one image at a time. For parallel inference use one engine per worker
-    (:meth:`clone`, or :class:`leukedge.engine_pool.EnginePool`).
+    (:meth:`clone`, or :class:`leukedge.engine.pool.EnginePool`).
 
     Attributes:
         model_content: the ``.tflite`` bytes (read once; metadata is parsed from them).

@@ -24,7 +24,7 @@ Images whose group is unknown (a file name without a subject: ``(none)``; an ima
 there are before classifying, and refuses the grouping when no image has a group.
 
 Group keys (:func:`group_key`): ``subject`` from the C-NMC file name
-(:func:`leukedge.subjects.parse_subject`), ``slide`` = the image's folder name (or a
+(:func:`leukedge.lab.subjects.parse_subject`), ``slide`` = the image's folder name (or a
 ``path,group`` CSV mapping, :class:`GroupMap`), ``folder`` = the image's folder path.
 """
 
@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from leukedge.records import STATUSES, status_of
-from leukedge.subjects import parse_subject
+from leukedge.lab.records import STATUSES, status_of
+from leukedge.lab.subjects import parse_subject
 
 
 class GroupBy(str, enum.Enum):
@@ -122,7 +122,7 @@ class GroupSummary:
     Attributes:
         group: the key.
         n: images.
-        counts: ``{status: images}`` for every status in :data:`~leukedge.records.STATUSES`.
+        counts: ``{status: images}`` for every status in :data:`~leukedge.lab.records.STATUSES`.
         positive: ok calls of the positive class (``positive_label``).
         fraction: ``positive / counts["ok"]`` (``None`` without ok calls).
         ci_low, ci_high: Wilson 95 % interval of ``fraction`` (0, 1 without ok calls).
@@ -206,8 +206,8 @@ def summarise(
 
     Args:
         group: the group's key.
-        records: the group's records (:mod:`leukedge.records`); ``status`` read with
-            :func:`~leukedge.records.status_of`, ``label`` and ``probabilities`` with
+        records: the group's records (:mod:`leukedge.lab.records`); ``status`` read with
+            :func:`~leukedge.lab.records.status_of`, ``label`` and ``probabilities`` with
             ``.get()``.
         labels: the model's class names (two for a group call; with more, the call is the
             positive label or ``refer``).

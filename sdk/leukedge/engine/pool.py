@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from leukedge.runtime import TFLiteEngine
+from leukedge.engine.interpreter import TFLiteEngine
 
 
 def default_pool_size(num_threads: int | None) -> int:
@@ -34,11 +34,11 @@ def default_pool_size(num_threads: int | None) -> int:
 
 
 class EnginePool:
-    """Up to ``size`` :class:`~leukedge.runtime.TFLiteEngine` copies of ``first``.
+    """Up to ``size`` :class:`~leukedge.engine.interpreter.TFLiteEngine` copies of ``first``.
 
     Args:
         first: an engine already built (it checked the model); the others are its
-            :meth:`~leukedge.runtime.TFLiteEngine.clone`.
+            :meth:`~leukedge.engine.interpreter.TFLiteEngine.clone`.
         size: most interpreters ever created (≥ 1; 1 behaves as a lock).
 
     Thread-safe: any thread may call :meth:`run` or :meth:`engine`.
@@ -68,7 +68,8 @@ class EnginePool:
             self._release(engine)
 
     def run(self, rgb: np.ndarray) -> np.ndarray:
-        """:meth:`TFLiteEngine.run <leukedge.runtime.TFLiteEngine.run>` on an idle engine.
+        """:meth:`TFLiteEngine.run <leukedge.engine.interpreter.TFLiteEngine.run>` on an idle
+        engine.
 
         Borrows without the context manager of :meth:`engine`, as the methods below: these
         are on every image's path, where a generator-based ``with`` costs tens of
@@ -82,7 +83,7 @@ class EnginePool:
 
     def run_with_embedding(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """:meth:`TFLiteEngine.run_with_embedding
-        <leukedge.runtime.TFLiteEngine.run_with_embedding>` on an idle engine."""
+        <leukedge.engine.interpreter.TFLiteEngine.run_with_embedding>` on an idle engine."""
         engine = self._acquire()
         try:
             return engine.run_with_embedding(rgb)
@@ -93,8 +94,8 @@ class EnginePool:
         self, rgb: np.ndarray
     ) -> tuple[list[float], np.ndarray | None]:
         """:meth:`TFLiteEngine.probabilities_with_embedding
-        <leukedge.runtime.TFLiteEngine.probabilities_with_embedding>` on an idle engine (the
-        :class:`~leukedge.Classifier`'s path)."""
+        <leukedge.engine.interpreter.TFLiteEngine.probabilities_with_embedding>` on an idle
+        engine (the :class:`~leukedge.Classifier`'s path)."""
         engine = self._acquire()
         try:
             return engine.probabilities_with_embedding(rgb)

@@ -173,7 +173,7 @@ def _time(interpreter, runs: int) -> float:
 def _interpreter(content: bytes, threads: int, delegate: bool):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from leukedge.runtime import quiet_delegate_banner
+    from leukedge.engine.interpreter import quiet_delegate_banner
 
     resolver = OpResolverType.AUTO if delegate else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     with quiet_delegate_banner():
@@ -199,7 +199,7 @@ def profile_ops(
     Returns:
         One :class:`OpTiming` per operator, in execution order.
     """
-    from leukedge.runtime import TFLiteEngine
+    from leukedge.engine.interpreter import TFLiteEngine
 
     engine = TFLiteEngine(content, num_threads=threads)
     batch = engine._quantize_input(image)[None]
@@ -269,3 +269,23 @@ def as_dicts(timings: list[OpTiming]) -> list[dict[str, Any]]:
             if row[key] != row[key]:  # NaN
                 row[key] = None
     return rows
+
+
+def table_lines(timings: list[OpTiming]) -> list[str]:
+    """``leukedge bench --profile-ops``'s table: one line per operator kind
+    (:func:`summarize`: operator, dtypes, XNNPACK or not, count, ms with the default
+    delegate and with builtin kernels), then the sum over all operators and over those
+    outside XNNPACK."""
+    lines = [f"{'operator':<20}{'dtypes':<34}{'XNNPACK':<9}{'count':>6}{'ms':>9}{'builtin ms':>12}"]
+    for r in summarize(timings):
+        lines.append(
+            f"{r['op']:<20}{r['dtypes']:<34}{'yes' if r['xnnpack'] else 'NO':<9}"
+            f"{r['count']:>6}{r['ms_default']:>9.3f}{r['ms_builtin']:>12.3f}"
+        )
+    outside = [t for t in timings if not t.xnnpack]
+    lines.append(
+        f"sum of {len(timings)} operators alone: {sum(t.ms_default for t in timings):.2f} ms; "
+        f"outside XNNPACK: {len(outside)} operators, "
+        f"{sum(t.ms_default for t in outside):.2f} ms"
+    )
+    return lines

@@ -9,17 +9,17 @@
   pauses mid-write) is tried again after each further ``settle_ms``, and recorded as an
   error only when it has not changed for ``give_up_s``.
 - **One record per image**, appended to the JSON Lines file and synced to disk before the
-  next image (:mod:`leukedge.records`), whatever its outcome: a bad file gets an ``error``
+  next image (:mod:`leukedge.lab.records`), whatever its outcome: a bad file gets an ``error``
   record and watching goes on.
 - **Restart without duplicates or gaps**: the JSONL itself is the state. At start, the
   paths it already holds are skipped, a last line cut short by a crash is removed, and
   every image already in DIR but not in the file is classified (oldest first) before new
   ones. The observer starts *before* that scan, so a file saved meanwhile is not missed.
-- **Stops cleanly** on Ctrl+C or SIGTERM (:mod:`leukedge.stopping`): the image in hand is
+- **Stops cleanly** on Ctrl+C or SIGTERM (:mod:`leukedge.lab.stopping`): the image in hand is
   finished and recorded, then the file is closed.
 
 Hidden files (``.name``, as camera programs use while writing) and non-image files
-(:data:`leukedge.inputs.IMAGE_SUFFIXES`) are ignored; a file renamed into DIR counts from
+(:data:`leukedge.lab.inputs.IMAGE_SUFFIXES`) are ignored; a file renamed into DIR counts from
 the rename. Paths are recorded as ``DIR/relative/path`` with DIR as given, and recognised
 again by their absolute path: restart with the same DIR.
 """
@@ -38,13 +38,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from leukedge.errors import LeukedgeWarning
-from leukedge.inputs import is_hidden, is_image_name
-from leukedge.outputs import jsonl_line
-from leukedge.records import ModelInfo, error_record, result_record
+from leukedge.lab.inputs import is_hidden, is_image_name
+from leukedge.lab.outputs import jsonl_line
+from leukedge.lab.records import ModelInfo, error_record, result_record
 
 if TYPE_CHECKING:
     from leukedge.classifier import Classifier
-    from leukedge.stopping import StopRequest
+    from leukedge.lab.stopping import StopRequest
 
 
 @dataclass
@@ -237,7 +237,7 @@ class Watcher:
 
     def _classify(self, item: _Pending, now: float) -> dict[str, Any] | None:
         """The record for a settled file, or ``None`` to try again later."""
-        from leukedge.preprocess import ImageDecodeError
+        from leukedge.engine.preprocess import ImageDecodeError
 
         try:
             result = self.classifier.classify(item.path)

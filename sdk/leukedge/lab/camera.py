@@ -2,14 +2,14 @@
 
 Frames come from :class:`cv2.VideoCapture` (a device index, ``/dev/videoN`` on Linux, or a
 video file, played at its own frame rate like a camera); each frame's centre square
-(:func:`leukedge.preprocess.crop_centre_square`, the one framing policy of every live
+(:func:`leukedge.engine.preprocess.crop_centre_square`, the one framing policy of every live
 frame, also in ``examples/raspberry_pi_camera.py``; outlined on the preview) goes to a
 ``LIVE_STREAM`` :class:`~leukedge.Classifier` with ``pixel_format="BGR"`` (OpenCV's channel
 order). The classifier drops frames that arrive while it is busy, so the preview never
 lags; each result is drawn on the preview (label, status, p) with :func:`cv2.putText`, or
 printed one line per result with ``headless``. ``snapshot`` saves the classified square of
 every classified frame as a PNG (lossless, so classifying the file again gives the same
-result) with a JSON sidecar holding its record (:mod:`leukedge.records`).
+result) with a JSON sidecar holding its record (:mod:`leukedge.lab.records`).
 
 OpenCV is imported only here, when the command runs. ``opencv-python-headless`` (the
 project's dependency) has no windows: without a GUI build the preview falls back to
@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from leukedge.engine.preprocess import centre_square, crop_centre_square
 from leukedge.errors import LeukedgeError, LeukedgeWarning
-from leukedge.preprocess import centre_square, crop_centre_square
-from leukedge.records import ModelInfo, error_record, result_record
+from leukedge.lab.records import ModelInfo, error_record, result_record
 
 if TYPE_CHECKING:
     from leukedge.classifier import ClassificationResult, ClassifierOptions
-    from leukedge.stopping import StopRequest
+    from leukedge.lab.stopping import StopRequest
 
 WINDOW = "leukedge"
 """Title of the preview window."""

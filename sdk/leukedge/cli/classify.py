@@ -1,0 +1,284 @@
+"""``leukedge classify``: images, folders and lists in; a record per image out; the groups'
+calls. The work is :mod:`leukedge.lab` (inputs, pipeline, outputs, groups, report); this
+module holds the command's options and wires them to it. A new option to classify goes
+here (and, when the library needs it, into :class:`~leukedge.ClassifierOptions` or the
+lab module that does the work)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from leukedge.classifier import ClassifierOptions
+from leukedge.cli.common import (
+    AllowFailedGateOption,
+    LabelsOption,
+    MaxPixelsOption,
+    ModelOption,
+    OverwriteOption,
+    ReferBandOption,
+    ThreadsOption,
+    ThresholdOption,
+    load_classifier,
+    output_failed,
+    parse_band,
+    usage_error,
+)
+from leukedge.lab.groups import GroupBy
+
+
+def classify(
+    paths: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Image files (BMP, JPEG, PNG, TIFF…) and folders (walked recursively).",
+            show_default=False,
+        ),
+    ] = None,
+    files_from: Annotated[
+        str | None,
+        typer.Option(
+            "--files-from",
+            metavar="LIST",
+            help="Read more paths from LIST, one per line ('-' = standard input).",
+        ),
+    ] = None,
+    model: ModelOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Stream one JSON object per input to stdout.")
+    ] = False,
+    csv_out: Annotated[
+        Path | None,
+        typer.Option("--csv", metavar="FILE", help="Write every record to a CSV (atomically)."),
+    ] = None,
+    jsonl_out: Annotated[
+        Path | None,
+        typer.Option("--jsonl", metavar="FILE", help="Write every record as JSON Lines."),
+    ] = None,
+    group_by: Annotated[
+        GroupBy | None,
+        typer.Option(
+            "--group-by",
+            help="Summarise per slide (image folder name, or --group-map), subject (C-NMC "
+            "file name) or folder (folder path).",
+        ),
+    ] = None,
+    group_map: Annotated[
+        Path | None,
+        typer.Option(
+            "--group-map",
+            metavar="CSV",
+            exists=True,
+            dir_okay=False,
+            help="CSV with columns path,group naming each image's slide (implies "
+            "--group-by slide).",
+        ),
+    ] = None,
+    group_csv: Annotated[
+        Path | None,
+        typer.Option("--group-csv", metavar="FILE", help="Write the per-group summary CSV."),
+    ] = None,
+    overwrite: OverwriteOption = False,
+    threads: ThreadsOption = None,
+    max_pixels: MaxPixelsOption = ClassifierOptions.max_pixels,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help="Images classified at once; default: interpreters + 1."
+        ),
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bar on stderr; default: on a terminal, for more than a few images.",
+            show_default=False,
+        ),
+    ] = None,
+    labels: LabelsOption = None,
+    threshold: ThresholdOption = None,
+    refer_band: ReferBandOption = None,
+    allow_failed_gate: AllowFailedGateOption = False,
+) -> None:
+    """Classify images as ALL (leukemic blast) or HEM (normal), with a status per image.
+
+    Status: ok (a call), refer (uncertain: a person should look), rejected (failed a quality
+    check or out of domain; the model's opinion is shown apart, never as the call), error
+    (could not be read). Every input gets a record (the result's to_dict() plus path,
+    model_sha256 and error), in input order: a table, JSON Lines on stdout (--json), and/or
+    files (--csv, --jsonl). Ctrl+C keeps what was done. Every output is checked before any
+    image is read; an existing file is replaced only with --overwrite. Exit code 0: every
+    input processed (refer and rejected are answers); 1: some input errored, or an output
+    could not be written mid-run; 2: bad usage (an output that cannot be written or would
+    replace a file without --overwrite) or a model that cannot be loaded; 130/143: stopped
+    by Ctrl+C/SIGTERM.
+    """
+    from leukedge.lab.inputs import check_output_paths, collect_inputs
+
+    by = group_by.value if group_by is not None else None
+    if group_map is not None:
+        if by not in (None, "slide"):
+            usage_error(f"--group-map names slides; it does not go with --group-by {by}")
+        by = "slide"
+    if group_csv is not None and by is None:
+        usage_error("--group-csv needs --group-by")
+    if not paths and files_from is None:
+        usage_error("give image files or folders, or --files-from LIST")
+    band = parse_band(refer_band)
+    try:
+        inputs = collect_inputs(paths or [], files_from)
+    except OSError as exc:
+        usage_error(f"cannot read --files-from {files_from}: {exc.strerror or exc}")
+    if inputs.skipped.unreadable:
+        for problem in inputs.skipped.unreadable:
+            typer.echo(f"warning: cannot list {problem}", err=True)
+    if not inputs.paths:
+        skipped = inputs.skipped.describe()
+        usage_error("no images to classify" + (f" (skipped {skipped})" if skipped else ""))
+    read_too = [p for p in (files_from, group_map) if p is not None and str(p) != "-"]
+    try:
+        check_output_paths(
+            {"--csv": csv_out, "--jsonl": jsonl_out, "--group-csv": group_csv},
+            [*inputs.paths, *read_too],
+            existing="replace" if overwrite else "refuse",
+        )
+    except ValueError as exc:
+        usage_error(str(exc))
+    classifier = load_classifier(
+        model,
+        threads,
+        labels,
+        threshold,
+        band,
+        allow_failed_gate=allow_failed_gate,
+        max_pixels=max_pixels,
+    )
+    _run_classify(
+        classifier,
+        inputs,
+        as_json,
+        csv_out,
+        jsonl_out,
+        by,
+        group_map,
+        group_csv,
+        workers,
+        progress,
+    )
+
+
+def _check_groups(paths, by: str, mapping) -> None:
+    """Before any work: refuse a grouping that no image has (exit 2); warn how many images
+    have no group (they get a row without a group call)."""
+    from leukedge.lab.groups import NO_GROUP, UNMAPPED, ungrouped
+
+    missing = len(ungrouped(paths, by, mapping))
+    if not missing:
+        return
+    if mapping is not None:
+        what, key = "are not listed in --group-map", UNMAPPED
+        advice = "check the paths in the --group-map CSV"
+    elif by == "subject":
+        what, key = "have no C-NMC subject in their file name (UID_<subject>_...)", NO_GROUP
+        advice = "use --group-by slide or folder, or a --group-map CSV"
+    else:
+        what, key = "have no folder name", NO_GROUP
+        advice = "name them with their folder (slide_12/f.jpg), or use a --group-map CSV"
+    if missing == len(paths):
+        usage_error(
+            f"--group-by {by}: none of the {missing} images has a group: all {what}; {advice}"
+        )
+    typer.echo(
+        f"warning: {missing} of {len(paths)} images {what}: they are summarised as "
+        f"{key!r} with no group call",
+        err=True,
+    )
+
+
+def _run_classify(
+    classifier, inputs, as_json, csv_out, jsonl_out, by, group_map, group_csv, workers, progress
+) -> None:
+    from leukedge.lab.groups import GroupCollector, GroupMap
+    from leukedge.lab.outputs import CsvWriter, JsonLinesStream, JsonLinesWriter
+    from leukedge.lab.pipeline import ClassifyJob, run_classify
+    from leukedge.lab.records import ModelInfo
+    from leukedge.lab.report import (
+        PROGRESS_MIN_IMAGES,
+        print_group_table,
+        print_results_table,
+        summary_line,
+    )
+    from leukedge.lab.stopping import StopRequest
+
+    info = ModelInfo.of(classifier)
+    groups = None
+    if by is not None:
+        try:
+            mapping = GroupMap(group_map) if group_map is not None else None
+        except (OSError, ValueError) as exc:
+            usage_error(str(exc))
+        groups = GroupCollector(by, info.labels, info.positive_label, mapping)
+        _check_groups(inputs.paths, by, mapping)
+    writers = []
+    try:
+        if as_json:
+            writers.append(JsonLinesStream(sys.stdout))
+        if jsonl_out is not None:
+            writers.append(JsonLinesWriter(jsonl_out))
+        if csv_out is not None:
+            writers.append(CsvWriter(csv_out, info))
+    except OSError as exc:
+        for writer in writers:
+            writer.discard()  # the targets stay as they were
+        usage_error(f"cannot write {exc.filename}: {exc.strerror or exc}")
+    if progress is None:
+        progress = sys.stderr.isatty() and len(inputs.paths) > PROGRESS_MIN_IMAGES
+    job = ClassifyJob(
+        inputs.paths,
+        writers,
+        workers=workers,
+        progress=bool(progress) and not as_json,
+        groups=groups,
+        keep_records=not (as_json or csv_out or jsonl_out),
+    )
+    stop = StopRequest()
+    try:
+        with stop.installed():
+            totals = run_classify(classifier, job, stop)
+    except KeyboardInterrupt:  # a second Ctrl+C: files were closed on the way out
+        typer.echo("stopped", err=True)
+        raise typer.Exit(130) from None
+    except OSError as exc:  # an output failed mid-run (checked writable at the start)
+        output_failed(exc, "the run was stopped; the records before it were kept")
+    if job.keep_records:
+        print_results_table(job.records, classifier)
+    if groups is not None and totals.stopped_by is not None:
+        typer.echo(
+            "group summary not written: the run was stopped before every image was classified",
+            err=True,
+        )
+    elif groups is not None:
+        summaries = groups.summaries()
+        print_group_table(summaries, by, sys.stderr if as_json else sys.stdout)
+        if group_csv is not None:
+            from leukedge.lab.groups import summary_columns
+            from leukedge.lab.outputs import write_rows_atomically
+
+            try:
+                write_rows_atomically(
+                    group_csv,
+                    summary_columns(info.positive_label),
+                    [s.as_row() for s in summaries],
+                )
+            except OSError as exc:
+                output_failed(exc, "the group summary above was not saved")
+    if totals.planned > 1 or inputs.skipped.describe():  # one named file: its row says it all
+        typer.echo(summary_line(totals, info.labels, inputs.skipped.describe()), err=True)
+    if totals.stopped_by is not None:
+        raise typer.Exit(128 + totals.stopped_by)
+    if totals.failed:
+        typer.echo(f"{totals.failed} of {totals.done} inputs failed", err=True)
+        raise typer.Exit(1)
