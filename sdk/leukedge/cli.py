@@ -31,6 +31,7 @@ from leukedge import __version__
 from leukedge.camera import CameraOptions
 from leukedge.classifier import ClassifierOptions
 from leukedge.cli_options import attribute_docs
+from leukedge.cli_report import report
 from leukedge.groups import GroupBy
 from leukedge.watch import WatchOptions
 
@@ -1101,6 +1102,9 @@ def _bench_compare(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(f"wrote {config.out}/compare.md, compare.json, latency_vs_accuracy.png")
+
+
+app.command()(report)
 
 
 def _register_heavy_groups() -> None:
