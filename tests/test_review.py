@@ -295,9 +295,20 @@ def test_report_cli_writes_page_and_input_sized_overlays(tmp_path, monkeypatch):
     refused = run_report(results, "--out", out)
     assert refused.exit_code == 2 and "--overwrite" in refused.stderr
     assert (out / "index.html").read_bytes() == before
+    (out / "overlays" / "notes.txt").write_text("mine")
+    fewer = write_jsonl(tmp_path / "fewer.jsonl", records[:3])
+    replaced = run_report(fewer, "--out", out, "--overwrite", "--progress")
+    assert replaced.exit_code == 0 and "reviewing" in replaced.stderr
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == [
+        "00001_a1.png",
+        "00002_a2.png",
+        "00003_a3.png",
+        "notes.txt",
+    ], "the earlier report's other overlays are gone, a file not named as ours is kept"
     assert run_report(results, "--out", out, "--overwrite", "--no-overlays").exit_code == 0
     html = (out / "index.html").read_text(encoding="utf-8")
     assert html.count('<figure class="card') == len(plan) and "overlays/0" not in html
+    assert [p.name for p in (out / "overlays").iterdir()] == ["notes.txt"]
     page_only = tmp_path / "page_only"
     assert run_report(results, "--out", page_only, "--no-overlays").exit_code == 0
     assert not (page_only / "overlays").exists()

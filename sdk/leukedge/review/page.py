@@ -57,6 +57,9 @@ __all__ = ["PAGE_NAME", "OVERLAY_FOLDER", "ReviewOptions", "ReviewPage", "write_
 
 PAGE_NAME = "index.html"
 OVERLAY_FOLDER = "overlays"
+OVERLAY_NAME = re.compile(r"\d{5}_[A-Za-z0-9._-]+\.png")
+"""How an overlay is named: ``NNNNN_<file stem>.png`` (the field's place in the run, and
+its name reduced to letters, digits, ``.``, ``_``, ``-``)."""
 
 
 @dataclass
@@ -200,7 +203,9 @@ class ReviewPage:
 
     def write(self, written_at: datetime | None = None) -> Path:
         """Write ``out_dir/index.html`` atomically (the previous page stays whole until the
-        new one replaces it).
+        new one replaces it), then delete the overlays an earlier page of this folder left
+        in ``overlays/`` that this page does not show (only files named as this module
+        names them, :data:`OVERLAY_NAME`), so the folder holds one report.
 
         Returns:
             The page's path.
@@ -219,7 +224,17 @@ class ReviewPage:
             handle.discard()
             raise
         handle.commit()
+        self._remove_stale_overlays()
         return target
+
+    def _remove_stale_overlays(self) -> None:
+        folder = self.out_dir / OVERLAY_FOLDER
+        if not folder.is_dir():
+            return
+        shown = {Path(c.overlay).name for c in self.cards if c.overlay}
+        for path in folder.iterdir():
+            if OVERLAY_NAME.fullmatch(path.name) and path.name not in shown:
+                path.unlink(missing_ok=True)
 
     def _context(self, written_at: datetime) -> dict[str, Any]:
         labels = self._labels()
