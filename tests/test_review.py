@@ -270,6 +270,15 @@ def test_page_warns_when_the_records_name_another_model(tmp_path, model_metadata
     assert 'id="model-mismatch"' not in same.html()
 
 
+def test_page_of_a_model_without_metadata_takes_the_labels_from_the_records(tmp_path):
+    page = ReviewPage(tmp_path, None, {"run": "x"})
+    page.add(record(), grey_field())
+    page.add(record(status="rejected", reason="blank"), grey_field())
+    html = page.html()
+    assert "none (a model without leukedge metadata)" in html
+    assert slide_rows(html)["slide_A"]["counts"] == {"ok": 1, "refer": 0, "rejected": 1, "error": 0}
+
+
 # ---------------------------------------------------------------- leukedge report
 
 

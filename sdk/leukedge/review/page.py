@@ -190,11 +190,11 @@ class ReviewPage:
 
     def html(self, written_at: datetime | None = None) -> str:
         """The page's HTML (what :meth:`write` writes)."""
-        from jinja2 import Environment, PackageLoader, select_autoescape
+        from jinja2 import Environment, PackageLoader
 
         env = Environment(
             loader=PackageLoader("leukedge.review", "templates"),
-            autoescape=select_autoescape(["html"], default=True),
+            autoescape=True,  # every value is text: a file name never becomes markup
             trim_blocks=True,
             lstrip_blocks=True,
         )
