@@ -9,7 +9,8 @@ embedded model (the runtime only), writes their review page with
   (Playwright), as a technician sees it.
 
 Cost (``--synthetic N``): a page of N fields (the bundled images in turn, with made-up
-statuses), timed, with its size::
+statuses), timed, with its size, and the time Chromium takes to open it and apply a
+filter (when Playwright and ``chromium`` are installed)::
 
     python tools/review_figures.py                 # the two figures
     python tools/review_figures.py --synthetic 1000 [--no-locate]
@@ -136,10 +137,41 @@ def synthetic(n: int, out: Path, locate: bool) -> None:
     seconds = time.perf_counter() - start
     size = page.stat().st_size
     overlays = sum(f.stat().st_size for f in (out / "overlays").glob("*.png"))
-    print(
+    report = (
         f"{n} fields (locate {'on' if locate else 'off'}): page {size / 1e6:.1f} MB "
         f"({size / n / 1e3:.1f} KB a field), overlays {overlays / 1e6:.1f} MB, "
         f"written in {seconds:.1f} s ({1e3 * seconds / n:.0f} ms a field)"
+    )
+    print(report)
+    browser_timing(page)
+
+
+def browser_timing(page: Path) -> None:
+    """Time opening ``page`` in Chromium and one status filter (skipped without them)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        print("browser timing skipped: playwright is not installed")
+        return
+    if not Path(CHROMIUM).exists():
+        print("browser timing skipped: no chromium")
+        return
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            tab = browser.new_page(viewport={"width": 1200, "height": 800})
+            start = time.perf_counter()
+            tab.goto(page.resolve().as_uri())  # until the load event
+            opened = time.perf_counter() - start
+            start = time.perf_counter()
+            tab.select_option("#f-status", "rejected")
+            shown = tab.eval_on_selector_all("#gallery .card", "e => e.filter(c => !c.hidden)")
+            filtered = time.perf_counter() - start
+        finally:
+            browser.close()
+    print(
+        f"Chromium: page opened in {opened:.2f} s, status filter applied in {filtered:.2f} s "
+        f"({len(shown)} cards shown)"
     )
 
 
