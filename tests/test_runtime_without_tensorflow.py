@@ -20,9 +20,11 @@ RUNTIME_TESTS = (
     "test_lab_cli.py",
     "test_readme_api.py",
     "test_scale.py",
+    "test_review.py",
 )
 """Test files of the runtime (SDK, classify/info/bench, metadata, examples, the lab
-workflow: folders, files, groups, watch, camera; the scale and segmented-cell checks)."""
+workflow: folders, files, groups, watch, camera; the scale and segmented-cell checks; the
+review page and overlays)."""
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from typing import Annotated
 import typer
 
 from leukedge import __version__
-from leukedge.cli import bench, camera, classify, info, watch
+from leukedge.cli import bench, camera, classify, info, report, watch
 
 app = typer.Typer(
     name="leukedge",
@@ -67,6 +67,7 @@ app.command()(watch.watch)
 app.command()(camera.camera)
 app.command()(info.info)
 app.command()(bench.bench)
+app.command()(report.report)
 
 
 def _register_heavy_groups() -> None:
