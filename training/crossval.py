@@ -79,6 +79,10 @@ class CrossValConfig:
         augment_views: seeded camera-recipe augmentation views used in training (0 = clean
             only).
         linear_c: inverse L2 strength of the linear head (0.01: the issue's probe).
+        train_perturbations: perturbation views (:data:`PERTURBATION_VIEWS`) the head also
+            trains on, for the training folds' images only (a scored fold's views never
+            train its model); the flip rates then say whether the head learnt to ignore
+            those nuisances on images it has not seen.
         linear_pca: keep only this many principal components of the standardised
             embedding before the linear head (0: all 1,280). Low-variance directions carry
             the sensor noise, JPEG artefacts and int8 rounding that flip a linear head's
@@ -117,6 +121,7 @@ class CrossValConfig:
     augment_views: int = 0
     linear_c: float = 0.01
     linear_pca: int = 0
+    train_perturbations: Sequence[str] = ()
     epochs: int = 6
     lr: float = 3e-4
     batch_size: int = 32
@@ -148,6 +153,13 @@ class CrossValConfig:
         if tuple(self.perturbations) == ("none",):  # the command line's way to say none
             self.perturbations = ()
         self.perturbations = tuple(self.perturbations)
+        self.train_perturbations = tuple(self.train_perturbations)
+        unknown_train = set(self.train_perturbations) - set(PERTURBATION_VIEWS)
+        if unknown_train:
+            raise ValueError(
+                f"unknown train_perturbations {sorted(unknown_train)}; "
+                f"choose {list(PERTURBATION_VIEWS)}"
+            )
         self.schemes = tuple(self.schemes)
         self.only_folds = tuple(int(f) for f in self.only_folds)
         if any(not 0 <= f < self.k for f in self.only_folds):
@@ -385,6 +397,10 @@ def run_crossval(config: CrossValConfig) -> dict[str, Any]:
         name: v if keep == "pooled" else v.astype(np.float32).mean(axis=(1, 2))
         for name, v in perturbed.items()
     }
+    for name in config.train_perturbations:  # scored folds' views never train: rows split
+        train_views.append(
+            perturbed[name] if name in perturbed else features(View(name), keep == "pooled")
+        )
     timings["features"] = round(time.perf_counter() - t, 1)
     fit = fit_proposed if config.head == "proposed" else fit_linear
 
