@@ -49,6 +49,10 @@ from leukedge.modeling.config import INPUT_NORM_LAYERS
 from leukedge.modeling.saving import require_tensorflow_backend
 
 EMBEDDING_LAYER = "embedding"
+CAM_LAYER = "class_activation_map"
+"""The third output of a global-average-pooling head's export: the head's Dense layer applied
+at every cell of the backbone's last feature map (class activation mapping, Zhou et al.
+2016, "Learning Deep Features for Discriminative Localization", CVPR)."""
 """Name of the layer whose output is the exported embedding."""
 
 
@@ -66,8 +70,13 @@ def with_embedding_output(model):
 
     - proposed models: a ``GlobalAveragePooling2D`` named ``embedding`` on the input of the
       ``attention_tokens`` layer (the backbone's last feature map, 1,280-d for Lite0/B0);
-    - baselines: the existing ``head_gap`` pooling (its output, under an ``Identity``
-      named ``embedding``).
+    - baselines and ``lite0-linear``: the existing ``head_gap`` pooling (its output, under
+      an ``Identity`` named ``embedding``); and a third output, the **class activation
+      map** ``(batch, h, w, n_classes)``: the logits of the head's Dense layer at every
+      cell of the feature map (:data:`CAM_LAYER`, weights copied from ``predictions``).
+      The mean of the map over the cells is the model's own logit vector (the pooling and
+      the Dense layer are both linear), so the map splits the call exactly into where its
+      evidence lies: the heat map of ``leukedge.engine.heatmap``, one invoke, no gradient.
 
     Args:
         model: a Keras classifier from :func:`leukedge.modeling.models.build_model` (or any
@@ -88,6 +97,12 @@ def with_embedding_output(model):
     else:
         return model, None
     outputs = [model.output, embedding]
+    if "head_gap" in names and "predictions" in names:
+        dense = model.get_layer("predictions")
+        kernel, bias = dense.get_weights()
+        cam = keras.layers.Dense(kernel.shape[1], name=CAM_LAYER, dtype="float32", trainable=False)
+        outputs.append(cam(model.get_layer("head_gap").input))
+        cam.set_weights([kernel, bias])
     return keras.Model(model.input, outputs, name=model.name), int(embedding.shape[-1])
 
 
@@ -248,13 +263,35 @@ def float_island_nodes(float_content: bytes, layer_names: Sequence[str]) -> list
             if not any(head.search(p) for p in parts) or not scope.search(name + "/"):
                 continue
             # The head's pooling: its output tensor carries the exported embedding's name
-            # (not its layer's), so it is found as the producer of the Dense's input.
+            # (not its layer's), so it is found as the producer of the Dense's input; the
+            # class activation map (the Dense at every cell of the pooling's input, also
+            # named after its output) is every operator fed by that feature map.
             source = producer.get(int(op["inputs"][0]))
             if source is not None and source["op_name"] == "MEAN":
                 nodes.append(names[source["outputs"][0]])
+                nodes.extend(_downstream(ops, int(source["inputs"][0]), names, nodes))
         if any(scope.search(part) for part in parts):
             nodes.append(name)
     return nodes
+
+
+def _downstream(ops: list[dict], tensor: int, names: dict[int, str], known: list[str]) -> list[str]:
+    """First output names of the operators fed, directly or not, by ``tensor`` (the
+    class activation map's path), leaving out SOFTMAX (it stays int8: the probabilities'
+    uint8 output) and names already in ``known``."""
+    reached, found, changed = {tensor}, [], True
+    while changed:
+        changed = False
+        for op in ops:
+            if not len(op["outputs"]) or int(op["outputs"][0]) in reached:
+                continue
+            if any(int(t) in reached for t in op["inputs"]):
+                reached.add(int(op["outputs"][0]))
+                changed = True
+                name = names[op["outputs"][0]]
+                if op["op_name"] != "SOFTMAX" and name not in known and name not in found:
+                    found.append(name)
+    return found
 
 
 def convert_keras(

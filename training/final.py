@@ -341,6 +341,7 @@ def run_final(config: FinalConfig) -> dict[str, Any]:
         },
         "head": "linear",
         "linear_c": cv_config.linear_c,
+        "linear_pca": cv_config.linear_pca,
         "augment_views": cv_config.augment_views,
         "crossval": str(source),
     }

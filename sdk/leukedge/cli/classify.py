@@ -102,6 +102,32 @@ def classify(
     threshold: ThresholdOption = None,
     refer_band: ReferBandOption = None,
     allow_failed_gate: AllowFailedGateOption = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Make a heat map of each call (where the model found its evidence; "
+            "implied by --overlay and --report).",
+        ),
+    ] = False,
+    overlay: Annotated[
+        Path | None,
+        typer.Option(
+            "--overlay",
+            metavar="DIR",
+            help="Write each field as a PNG of its size with the call, status and heat map "
+            "drawn on it.",
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            metavar="DIR",
+            help="Write the slide review page (DIR/index.html, one offline HTML file) and "
+            "its overlays.",
+        ),
+    ] = None,
 ) -> None:
     """Classify images as ALL (leukemic blast) or HEM (normal), with a status per image.
 
@@ -147,6 +173,7 @@ def classify(
         )
     except ValueError as exc:
         usage_error(str(exc))
+    _check_visual_outputs(overlay, report, [*inputs.paths, *read_too], overwrite)
     classifier = load_classifier(
         model,
         threads,
@@ -155,7 +182,9 @@ def classify(
         band,
         allow_failed_gate=allow_failed_gate,
         max_pixels=max_pixels,
+        explain=explain or overlay is not None or report is not None,
     )
+    sink = _review_sink(classifier, overlay, report, by, group_map, inputs, threshold, band)
     _run_classify(
         classifier,
         inputs,
@@ -167,6 +196,55 @@ def classify(
         group_csv,
         workers,
         progress,
+        sink,
+    )
+
+
+def _check_visual_outputs(overlay, report, inputs, overwrite: bool) -> None:
+    """Before any image is read: the --overlay folder and the --report folder may be
+    written, and hold no earlier overlays or page unless --overwrite (exit 2)."""
+    from leukedge.cli.report import check_report_folder
+    from leukedge.lab.inputs import check_output_folder
+
+    if overlay is not None:
+        try:
+            check_output_folder("--overlay", overlay)
+        except ValueError as exc:
+            usage_error(str(exc))
+        if not overwrite and any(overlay.glob("[0-9][0-9][0-9][0-9][0-9]_*.png")):
+            usage_error(
+                f"--overlay {overlay}: holds an earlier run's overlays; give --overwrite to "
+                "replace them, or another folder"
+            )
+    if report is not None:
+        check_report_folder(report, inputs, overwrite, option="--report")
+
+
+def _review_sink(classifier, overlay, report, by, group_map, inputs, threshold, band):
+    """The :class:`~leukedge.review.sink.ReviewSink` of --overlay / --report, or ``None``."""
+    if overlay is None and report is None:
+        return None
+    from datetime import datetime, timezone
+
+    from leukedge.lab.groups import GroupMap
+    from leukedge.review.options import ReviewOptions
+    from leukedge.review.sink import ReviewSink
+
+    settings = {
+        "inputs": len(inputs.paths),
+        "model": str(classifier.options.model_path or "embedded default model"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if threshold is not None or band is not None:
+        settings["operating point"] = f"--threshold {threshold} --refer-band {band}"
+    return ReviewSink(
+        overlay_dir=overlay,
+        report_dir=report,
+        metadata=classifier.metadata,
+        settings=settings,
+        options=ReviewOptions(group_by=by or "slide"),
+        model_sha256=classifier.model_sha256,
+        group_map=GroupMap(group_map) if group_map is not None else None,
     )
 
 
@@ -199,7 +277,17 @@ def _check_groups(paths, by: str, mapping) -> None:
 
 
 def _run_classify(
-    classifier, inputs, as_json, csv_out, jsonl_out, by, group_map, group_csv, workers, progress
+    classifier,
+    inputs,
+    as_json,
+    csv_out,
+    jsonl_out,
+    by,
+    group_map,
+    group_csv,
+    workers,
+    progress,
+    sink=None,
 ) -> None:
     from leukedge.lab.groups import GroupCollector, GroupMap
     from leukedge.lab.outputs import CsvWriter, JsonLinesStream, JsonLinesWriter
@@ -243,6 +331,7 @@ def _run_classify(
         progress=bool(progress) and not as_json,
         groups=groups,
         keep_records=not (as_json or csv_out or jsonl_out),
+        on_result=None if sink is None else sink.add,
     )
     stop = StopRequest()
     try:
@@ -253,6 +342,15 @@ def _run_classify(
         raise typer.Exit(130) from None
     except OSError as exc:  # an output failed mid-run (checked writable at the start)
         output_failed(exc, "the run was stopped; the records before it were kept")
+    if sink is not None:
+        try:
+            page = sink.close()
+        except OSError as exc:
+            output_failed(exc, "the review page was not written")
+        if page is not None:
+            typer.echo(f"review page: {page}", err=True)
+        for _, problem in sink.failed:
+            typer.echo(f"error: {problem}", err=True)
     if job.keep_records:
         print_results_table(job.records, classifier)
     if groups is not None and totals.stopped_by is not None:

@@ -49,6 +49,7 @@ def load_classifier(
     refer_band: tuple[float, float] | None = None,
     allow_failed_gate: bool = False,
     max_pixels: int | None = ClassifierOptions.max_pixels,
+    explain: bool = False,
 ):
     from leukedge.checks.decision import OperatingPointError
     from leukedge.classifier import Classifier
@@ -69,6 +70,7 @@ def load_classifier(
         refer_band=refer_band,
         allow_failed_gate=allow_failed_gate,
         max_pixels=max_pixels,
+        explain=explain,
     )
     try:
         classifier = Classifier.create_from_options(options)

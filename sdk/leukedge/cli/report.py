@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -114,7 +115,7 @@ def report(
     if group_map is not None and by != "slide":
         _usage_error(f"--group-map names slides; it does not go with --group-by {by}")
     records = _read_records(results)
-    _check_out(out, results, overwrite)
+    check_report_folder(out, [results], overwrite)
     metadata, sha256, model_path = _read_model(model)
     mapping = None
     if group_map is not None:
@@ -167,25 +168,28 @@ def _read_records(results: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _check_out(out: Path, results: Path, overwrite: bool) -> None:
-    """Before any work: DIR must be a folder we may write, without an earlier report in it
-    unless ``--overwrite``."""
+def check_report_folder(
+    out: Path, read: Sequence[Path | str], overwrite: bool, option: str = "--out"
+) -> None:
+    """Before any work: ``out`` must be a folder we may write, none of the files ``read``,
+    without an earlier report in it unless ``--overwrite`` (exit 2 naming ``option``;
+    ``leukedge report --out`` and ``leukedge classify --report``)."""
     from leukedge.lab.inputs import check_output_folder, check_output_paths
     from leukedge.review.page import OVERLAY_FOLDER, PAGE_NAME
 
     try:
-        check_output_folder("--out", out)
+        check_output_folder(option, out)
         check_output_paths(
-            {"--out": out / PAGE_NAME},
-            [results],
+            {option: out / PAGE_NAME},
+            list(read),
             existing="replace" if overwrite else "refuse",
         )
         overlays = out / OVERLAY_FOLDER
         if overlays.exists() and not overlays.is_dir():
-            raise ValueError(f"--out {out}: {overlays} is a file, not a folder")
+            raise ValueError(f"{option} {out}: {overlays} is a file, not a folder")
         if not overwrite and overlays.is_dir() and any(overlays.iterdir()):
             raise ValueError(
-                f"--out {out}: {overlays} holds an earlier report's overlays; refusing to "
+                f"{option} {out}: {overlays} holds an earlier report's overlays; refusing to "
                 "replace them. Give --overwrite to replace them, or another folder"
             )
     except ValueError as exc:

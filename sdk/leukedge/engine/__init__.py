@@ -8,6 +8,8 @@
 - :mod:`~leukedge.engine.preprocess`: decode and resize, the one preprocessing path of
   training and runtime.
 - :mod:`~leukedge.engine.summary`: a model as ``leukedge info`` prints it.
+- :mod:`~leukedge.engine.heatmap`: where the model looked (class activation map from the
+  model's third output, or occlusion), from the interpreter's outputs alone.
 
 May import: :mod:`leukedge.errors` and :mod:`leukedge.checks` (the metadata carries the
 checks' fitted parameters, so it reads their spec dataclasses). Nothing above: not the

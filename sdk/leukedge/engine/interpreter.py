@@ -327,13 +327,14 @@ class TFLiteEngine:
             raise ModelLoadError(f"{origin}: not a valid TFLite model ({exc})") from exc
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) not in (1, 2):
+        if len(inputs) != 1 or len(outputs) not in (1, 2, 3):
             raise ModelLoadError(
-                f"{origin}: expected 1 input and 1 output (probabilities) or 2 (probabilities "
-                f"and an embedding), got {len(inputs)} and {len(outputs)}"
+                f"{origin}: expected 1 input and 1 output (probabilities), 2 (and an "
+                f"embedding) or 3 (and a class activation map), got {len(inputs)} and "
+                f"{len(outputs)}"
             )
         self._input = inputs[0]
-        self._output, self._embedding = _split_outputs(outputs, origin)
+        self._output, self._embedding, self._cam = _split_outputs(outputs, origin)
         shape = tuple(int(d) for d in self._input["shape"])
         if len(shape) != 4 or shape[3] != 3:
             raise ModelLoadError(f"{origin}: input shape {shape} is not (1, H, W, 3)")
@@ -345,6 +346,14 @@ class TFLiteEngine:
         self.num_classes = int(self._output["shape"][-1])
         self.embedding_dim = None if self._embedding is None else int(self._embedding["shape"][-1])
         self.embedding_name = None if self._embedding is None else str(self._embedding["name"])
+        self.cam_shape = (
+            None if self._cam is None else tuple(int(d) for d in self._cam["shape"][1:])
+        )
+        if self.cam_shape is not None and self.cam_shape[-1] != self.num_classes:
+            raise ModelLoadError(
+                f"{origin}: class activation map {self.cam_shape} does not have one channel "
+                f"per class ({self.num_classes})"
+            )
         self._io_ready = True
         self._resolve_io()
 
@@ -355,6 +364,7 @@ class TFLiteEngine:
         self._rgb_shape = (*self.input_size, 3)
         self._input_index, self._output_index = self._input["index"], self._output["index"]
         self._embedding_index = None if self._embedding is None else self._embedding["index"]
+        self._cam_index = None if self._cam is None else self._cam["index"]
         self._quantize = input_quantizer(self.input_dtype, self.input_quantization, self.origin)
         self._dequantize_output = output_dequantizer(self.output_dtype, self.output_quantization)
         scale, zero_point = self.output_quantization
@@ -427,12 +437,39 @@ class TFLiteEngine:
             return values, None
         return values, self._dequantize(self._embedding, raw_embedding[0])
 
+    def run_with_cam(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Probabilities, embedding and class activation map of one image, one invoke.
+
+        Args:
+            rgb: as in :meth:`run`.
+
+        Returns:
+            ``(probabilities, embedding, cam)``: as :meth:`run_with_embedding`, and the map
+            ``(h, w, n_classes)`` float32: the head's logits at every cell of the backbone's
+            last feature map (their mean over cells is the model's logit vector; Zhou et
+            al. 2016).
+
+        Raises:
+            ValueError: wrong shape, or a model without that output (:attr:`cam_shape` is
+                ``None``).
+            RuntimeError: the interpreter failed.
+        """
+        if self._cam_index is None:
+            raise ValueError(f"{self.origin}: no class activation map output")
+        raw, raw_embedding, raw_cam = self._invoke(rgb, cam=True)
+        embedding = (
+            None if raw_embedding is None else self._dequantize(self._embedding, raw_embedding[0])
+        )
+        cam = self._dequantize(self._cam, raw_cam[0]).astype(np.float32)
+        return self._dequantize_output(raw[0]), embedding, cam
+
     def probabilities(self, rgb: np.ndarray) -> list[float]:
         """:meth:`probabilities_with_embedding` without the embedding."""
         return self.probabilities_with_embedding(rgb)[0]
 
-    def _invoke(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The raw ``(1, n_classes)`` output and ``(1, D)`` embedding (or ``None``)."""
+    def _invoke(self, rgb: np.ndarray, cam: bool = False) -> tuple:
+        """The raw ``(1, n_classes)`` output and ``(1, D)`` embedding (or ``None``); with
+        ``cam``, also the raw ``(1, h, w, n_classes)`` class activation map."""
         if rgb.shape != self._rgb_shape:
             raise ValueError(f"image shape {rgb.shape} != model input {self._rgb_shape}")
         batch = self._quantize(rgb)[None]
@@ -440,9 +477,14 @@ class TFLiteEngine:
             self._interpreter.set_tensor(self._input_index, batch)
             self._interpreter.invoke()
             raw = self._interpreter.get_tensor(self._output_index)
-            if self._embedding_index is None:
-                return raw, None
-            return raw, self._interpreter.get_tensor(self._embedding_index)
+            embedding = (
+                None
+                if self._embedding_index is None
+                else self._interpreter.get_tensor(self._embedding_index)
+            )
+            if cam:
+                return raw, embedding, self._interpreter.get_tensor(self._cam_index)
+            return raw, embedding
 
     def clone(self) -> TFLiteEngine:
         """A new, independent interpreter over the same model bytes and thread count."""
@@ -470,23 +512,33 @@ class TFLiteEngine:
             "input": tensor(self._input),
             "output": tensor(self._output),
             "embedding": None if self._embedding is None else tensor(self._embedding),
+            "class_activation_map": None if self._cam is None else tensor(self._cam),
             "operators": ops,
         }
 
 
 def _split_outputs(
     outputs: list[dict[str, Any]], origin: str
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """``(probabilities, embedding or None)`` among a model's output details, by width."""
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """``(probabilities, embedding or None, class activation map or None)`` among a model's
+    output details: the ``(1, h, w, n)`` output is the map; of the ``(1, n)`` ones, the
+    narrower is the probabilities and the wider the embedding."""
     shapes = [tuple(int(d) for d in o["shape"]) for o in outputs]
-    if any(len(shape) != 2 or shape[0] != 1 for shape in shapes):
-        raise ModelLoadError(f"{origin}: outputs must be (1, n), got {shapes}")
-    if len(outputs) == 1:
-        return outputs[0], None
-    narrow, wide = sorted(range(2), key=lambda i: shapes[i][1])
+    maps = [i for i, shape in enumerate(shapes) if len(shape) == 4 and shape[0] == 1]
+    if len(maps) > 1:
+        raise ModelLoadError(f"{origin}: more than one 4-d output: {shapes}")
+    cam = outputs[maps[0]] if maps else None
+    rest = [i for i in range(len(outputs)) if i not in maps]
+    if any(len(shapes[i]) != 2 or shapes[i][0] != 1 for i in rest) or not rest or len(rest) > 2:
+        raise ModelLoadError(
+            f"{origin}: outputs must be (1, n), at most two, and one (1, h, w, n) map; got {shapes}"
+        )
+    if len(rest) == 1:
+        return outputs[rest[0]], None, cam
+    narrow, wide = sorted(rest, key=lambda i: shapes[i][1])
     if shapes[narrow][1] == shapes[wide][1]:
         raise ModelLoadError(
             f"{origin}: two outputs of equal width {shapes[narrow][1]}: cannot tell the "
             "probabilities from the embedding"
         )
-    return outputs[narrow], outputs[wide]
+    return outputs[narrow], outputs[wide], cam

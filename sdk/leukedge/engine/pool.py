@@ -102,6 +102,15 @@ class EnginePool:
         finally:
             self._release(engine)
 
+    def run_with_cam(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """:meth:`TFLiteEngine.run_with_cam
+        <leukedge.engine.interpreter.TFLiteEngine.run_with_cam>` on an idle engine."""
+        engine = self._acquire()
+        try:
+            return engine.run_with_cam(rgb)
+        finally:
+            self._release(engine)
+
     def _acquire(self) -> TFLiteEngine:
         with self._available:
             while not self._idle and self._created >= self.size:

@@ -41,6 +41,10 @@ class ClassifyJob:
         groups: a :class:`~leukedge.lab.groups.GroupCollector`, or ``None``.
         keep_records: keep every record in memory (for the terminal table).
         on_record: called with each record after it is written (e.g. tests, GUIs).
+        on_result: called with each record and its
+            :class:`~leukedge.ClassificationResult` (``None`` for an input that failed),
+            after ``on_record``: what needs more than the record, such as the heat map
+            (``leukedge classify --overlay/--report``: :class:`leukedge.review.sink.ReviewSink`).
     """
 
     paths: Sequence[str | os.PathLike]
@@ -50,6 +54,7 @@ class ClassifyJob:
     groups: GroupCollector | None = None
     keep_records: bool = False
     on_record: Callable[[dict[str, Any]], None] | None = None
+    on_result: Callable[[dict[str, Any], Any], None] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -85,6 +90,8 @@ def run_classify(
                     job.records.append(record)
                 if job.on_record is not None:
                     job.on_record(record)
+                if job.on_result is not None:
+                    job.on_result(record, outcome.result if outcome.error is None else None)
                 totals.add(record)
                 bar.advance()
                 if stop:

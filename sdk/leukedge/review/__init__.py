@@ -10,6 +10,8 @@
   and reason; a gallery of the fields, sortable and filterable; the refused fields; the
   model's card figures and thresholds and the run's settings) that opens offline in any
   browser.
+- :mod:`leukedge.review.sink`: :class:`ReviewSink`, the overlays and page written while
+  ``leukedge classify --overlay DIR / --report DIR`` runs, with each result's heat map.
 
 Layering: this package may import the classifier's records and results
 (:mod:`leukedge.lab.records`, :mod:`leukedge.classifier`), the group statistics
@@ -29,6 +31,7 @@ __all__ = [
     "OverlayOptions",
     "ReviewOptions",
     "ReviewPage",
+    "ReviewSink",
     "draw_overlay",
     "write_review_page",
 ]
@@ -39,6 +42,7 @@ _WHERE = {
     "draw_overlay": "overlay",
     "ReviewOptions": "options",
     "ReviewPage": "page",
+    "ReviewSink": "sink",
     "write_review_page": "page",
 }
 

@@ -1,0 +1,161 @@
+"""Heat maps of each call (issue 20, part 3): the class activation map that model v3 exports
+as a third output, the occlusion fallback, ``ClassifierOptions(explain=True)`` and
+``leukedge classify --explain / --overlay / --report``. No TensorFlow, no shared data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from leukedge import Classifier, ClassifierOptions
+from leukedge.classifier import default_model_path
+from leukedge.engine.heatmap import cam_heatmap, occlusion_heatmap, upsample
+from leukedge.engine.interpreter import TFLiteEngine
+from leukedge.engine.preprocess import load_and_resize, load_rgb
+
+IMAGES = Path(__file__).resolve().parents[1] / "examples" / "images"
+FIELD = IMAGES / "WBC-Malignant-Pre-810.jpg"
+BENIGN = IMAGES / "WBC-Benign-420.jpg"
+
+
+def _without_cam(content: bytes) -> bytes:
+    """The model with its class activation map output dropped (as v2 and the proposed
+    models are: no such output)."""
+    from conftest import rewrite_model
+
+    engine = TFLiteEngine(content)
+    name = engine.details()["class_activation_map"]["name"]
+
+    def drop(model, schema):
+        graph = model.subgraphs[0]
+        keep = [i for i in graph.outputs if graph.tensors[i].name not in (name, name.encode())]
+        assert len(keep) == len(graph.outputs) - 1
+        graph.outputs = keep
+        for signature in model.signatureDefs or []:
+            signature.outputs = [o for o in signature.outputs if o.tensorIndex in keep]
+
+    return rewrite_model(content, drop)
+
+
+def test_the_class_activation_map_splits_the_models_own_logit():
+    """The map's mean over cells is the model's logit margin (pooling and the Dense layer
+    are linear): softmax of the mean gives the model's probabilities, within the uint8
+    output's resolution, on fields it calls either way."""
+    engine = TFLiteEngine(default_model_path())
+    assert engine.cam_shape == (7, 7, 2)
+    rgb = load_and_resize(BENIGN, engine.input_size)
+    for image in (rgb, np.ascontiguousarray(rgb[:, ::-1]), load_and_resize(FIELD, (224, 224))):
+        probabilities, embedding, cam = engine.run_with_cam(image)
+        assert cam.dtype == np.float32 and embedding.shape == (1280,)
+        mean = cam.reshape(-1, 2).mean(axis=0)
+        softmax = np.exp(mean - mean.max()) / np.exp(mean - mean.max()).sum()
+        assert softmax == pytest.approx(probabilities, abs=2 / 256 + 1e-6)
+        assert engine.run(image) == pytest.approx(probabilities)  # the same invoke's outputs
+
+
+def test_cam_heatmap_shows_the_called_class_evidence_at_the_images_size():
+    cam = np.zeros((7, 7, 2), np.float32)
+    cam[2, 5, 0] = 4.0  # one cell with strong evidence for class 0
+    cam[6, 0, 1] = 3.0  # another for class 1
+    heat = cam_heatmap(cam, 0, (480, 640))
+    assert heat.shape == (480, 640) and heat.dtype == np.float32
+    assert heat.min() >= 0.0 and 0.95 <= heat.max() <= 1.0  # bilinear between cell centres
+    y, x = np.unravel_index(np.argmax(heat), heat.shape)
+    assert (int(y * 7 / 480), int(x * 7 / 640)) == (2, 5)
+    other = cam_heatmap(cam, 1, (70, 70))
+    y, x = np.unravel_index(np.argmax(other), other.shape)
+    assert (y // 10, x // 10) == (6, 0)
+    assert not cam_heatmap(np.ones((7, 7, 2)), 0, (7, 7)).any()  # no contrast: all zeros
+    with pytest.raises(ValueError, match="class index"):
+        cam_heatmap(cam, 2, (7, 7))
+    with pytest.raises(ValueError, match="at least 1x1"):
+        upsample(np.zeros((2, 2)), (0, 5))
+
+
+def test_occlusion_finds_the_region_the_model_reads():
+    """A model that reads only the top-left corner's redness: blurring that corner moves its
+    output, nothing else does, so the heat lies there."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+
+    def probabilities(x):
+        p = float(x[:32, :32, 0].astype(float).std() / 128.0)  # texture, blur removes it
+        return np.array([p, 1.0 - p])
+
+    heat = occlusion_heatmap(probabilities, rgb, 0, (224, 224))
+    y, x = np.unravel_index(np.argmax(heat), heat.shape)
+    assert y < 48 and x < 48 and heat[112:, 112:].max() < 0.05
+    with pytest.raises(ValueError, match="grid"):
+        occlusion_heatmap(probabilities, rgb, 0, (224, 224), grid=1)
+
+
+def test_explain_adds_a_heatmap_and_changes_nothing_else():
+    plain = Classifier().classify(FIELD)
+    explained = Classifier(ClassifierOptions(explain=True)).classify(FIELD)
+    assert plain.heatmap is None and plain.heatmap_method is None
+    size = load_rgb(FIELD).shape[:2]
+    assert explained.heatmap.shape == size and explained.heatmap_method == "class_activation_map"
+    assert explained.heatmap.min() >= 0.0 and explained.heatmap.max() <= 1.0
+    # The map of the model's call (ALL here), from the same outputs the engine gives.
+    engine = TFLiteEngine(default_model_path())
+    _, _, cam = engine.run_with_cam(load_and_resize(FIELD, engine.input_size))
+    expected = cam_heatmap(cam, ["ALL", "HEM"].index(explained.model_label), size)
+    assert explained.model_label == "ALL" and np.allclose(explained.heatmap, expected, atol=1e-6)
+    assert explained.to_dict() == plain.to_dict()  # the record is the same; the map is apart
+    assert "heatmap" not in explained.to_dict() and "heatmap=" not in repr(explained)
+    # A model without the map output falls back to occlusion (49 more invokes).
+    without = Classifier(
+        ClassifierOptions(
+            model_content=_without_cam(default_model_path().read_bytes()), explain=True
+        )
+    )
+    result = without.classify(BENIGN)
+    assert result.heatmap_method == "occlusion" and result.heatmap.shape == size
+    assert result.probabilities == Classifier().classify(BENIGN).probabilities
+
+
+def test_classify_overlay_and_report_folders(tmp_path):
+    """--overlay writes one PNG per field at its size; --report writes the review page and
+    its overlays; both are checked before any image is read."""
+    from typer.testing import CliRunner
+
+    from leukedge.cli import app
+
+    images = tmp_path / "slide_A"
+    images.mkdir()
+    for path in (FIELD, BENIGN):
+        (images / path.name).write_bytes(path.read_bytes())
+    runner = CliRunner()
+    overlay, report = tmp_path / "ov", tmp_path / "rep"
+    result = runner.invoke(
+        app, ["classify", str(images), "--overlay", str(overlay), "--report", str(report), "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    records = [json.loads(ln) for ln in result.stdout.splitlines() if ln.startswith("{")]
+    written = sorted(overlay.glob("*.png"))
+    assert [p.name for p in written] == [
+        "00001_WBC-Benign-420.png",
+        "00002_WBC-Malignant-Pre-810.png",
+    ]
+    for png, record in zip(written, records, strict=True):
+        assert Image.open(png).size == Image.open(record["path"]).size
+        drawn = np.asarray(Image.open(png).convert("RGB"))
+        assert not np.array_equal(drawn, load_rgb(record["path"]))  # something drawn on it
+    html = (report / "index.html").read_text(encoding="utf-8")
+    assert (
+        html.count('<figure class="card') == 2
+        and len(list((report / "overlays").glob("*.png"))) == 2
+    )
+    # Checked before any work: the same folders again need --overwrite (exit 2).
+    again = runner.invoke(app, ["classify", str(images), "--overlay", str(overlay)])
+    assert again.exit_code == 2 and "--overlay" in again.output and "--overwrite" in again.output
+    again = runner.invoke(app, ["classify", str(images), "--report", str(report)])
+    assert again.exit_code == 2 and "--report" in again.output
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    assert runner.invoke(app, ["classify", str(images), "--overlay", str(blocked)]).exit_code == 2
+    assert not list(tmp_path.glob("**/.*partial*"))
