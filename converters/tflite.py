@@ -61,6 +61,13 @@ class ConversionError(LeukedgeError, RuntimeError):
     message names the precision. A ``RuntimeError``, as before :class:`LeukedgeError`."""
 
 
+def _is_gap_head(names: set[str]) -> bool:
+    """A global-average-pooling head (baselines, ``lite0-linear``): pooling then one Dense.
+    The paper's attention head also ends in a ``head_gap`` (over tokens), after attention
+    and two hidden layers: not one."""
+    return {"head_gap", "predictions"} <= names and "attention_tokens" not in names
+
+
 def with_embedding_output(model):
     """The model with a second output, the embedding for out-of-domain detection.
 
@@ -97,7 +104,7 @@ def with_embedding_output(model):
     else:
         return model, None
     outputs = [model.output, embedding]
-    if "head_gap" in names and "predictions" in names:
+    if _is_gap_head(names):
         dense = model.get_layer("predictions")
         kernel, bias = dense.get_weights()
         cam = keras.layers.Dense(kernel.shape[1], name=CAM_LAYER, dtype="float32", trainable=False)
@@ -212,7 +219,7 @@ def island_layers(model, attention: bool = True) -> list[str]:
     kinds = (keras.layers.LayerNormalization, keras.layers.MultiHeadAttention) if attention else ()
     found = []
     names = {layer.name for layer in model.layers}
-    if LINEAR_HEAD_LAYERS[0] in names:  # a GAP head: the pooling and its Dense in float
+    if _is_gap_head(names):  # the pooling and its Dense in float
         found.extend(n for n in LINEAR_HEAD_LAYERS if n in names)
 
     def walk(layer) -> None:

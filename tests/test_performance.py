@@ -101,7 +101,7 @@ def test_single_operator_models_reproduce_the_full_run():
     computes exactly the output the full run computed (builtin kernels, bit for bit)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    from leukedge.bench.op_profile import capture_tensors, single_op_models
+    from leukedge.bench.op_profile import capture_tensors, feed_inputs, single_op_models
 
     content = default_model_path().read_bytes()
     engine = TFLiteEngine(content)
@@ -120,13 +120,13 @@ def test_single_operator_models_reproduce_the_full_run():
             experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
         )
         interpreter.allocate_tensors()
-        for detail, tensor in zip(interpreter.get_input_details(), feeds, strict=True):
-            interpreter.set_tensor(detail["index"], values[tensor])
+        feed_inputs(interpreter, feeds, values)
         interpreter.invoke()
         got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
         np.testing.assert_array_equal(got, values[outputs[0]], err_msg=name)
         checked.add(name)
-    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL"} <= checked
+    # Model v3: convolutions and its float linear head (its class activation map too).
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "MEAN", "RESHAPE"} <= checked
 
 
 def test_op_profile_marks_what_xnnpack_takes():
@@ -138,9 +138,13 @@ def test_op_profile_marks_what_xnnpack_takes():
     by_op = {}
     for t in timings:
         by_op.setdefault(t.op, set()).add(t.xnnpack)
-        assert t.ms_default >= 0 and t.ms_builtin >= 0 and t.dtypes.count("->") == 1
+        # An operator XNNPACK cannot prepare alone (a reshape the full graph sizes at run
+        # time: model v3's class activation map) is timed on the builtin kernels, and says so.
+        assert t.ms_default >= 0 or (t.error or "").startswith("XNNPACK: ")
+        assert t.ms_builtin >= 0 and t.dtypes.count("->") == 1
     assert by_op["CONV_2D"] == {True} and by_op["DEPTHWISE_CONV_2D"] == {True}
-    assert by_op["SHAPE"] == {False}  # integer shape arithmetic: never XNNPACK's
+    assert by_op.get("SHAPE", {False}) == {False}  # integer shape arithmetic: never XNNPACK's
+    assert sum(t.error is not None for t in timings) <= 3  # the map's path only
     summary = summarize(timings)
     assert sum(r["count"] for r in summary) == len(timings)
     assert summary == sorted(summary, key=lambda r: -r["ms_default"])

@@ -36,7 +36,7 @@ import numpy as np
 import typer
 
 from leukedge.bench.measure import environment, paired_cpu_ratio
-from leukedge.cells.locate import locate_cells
+from leukedge.cells.locate import LocateError, locate_cells
 from leukedge.classifier import default_model_path
 from leukedge.engine.heatmap import cam_heatmap
 from leukedge.engine.interpreter import TFLiteEngine
@@ -102,7 +102,10 @@ def main(
             )
         heat_full = cam_heatmap(cam, called, full.shape[:2])
         y, x = np.unravel_index(int(np.argmax(heat_full)), heat_full.shape)
-        cells = locate_cells(full)
+        try:
+            cells = locate_cells(full)
+        except LocateError:  # too few red cells to measure the magnification
+            cells = []
         inside = None
         if cells:
             inside = any(c.box[0] <= x < c.box[2] and c.box[1] <= y < c.box[3] for c in cells)
