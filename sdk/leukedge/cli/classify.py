@@ -6,12 +6,14 @@ lab module that does the work)."""
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from leukedge.cells.field import LOCATE_MODES
 from leukedge.classifier import ClassifierOptions
 from leukedge.cli.common import (
     AllowFailedGateOption,
@@ -28,6 +30,9 @@ from leukedge.cli.common import (
     usage_error,
 )
 from leukedge.lab.groups import GroupBy
+
+Locate = enum.Enum("Locate", {mode.upper(): mode for mode in LOCATE_MODES}, type=str)
+"""``--locate``'s choices: :data:`leukedge.cells.field.LOCATE_MODES`."""
 
 
 def classify(
@@ -102,6 +107,14 @@ def classify(
     threshold: ThresholdOption = None,
     refer_band: ReferBandOption = None,
     allow_failed_gate: AllowFailedGateOption = False,
+    locate: Annotated[
+        Locate,
+        typer.Option(
+            "--locate",
+            help="Locate the white cells and classify each with a cell model: auto (a cell "
+            "model on an image that looks like a field), always, never (the whole image).",
+        ),
+    ] = Locate("auto"),
 ) -> None:
     """Classify images as ALL (leukemic blast) or HEM (normal), with a status per image.
 
@@ -167,6 +180,7 @@ def classify(
         group_csv,
         workers,
         progress,
+        locate.value,
     )
 
 
@@ -199,8 +213,19 @@ def _check_groups(paths, by: str, mapping) -> None:
 
 
 def _run_classify(
-    classifier, inputs, as_json, csv_out, jsonl_out, by, group_map, group_csv, workers, progress
+    classifier,
+    inputs,
+    as_json,
+    csv_out,
+    jsonl_out,
+    by,
+    group_map,
+    group_csv,
+    workers,
+    progress,
+    locate="never",
 ) -> None:
+    from leukedge.cells.field import locates
     from leukedge.lab.groups import GroupCollector, GroupMap
     from leukedge.lab.outputs import CsvWriter, JsonLinesStream, JsonLinesWriter
     from leukedge.lab.pipeline import ClassifyJob, run_classify
@@ -229,7 +254,7 @@ def _run_classify(
         if jsonl_out is not None:
             writers.append(JsonLinesWriter(jsonl_out))
         if csv_out is not None:
-            writers.append(CsvWriter(csv_out, info))
+            writers.append(CsvWriter(csv_out, info, field_columns=locates(classifier, locate)))
     except OSError as exc:
         for writer in writers:
             writer.discard()  # the targets stay as they were
@@ -243,6 +268,7 @@ def _run_classify(
         progress=bool(progress) and not as_json,
         groups=groups,
         keep_records=not (as_json or csv_out or jsonl_out),
+        locate=locate,
     )
     stop = StopRequest()
     try:
