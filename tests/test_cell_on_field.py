@@ -452,17 +452,13 @@ def test_wilson_interval_is_the_one_of_the_slide_summaries():
     assert 0 < low < 2 / 3 < high < 1 and math.isclose(low, 0.2077, abs_tol=1e-4)
 
 
-def test_auto_treats_real_cnmc_cells_as_cells_not_fields(classifier):
+def test_auto_treats_real_cnmc_cells_as_cells_not_fields(classifier, cnmc):
     """C-NMC's cells (450×450, larger than the model's input) are segmented cells on black:
-    ``auto`` classifies them whole. Needs ``../shared/data/cnmc``."""
-    from pathlib import Path
-
+    ``auto`` classifies them whole. Needs ``../shared/data/cnmc`` (skips without it)."""
     from leukedge.engine.preprocess import load_rgb
 
-    folder = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "cnmc"
-    images = sorted(folder.rglob("*.bmp"))
-    if not images:
-        pytest.skip(f"no C-NMC images under {folder} (the shared data is absent)")
+    images = sorted(cnmc.rglob("*.bmp"))
+    assert images, f"no C-NMC images under {cnmc}"
     for path in images:
         rgb = load_rgb(path)
         assert max(rgb.shape[:2]) > SIDE
