@@ -463,3 +463,26 @@ def test_auto_treats_real_cnmc_cells_as_cells_not_fields(classifier, cnmc):
         rgb = load_rgb(path)
         assert max(rgb.shape[:2]) > SIDE
         assert not looks_like_field(rgb, classifier.input_size), path
+
+
+def test_report_boxes_each_located_cell_in_its_own_calls_colour(model_path, fields, tmp_path):
+    """``leukedge report`` on ``classify --locate``'s records draws the record's cells (not
+    a new search): the blasts' boxes in ALL's colour, the normal cell's in HEM's."""
+    from PIL import Image
+
+    from leukedge.review import PALETTE
+
+    jsonl = tmp_path / "r.jsonl"
+    path = fields / "mixed.png"
+    assert run("classify", path, "-m", model_path, "--jsonl", jsonl).exit_code == 0
+    (record,) = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    out = tmp_path / "review"
+    result = run("report", jsonl, "--out", out, "--model", model_path, "--no-locate")
+    assert result.exit_code == 0, result.output
+    (overlay,) = (out / "overlays").glob("*.png")
+    pixels = np.asarray(Image.open(overlay).convert("RGB")).astype(int)
+    for cell in record["cells"]:
+        x0, y0, x1, y1 = cell["box"]
+        edge = pixels[y0:y1, x0 : x0 + 3].reshape(-1, 3)  # the box's left side
+        near = np.abs(edge - PALETTE[cell["label"]]).max(axis=1) < 40
+        assert near.mean() > 0.5, (cell["label"], cell["box"])
