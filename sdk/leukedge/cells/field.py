@@ -269,7 +269,7 @@ def _field_call(
     ok = [c for c in cells if c.status == "ok"]
     k = sum(c.label == positive for c in ok)
     low, high = wilson_interval(k, len(ok))
-    counts = f"{len(cells)} white cells, {len(ok)} called"
+    counts = f"{len(cells)} white cell{'s' if len(cells) != 1 else ''}, {len(ok)} called"
     if ok:
         counts += f", {k} {positive} ({k / len(ok):.2f}, 95 % interval {low:.2f}–{high:.2f})"
     if low > options.fraction:
