@@ -21,10 +21,11 @@ RUNTIME_TESTS = (
     "test_readme_api.py",
     "test_scale.py",
     "test_review.py",
+    "test_cell_on_field.py",
 )
 """Test files of the runtime (SDK, classify/info/bench, metadata, examples, the lab
 workflow: folders, files, groups, watch, camera; the scale and segmented-cell checks; the
-review page and overlays)."""
+review page and overlays; a cell model on a field)."""
 
 
 @pytest.mark.slow

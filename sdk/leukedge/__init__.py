@@ -10,6 +10,7 @@ TensorFlow or Keras::
 """
 
 from leukedge._version import __version__
+from leukedge.cells.field import FieldOptions, FieldResult
 from leukedge.checks.quality import QualityThresholds
 from leukedge.classifier import (
     REASONS,
@@ -33,6 +34,8 @@ __all__ = [
     "Classifier",
     "ClassifierOptions",
     "FailedGateError",
+    "FieldOptions",
+    "FieldResult",
     "ImageDecodeError",
     "LeukedgeError",
     "LeukedgeWarning",

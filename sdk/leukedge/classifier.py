@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from leukedge.cells.field import FIELD_REASONS, FieldOptions, FieldResult, classify_field
 from leukedge.checks.calibration import temperature_scaled
 from leukedge.checks.decision import decide, validate_operating_point
 from leukedge.checks.ood import MahalanobisScorer
@@ -100,11 +101,14 @@ could not be processed)."""
 ERROR_REASONS = ("not_found", "decode_error", "too_large", "error")
 """``reason`` of ``error`` results (:meth:`ClassificationResult.from_error`)."""
 
-REASONS = (*QUALITY_REASONS, "out_of_domain", "uncertain", *ERROR_REASONS)
+REASONS = (*QUALITY_REASONS, "out_of_domain", "uncertain", *FIELD_REASONS, *ERROR_REASONS)
 """Every machine-readable ``reason``: the quality checks in the order they run
 (:data:`leukedge.checks.quality.QUALITY_REASONS`), ``out_of_domain`` (the embedding lies farther
 from the training data than the model's threshold), ``uncertain`` (``refer``: in the refer
-band), and the error reasons (:data:`ERROR_REASONS`)."""
+band; for a field classified cell by cell: its cells' interval is not clear of one half), the
+field reasons (:data:`leukedge.cells.field.FIELD_REASONS`: ``no_white_cells``,
+``no_red_cells``; :meth:`Classifier.classify_field`) and the error reasons
+(:data:`ERROR_REASONS`)."""
 
 
 @dataclass
@@ -696,6 +700,36 @@ class Classifier:
         self._require(RunningMode.IMAGE)
         source = None if isinstance(image, np.ndarray | Image.Image) else str(image)
         return self._classify_resized(self._load(image, pixel_format), source, None)
+
+    def classify_field(
+        self,
+        image: ImageInput,
+        options: FieldOptions | None = None,
+        *,
+        pixel_format: PixelFormat | None = None,
+    ) -> FieldResult:
+        """Classify a smear field cell by cell with a cell model (``IMAGE`` mode): locate
+        the white cells, classify each one's crop on black, and call the field from the
+        ALL fraction of the ok cell calls with its Wilson interval
+        (:func:`leukedge.cells.field.classify_field`, whose docstring has the details).
+
+        Args:
+            image: the field at full resolution (path, ``PIL.Image`` or ``uint8`` array).
+            options: :class:`~leukedge.cells.field.FieldOptions` (locator, crop size, call
+                rule); ``None``: defaults.
+            pixel_format: an array's channel order, as in :meth:`classify`.
+
+        Returns:
+            :class:`~leukedge.cells.field.FieldResult`: ``cells`` (box and result each),
+            ``cells_found``, ``positive`` of ``cells_ok``, ``fraction`` with ``ci_low`` /
+            ``ci_high``, and the field's ``status`` / ``reason`` / ``label`` (``rejected``,
+            ``no_white_cells`` for a field without white cells: not an error).
+
+        Raises:
+            As :meth:`classify`; ValueError: not a two-class model.
+        """
+        self._require(RunningMode.IMAGE)
+        return classify_field(self, image, options, pixel_format=pixel_format)
 
     def classify_for_video(
         self, frame: np.ndarray, timestamp_ms: int, *, pixel_format: PixelFormat | None = None

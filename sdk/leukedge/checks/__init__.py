@@ -9,7 +9,8 @@ parameters fitted on the training data:
   ``segmented_cell`` reasons.
 - :mod:`~leukedge.checks.ood`: out-of-domain distance (class-conditional Mahalanobis).
 - :mod:`~leukedge.checks.calibration`: the softmax temperature.
-- :mod:`~leukedge.checks.decision`: operating point, refer band, the call.
+- :mod:`~leukedge.checks.decision`: operating point, refer band, the call; the Wilson
+  interval of a fraction of calls (a slide's, or a field's cells').
 
 A new check goes here, as a module of its own; the classifier applies it
 (:meth:`leukedge.Classifier._configure_checks`).

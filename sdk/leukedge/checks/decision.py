@@ -261,3 +261,37 @@ def fit_decision(
             "argmax": operating_figures(p_positive, is_positive, 0.5, None),
         },
     )
+
+
+# ------------------------------------------- the fraction of calls that are positive
+Z_95 = 1.959963984540054
+"""Standard normal quantile for a two-sided 95 % interval, Φ⁻¹(0.975)."""
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927).
+
+    With p̂ = k/n: centre (p̂ + z²/2n) / (1 + z²/n), half-width
+    z / (1 + z²/n) · √(p̂(1 − p̂)/n + z²/4n²).
+
+    Args:
+        successes: k, 0 ≤ k ≤ n.
+        n: trials; ``n == 0`` gives ``(0.0, 1.0)`` (nothing is known).
+        z: normal quantile (default: 95 %, two-sided).
+
+    Returns:
+        ``(low, high)`` within [0, 1].
+
+    Raises:
+        ValueError: k outside [0, n].
+    """
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    z2 = z * z
+    denominator = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -6,12 +6,14 @@ lab module that does the work)."""
 
 from __future__ import annotations
 
+import enum
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from leukedge.cells.field import LOCATE_MODES
 from leukedge.classifier import ClassifierOptions
 from leukedge.cli.common import (
     AllowFailedGateOption,
@@ -28,6 +30,9 @@ from leukedge.cli.common import (
     usage_error,
 )
 from leukedge.lab.groups import GroupBy
+
+Locate = enum.Enum("Locate", {mode.upper(): mode for mode in LOCATE_MODES}, type=str)
+"""``--locate``'s choices: :data:`leukedge.cells.field.LOCATE_MODES`."""
 
 
 def classify(
@@ -128,6 +133,14 @@ def classify(
             "its overlays.",
         ),
     ] = None,
+    locate: Annotated[
+        Locate,
+        typer.Option(
+            "--locate",
+            help="Locate the white cells and classify each with a cell model: auto (a cell "
+            "model on an image that looks like a field), always, never (the whole image).",
+        ),
+    ] = Locate("auto"),
 ) -> None:
     """Classify images as ALL (leukemic blast) or HEM (normal), with a status per image.
 
@@ -197,6 +210,7 @@ def classify(
         workers,
         progress,
         sink,
+        locate.value,
     )
 
 
@@ -288,7 +302,9 @@ def _run_classify(
     workers,
     progress,
     sink=None,
+    locate="never",
 ) -> None:
+    from leukedge.cells.field import locates
     from leukedge.lab.groups import GroupCollector, GroupMap
     from leukedge.lab.outputs import CsvWriter, JsonLinesStream, JsonLinesWriter
     from leukedge.lab.pipeline import ClassifyJob, run_classify
@@ -317,7 +333,7 @@ def _run_classify(
         if jsonl_out is not None:
             writers.append(JsonLinesWriter(jsonl_out))
         if csv_out is not None:
-            writers.append(CsvWriter(csv_out, info))
+            writers.append(CsvWriter(csv_out, info, field_columns=locates(classifier, locate)))
     except OSError as exc:
         for writer in writers:
             writer.discard()  # the targets stay as they were
@@ -332,6 +348,7 @@ def _run_classify(
         groups=groups,
         keep_records=not (as_json or csv_out or jsonl_out),
         on_result=None if sink is None else sink.add,
+        locate=locate,
     )
     stop = StopRequest()
     try:

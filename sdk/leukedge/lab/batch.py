@@ -105,6 +105,7 @@ def classify_paths(
     *,
     workers: int | None = None,
     max_pending: int | None = None,
+    classify: Callable[[os.PathLike | str], object] | None = None,
 ) -> Iterator[Outcome]:
     """Classify image files in parallel; one :class:`Outcome` per path, in input order.
 
@@ -114,6 +115,8 @@ def classify_paths(
         workers: threads decoding and classifying; default :func:`default_workers` of the
             classifier's interpreter pool size.
         max_pending: see :func:`ordered_map`.
+        classify: what each path goes through (a result with ``to_dict()``); default
+            ``classifier.classify`` (``--locate``: :func:`leukedge.cells.field.classify_input`).
 
     Yields:
         :class:`Outcome`; a file that cannot be read has ``error`` set (e.g.
@@ -122,7 +125,7 @@ def classify_paths(
     """
     workers = workers or default_workers(classifier.max_interpreters)
     for path, future in ordered_map(
-        classifier.classify, paths, workers=workers, max_pending=max_pending
+        classify or classifier.classify, paths, workers=workers, max_pending=max_pending
     ):
         error = future.exception()
         if error is not None and not isinstance(error, Exception):

@@ -9,7 +9,8 @@ A technician's unit is the slide (or the patient), not the field: ``leukedge cla
   score interval** (Wilson E. B., "Probable inference, the law of succession, and statistical
   inference", *J. Am. Stat. Assoc.* 22:209–212, 1927; recommended over the normal
   approximation for small n and fractions near 0 or 1 by Brown, Cai & DasGupta, *Statistical
-  Science* 16:101–133, 2001);
+  Science* 16:101–133, 2001; :func:`leukedge.checks.decision.wilson_interval`, also
+  behind a field's call from its cells, :mod:`leukedge.cells.field`);
 - the mean probability of ALL over the images with probabilities (ok and refer; a rejected
   image's model opinion is left out, as it is never a call);
 - a **group call** (:class:`GroupRule`): ALL or HEM only when the interval lies wholly on
@@ -32,13 +33,15 @@ from __future__ import annotations
 
 import csv
 import enum
-import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The interval lives with the call (a field's call from its cells uses it too); imported
+# here, where groups have always found it.
+from leukedge.checks.decision import Z_95, wilson_interval  # noqa: F401
 from leukedge.lab.records import STATUSES, status_of
 from leukedge.lab.subjects import parse_subject
 
@@ -65,38 +68,6 @@ summary row but never a group call (``call`` is :data:`NO_CALL`)."""
 
 NO_CALL = ""
 """``call`` of an :data:`UNKNOWN_GROUPS` row (empty in the CSV, ``-`` in the table)."""
-
-Z_95 = 1.959963984540054
-"""Standard normal quantile for a two-sided 95 % interval, Φ⁻¹(0.975)."""
-
-
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (Wilson 1927).
-
-    With p̂ = k/n: centre (p̂ + z²/2n) / (1 + z²/n), half-width
-    z / (1 + z²/n) · √(p̂(1 − p̂)/n + z²/4n²).
-
-    Args:
-        successes: k, 0 ≤ k ≤ n.
-        n: trials; ``n == 0`` gives ``(0.0, 1.0)`` (nothing is known).
-        z: normal quantile (default: 95 %, two-sided).
-
-    Returns:
-        ``(low, high)`` within [0, 1].
-
-    Raises:
-        ValueError: k outside [0, n].
-    """
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    z2 = z * z
-    denominator = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

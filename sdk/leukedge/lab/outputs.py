@@ -14,8 +14,9 @@ plain ``open()`` would give it (``0o666`` minus the user's umask), not
 CSV columns (:func:`csv_columns`): ``path, status, label, reason``, one ``p_<label>`` per
 class, ``score, message, model_label``, one ``model_p_<label>`` per class,
 ``ood_distance``, one ``quality_<statistic>`` per quality statistic, ``failed_checks,
-error, model, model_version, model_sha256, weights_sha256``. JSON Lines hold each record whole
-(:mod:`leukedge.lab.records`).
+error, model, model_version, model_sha256, weights_sha256``; with ``--locate`` and a cell
+model, the field aggregates after those (:class:`CsvWriter`). JSON Lines hold each record
+whole (:mod:`leukedge.lab.records`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, TextIO
 
+from leukedge.cells.field import field_columns as _field_columns
 from leukedge.checks.quality import QualityStatistics
 from leukedge.lab.records import ModelInfo
 
@@ -286,12 +288,19 @@ def csv_row(
 
 class CsvWriter:
     """Records as CSV rows (header :func:`csv_columns`; probabilities rounded to
-    ``model.probability_decimals``) into an :class:`AtomicTextFile`."""
+    ``model.probability_decimals``) into an :class:`AtomicTextFile`.
 
-    def __init__(self, target: str | os.PathLike, model: ModelInfo):
+    With ``field_columns`` (``leukedge classify --locate`` with a cell model), the field
+    aggregates follow as columns (:func:`leukedge.cells.field.field_columns`:
+    ``cells_found, cells_ok, n_<positive>, fraction_<positive>, ci_low, ci_high``), empty
+    for an image classified whole; each cell's call is in the JSON Lines only.
+    """
+
+    def __init__(self, target: str | os.PathLike, model: ModelInfo, field_columns: bool = False):
         self.labels = model.labels
         self.decimals = model.probability_decimals
-        self.columns = csv_columns(self.labels)
+        self.field_columns = _field_columns(model.positive_label) if field_columns else []
+        self.columns = csv_columns(self.labels) + self.field_columns
         self.file = AtomicTextFile(target)
         self._buffer = io.StringIO()
         self._csv = csv.DictWriter(self._buffer, fieldnames=self.columns)
@@ -304,7 +313,11 @@ class CsvWriter:
         self._buffer.truncate()
 
     def write(self, record: dict[str, Any]) -> None:
-        self._csv.writerow(csv_row(record, self.labels, self.decimals))
+        row = csv_row(record, self.labels, self.decimals)
+        for column in self.field_columns:
+            value = record.get(column)
+            row[column] = "" if value is None else value
+        self._csv.writerow(row)
         self._emit()
 
     def close(self) -> None:

@@ -12,11 +12,13 @@ hold every finished record.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from leukedge.cells.field import FieldOptions, classify_input, locates
 from leukedge.lab.batch import classify_paths
 from leukedge.lab.records import ModelInfo, error_record, result_record
 from leukedge.lab.report import Totals, progress_bar
@@ -45,6 +47,10 @@ class ClassifyJob:
             :class:`~leukedge.ClassificationResult` (``None`` for an input that failed),
             after ``on_record``: what needs more than the record, such as the heat map
             (``leukedge classify --overlay/--report``: :class:`leukedge.review.sink.ReviewSink`).
+        locate: ``--locate``: ``never`` (default: the whole image to the model), ``auto``
+            or ``always`` (:func:`leukedge.cells.field.classify_input`: a cell model's
+            record of a field holds its cells and the field's counts).
+        field_options: :class:`~leukedge.cells.field.FieldOptions` for located fields.
     """
 
     paths: Sequence[str | os.PathLike]
@@ -56,6 +62,8 @@ class ClassifyJob:
     on_record: Callable[[dict[str, Any]], None] | None = None
     on_result: Callable[[dict[str, Any], Any], None] | None = None
     records: list[dict[str, Any]] = field(default_factory=list)
+    locate: str = "never"
+    field_options: FieldOptions | None = None
 
 
 def run_classify(
@@ -74,7 +82,12 @@ def run_classify(
     """
     model = ModelInfo.of(classifier)
     totals = Totals(planned=len(job.paths))
-    outcomes = classify_paths(classifier, job.paths, workers=job.workers)
+    classify = None
+    if locates(classifier, job.locate):
+        classify = functools.partial(
+            classify_input, classifier, locate=job.locate, options=job.field_options
+        )
+    outcomes = classify_paths(classifier, job.paths, workers=job.workers, classify=classify)
     try:
         with contextlib.closing(outcomes), progress_bar(len(job.paths), job.progress) as bar:
             for outcome in outcomes:

@@ -190,7 +190,9 @@ def print_results_table(rows: Sequence[dict[str, Any]], classifier: Any) -> None
         else:
             cells = ["-"] * len(labels)
         note = "" if status == "ok" else (r.get("error") or r.get("message") or "")
-        if status == "rejected":
+        if "cells" in r:  # a field called cell by cell: its counts, whatever the status
+            note = r.get("message") or ""
+        elif status == "rejected":
             note += f" [model said {r.get('model_label')}; not a call]"
         table.add_row(
             r["path"],
@@ -204,7 +206,10 @@ def print_results_table(rows: Sequence[dict[str, Any]], classifier: Any) -> None
     # Never fold a path: widen the table to the longest one (rich assumes 80 columns when
     # output is piped).
     longest = max((len(r["path"]) for r in rows), default=0)
-    notes = max((len(r.get("message") or "") for r in rows if status_of(r) != "ok"), default=0)
+    notes = max(
+        (len(r.get("message") or "") for r in rows if status_of(r) != "ok" or "cells" in r),
+        default=0,
+    )
     Console(width=max(100, longest + 12 * len(labels) + min(notes, 80) + 40)).print(table)
 
 

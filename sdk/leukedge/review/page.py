@@ -136,7 +136,10 @@ class ReviewPage:
             rgb: the field, ``(H, W, 3)`` ``uint8`` RGB; ``None`` when it cannot be read
                 (give ``unreadable``, the problem, shown on its card).
             unreadable: why the image could not be read (with ``rgb=None``).
-            heatmap, cells, cell_labels: as :func:`~leukedge.review.overlay.draw_overlay`.
+            heatmap, cells, cell_labels: as :func:`~leukedge.review.overlay.draw_overlay`;
+                ``cells`` ``None`` for a record of a field classified cell by cell
+                (``classify --locate``, :mod:`leukedge.cells.field`): its cells' boxes, each
+                in its own call's colour.
 
         Returns:
             The overlay PNG written, or ``None``.
@@ -146,6 +149,10 @@ class ReviewPage:
             ValueError: as :func:`~leukedge.review.overlay.draw_overlay`.
         """
         record = dict(record)
+        if cells is None and record.get("cells") is not None:
+            cells = [tuple(cell["box"]) for cell in record["cells"]]
+            if cell_labels is None:
+                cell_labels = [cell.get("label") for cell in record["cells"]]
         index = len(self.cards)
         path = str(record.get("path") or f"(field {index + 1})")
         probabilities = record.get("probabilities") or {}
