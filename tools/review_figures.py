@@ -70,16 +70,32 @@ def screenshot(page: Path, target: Path) -> None:
 
 
 def figures(out: Path) -> None:
+    """The README's overlay and page screenshot, made as ``leukedge classify --report``
+    makes them: the embedded model with its heat maps (``explain=True``), one field at a
+    time through :class:`leukedge.review.sink.ReviewSink`."""
     import os
 
-    from leukedge.review import write_review_page
+    from leukedge import Classifier, ClassifierOptions
+    from leukedge.lab.records import ModelInfo, result_record
+    from leukedge.review.sink import ReviewSink
 
     os.chdir(ROOT)  # the records' relative paths
-    records, metadata, sha256 = classify_examples()
+    classifier = Classifier(ClassifierOptions(explain=True))
+    info = ModelInfo.of(classifier)
     settings = {"inputs": "examples/images (the four bundled images)", "group by": "slide"}
-    page, failed = write_review_page(records, out, metadata, settings, model_sha256=sha256)
-    if failed:
-        sys.exit(f"could not read {failed}")
+    sink = ReviewSink(
+        report_dir=out,
+        metadata=classifier.metadata,
+        settings=settings,
+        model_sha256=classifier.model_sha256,
+    )
+    for path in sorted(EXAMPLES.iterdir()):
+        if path.suffix.lower() in (".bmp", ".jpg"):
+            result = classifier.classify(path)
+            sink.add(result_record(path.relative_to(ROOT), result, info), result)
+    page = sink.close()
+    if sink.failed:
+        sys.exit(f"could not read {sink.failed}")
     FIGURES.mkdir(parents=True, exist_ok=True)
     overlay = next((out / "overlays").glob(f"*{Path(OVERLAY_OF).stem}.png"))
     from PIL import Image
