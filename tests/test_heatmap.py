@@ -131,9 +131,8 @@ def test_classify_overlay_and_report_folders(tmp_path):
         (images / path.name).write_bytes(path.read_bytes())
     runner = CliRunner()
     overlay, report = tmp_path / "ov", tmp_path / "rep"
-    result = runner.invoke(
-        app, ["classify", str(images), "--overlay", str(overlay), "--report", str(report), "--json"]
-    )
+    args = ["classify", str(images), "--overlay", str(overlay), "--report", str(report), "--json"]
+    result = runner.invoke(app, [*args, "--explain"])
     assert result.exit_code == 0, result.output
     records = [json.loads(ln) for ln in result.stdout.splitlines() if ln.startswith("{")]
     written = sorted(overlay.glob("*.png"))
@@ -150,6 +149,13 @@ def test_classify_overlay_and_report_folders(tmp_path):
         html.count('<figure class="card') == 2
         and len(list((report / "overlays").glob("*.png"))) == 2
     )
+    # Without --explain the same overlays carry no heat map (the measured map is not yet
+    # faithful enough to show unasked: README, "Heat maps").
+    plain = tmp_path / "plain"
+    assert runner.invoke(app, ["classify", str(images), "--overlay", str(plain)]).exit_code == 0
+    for drawn, bare in zip(written, sorted(plain.glob("*.png")), strict=True):
+        assert drawn.name == bare.name
+        assert not np.array_equal(np.asarray(Image.open(drawn)), np.asarray(Image.open(bare)))
     # Checked before any work: the same folders again need --overwrite (exit 2).
     again = runner.invoke(app, ["classify", str(images), "--overlay", str(overlay)])
     assert again.exit_code == 2 and "--overlay" in again.output and "--overwrite" in again.output

@@ -111,8 +111,9 @@ def classify(
         bool,
         typer.Option(
             "--explain",
-            help="Make a heat map of each call (where the model found its evidence; "
-            "implied by --overlay and --report).",
+            help="Make a heat map of each call (where the model found its evidence) and draw "
+            "it on --overlay / --report pictures. Measured: not yet a faithful map (README, "
+            "'Heat maps').",
         ),
     ] = False,
     overlay: Annotated[
@@ -195,7 +196,7 @@ def classify(
         band,
         allow_failed_gate=allow_failed_gate,
         max_pixels=max_pixels,
-        explain=explain or overlay is not None or report is not None,
+        explain=explain,
     )
     sink = _review_sink(classifier, overlay, report, by, group_map, inputs, threshold, band)
     _run_classify(
