@@ -569,6 +569,11 @@ def test_cli_info_text(tmp_path, model_without_metadata):
     )
     assert by_key["output"].endswith(": uint8 [1, 2], scale 0.00390625, zero point 0")
     assert by_key["embedding"] == f"{embedding['name']}: float32 [1, 1280]"
+    assert any(
+        ln.startswith("heat map   ")
+        and ln.endswith(": float32 [1, 7, 7, 2] (class activation map)")
+        for ln in lines
+    )
     # The README's figures: gate 0.37 pp lost, 99.6 % agreement on the latest block (every
     # field trained the weights: the gate measures the conversion, not new patients); no
     # test figures, the cross-validated ones instead.

@@ -156,12 +156,66 @@ def test_classify_overlay_and_report_folders(tmp_path):
     for drawn, bare in zip(written, sorted(plain.glob("*.png")), strict=True):
         assert drawn.name == bare.name
         assert not np.array_equal(np.asarray(Image.open(drawn)), np.asarray(Image.open(bare)))
+    # A 1×1 image (too_small for the model) gets an enlarged overlay and its card; the run
+    # goes on (it used to stop the run with a traceback, no page written).
+    tiny = tmp_path / "slide_B"
+    tiny.mkdir()
+    Image.new("RGB", (1, 1), (200, 100, 150)).save(tiny / "a_tiny.png")
+    (tiny / FIELD.name).write_bytes(FIELD.read_bytes())
+    small = runner.invoke(
+        app,
+        ["classify", str(tiny), "--overlay", str(tmp_path / "t"), "--report", str(tmp_path / "tr")],
+    )
+    assert small.exit_code == 0, small.output
+    assert Image.open(tmp_path / "t" / "00002_a_tiny.png").size == (32, 32)
+    assert (tmp_path / "t" / "00001_WBC-Malignant-Pre-810.png").is_file()
+    assert (tmp_path / "tr" / "index.html").read_text(encoding="utf-8").count(
+        '<figure class="card'
+    ) == 2
     # Checked before any work: the same folders again need --overwrite (exit 2).
     again = runner.invoke(app, ["classify", str(images), "--overlay", str(overlay)])
     assert again.exit_code == 2 and "--overlay" in again.output and "--overwrite" in again.output
     again = runner.invoke(app, ["classify", str(images), "--report", str(report)])
     assert again.exit_code == 2 and "--report" in again.output
+    # --overwrite leaves one run's overlays: an earlier run's other fields' are removed.
+    one = runner.invoke(
+        app, ["classify", str(images / FIELD.name), "--overlay", str(overlay), "--overwrite"]
+    )
+    assert one.exit_code == 0, one.output
+    assert [p.name for p in overlay.glob("*.png")] == ["00001_WBC-Malignant-Pre-810.png"]
+    # A picture folder inside a folder being classified is refused (the next run would
+    # classify the overlays as fields).
+    inside = runner.invoke(app, ["classify", str(images), "--report", str(images / "review")])
+    assert inside.exit_code == 2 and "being classified" in inside.output
+    assert not (images / "review").exists()
     blocked = tmp_path / "file"
     blocked.write_text("x")
     assert runner.invoke(app, ["classify", str(images), "--overlay", str(blocked)]).exit_code == 2
     assert not list(tmp_path.glob("**/.*partial*"))
+
+
+def test_report_refuses_to_draw_a_call_on_an_image_replaced_since(tmp_path):
+    """`leukedge report` reads each image again from its recorded path: a file replaced by
+    another field since the run gets a card marked as changed, never the old call drawn on
+    the new picture (found by a fresh user swapping the two example fields)."""
+    from typer.testing import CliRunner
+
+    from leukedge.cli import app
+
+    images = tmp_path / "slide"
+    images.mkdir()
+    for path in (FIELD, BENIGN):
+        (images / path.name).write_bytes(path.read_bytes())
+    runner = CliRunner()
+    jsonl = tmp_path / "run.jsonl"
+    assert runner.invoke(app, ["classify", str(images), "--jsonl", str(jsonl)]).exit_code == 0
+    same = runner.invoke(app, ["report", str(jsonl), "--out", str(tmp_path / "r1")])
+    assert same.exit_code == 0 and "changed since" not in same.output
+    a, b = images / FIELD.name, images / BENIGN.name
+    a.write_bytes(BENIGN.read_bytes())
+    b.write_bytes(FIELD.read_bytes())
+    swapped = runner.invoke(app, ["report", str(jsonl), "--out", str(tmp_path / "r2")])
+    assert swapped.exit_code == 1 and swapped.output.count("changed since") == 2
+    html = (tmp_path / "r2" / "index.html").read_text(encoding="utf-8")
+    assert html.count("image not readable") == 2
+    assert not list((tmp_path / "r2" / "overlays").glob("*.png"))

@@ -366,6 +366,17 @@ def final_cmd(
     if (out / "model.keras").exists():
         typer.echo(f"error: {out}/model.keras exists; choose a new --out", err=True)
         raise typer.Exit(2)
+    missing = [
+        name
+        for name in ("crossval.json", "folds.csv", "oof_kfold.csv", "kfold.json")
+        if not (crossval / name).is_file()
+    ]
+    if missing:
+        typer.echo(
+            f"error: {crossval}: not a finished train crossval folder (no {', '.join(missing)})",
+            err=True,
+        )
+        raise typer.Exit(2)
     try:
         config = build(
             FinalConfig,

@@ -164,12 +164,18 @@ def run_final(config: FinalConfig) -> dict[str, Any]:
     for name in ("crossval.json", "folds.csv", "oof_kfold.csv", "kfold.json"):
         if not (source / name).is_file():
             raise FileNotFoundError(f"{source}/{name} not found: not a finished train crossval")
-    report_cv = json.loads((source / "crossval.json").read_text())
-    settings = dict(report_cv["config"])
-    settings.pop("head_config", None)
-    cv_config = CrossValConfig(
-        **{k: v for k, v in settings.items() if k in CrossValConfig.__dataclass_fields__}
-    )
+    try:
+        report_cv = json.loads((source / "crossval.json").read_text())
+        settings = dict(report_cv["config"])
+        settings.pop("head_config", None)
+        cv_config = CrossValConfig(
+            **{k: v for k, v in settings.items() if k in CrossValConfig.__dataclass_fields__}
+        )
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{source}/crossval.json: not the settings of a finished train crossval "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     if cv_config.head != "linear":
         raise ValueError(
             f"{source}: train final fits the linear head; a {cv_config.head!r} head is "

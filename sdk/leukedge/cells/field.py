@@ -35,6 +35,10 @@ locates when the model is a cell model and the image looks like a field
 (:func:`looks_like_field`). This module knows the classifier only by what it calls
 (``classify``, ``metadata``, ``input_size``, ``options``, ``pixel_budget``): the cells room
 stands below the classifier (``tests/test_layering.py``).
+
+Near 500 lines: the options, the per-cell and per-field results and the one function that
+makes them belong together (each result's fields are the record's); locating is
+:mod:`leukedge.cells.locate`, the interval :func:`leukedge.checks.decision.wilson_interval`.
 """
 
 from __future__ import annotations

@@ -187,7 +187,7 @@ def classify(
         )
     except ValueError as exc:
         usage_error(str(exc))
-    _check_visual_outputs(overlay, report, [*inputs.paths, *read_too], overwrite)
+    _check_visual_outputs(overlay, report, [*inputs.paths, *read_too], overwrite, paths or [])
     classifier = load_classifier(
         model,
         threads,
@@ -198,6 +198,12 @@ def classify(
         max_pixels=max_pixels,
         explain=explain,
     )
+    if locate.value == "always" and classifier.metadata.input.kind != "cell":
+        usage_error(
+            f"--locate always: this model classifies whole images (input kind "
+            f"{classifier.metadata.input.kind!r}); locating white cells needs a cell model "
+            "(input kind 'cell'): its calls on cut-out cells would mean nothing"
+        )
     sink = _review_sink(classifier, overlay, report, by, group_map, inputs, threshold, band)
     _run_classify(
         classifier,
@@ -215,11 +221,23 @@ def classify(
     )
 
 
-def _check_visual_outputs(overlay, report, inputs, overwrite: bool) -> None:
+def _check_visual_outputs(overlay, report, inputs, overwrite: bool, folders=()) -> None:
     """Before any image is read: the --overlay folder and the --report folder may be
-    written, and hold no earlier overlays or page unless --overwrite (exit 2)."""
+    written, lie outside every folder being classified (or the next run would classify
+    the overlays), and hold no earlier overlays or page unless --overwrite (exit 2)."""
     from leukedge.cli.report import check_report_folder
     from leukedge.lab.inputs import check_output_folder
+
+    for option, target in (("--overlay", overlay), ("--report", report)):
+        if target is None:
+            continue
+        where = Path(target).resolve()
+        for folder in (Path(f) for f in folders):
+            if folder.is_dir() and (where == folder.resolve() or folder.resolve() in where.parents):
+                usage_error(
+                    f"{option} {target}: inside {folder}, which is being classified: the next "
+                    "run would classify the pictures as fields; choose a folder outside it"
+                )
 
     if overlay is not None:
         try:
@@ -361,14 +379,24 @@ def _run_classify(
     except OSError as exc:  # an output failed mid-run (checked writable at the start)
         output_failed(exc, "the run was stopped; the records before it were kept")
     if sink is not None:
-        try:
-            page = sink.close()
-        except OSError as exc:
-            output_failed(exc, "the review page was not written")
-        if page is not None:
-            typer.echo(f"review page: {page}", err=True)
         for _, problem in sink.failed:
             typer.echo(f"error: {problem}", err=True)
+        if totals.stopped_by is not None and sink.report_dir is not None:
+            # As the group summary: a page of part of each slide would read as the slides'.
+            typer.echo(
+                "review page not written: the run was stopped before every image was "
+                "classified (the overlays of the finished fields are kept)",
+                err=True,
+            )
+        else:
+            try:
+                page = sink.close()
+            except OSError as exc:
+                output_failed(exc, "the review page was not written")
+            if page is not None:
+                typer.echo(f"review page: {page}", err=True)
+            if sink.overlay_dir is not None:
+                typer.echo(f"overlays: {sink.overlay_dir}", err=True)
     if job.keep_records:
         print_results_table(job.records, classifier)
     if groups is not None and totals.stopped_by is not None:

@@ -17,8 +17,9 @@ no Python setting, environment variable or log level that turns this line off (i
 ``tflite::LoggerOptions::SetMinimumLogSeverity`` is C++ only and not exported).
 :func:`quiet_delegate_banner` removes that one line and nothing else.
 
-Near 500 lines: the interpreter choice, the delegate banner and the quantization at the
-edges are each short and used by :class:`TFLiteEngine` alone; the class is most of it.
+Over 500 lines: the interpreter choice, the delegate banner and the quantization at the
+edges are each short and used by :class:`TFLiteEngine` alone; the class is most of it (one
+invoke, read as probabilities, embedding and class activation map).
 """
 
 from __future__ import annotations

@@ -50,6 +50,9 @@ def summary_lines(out: dict, metadata, engine) -> list[str]:
     if out["embedding"] is not None:
         e = out["embedding"]
         lines.append(f"embedding  {e['name']}: {_tensor_text(e)}")
+    if out.get("class_activation_map") is not None:
+        c = out["class_activation_map"]
+        lines.append(f"heat map   {c['name']}: {_tensor_text(c)} (class activation map)")
     if metadata is None:
         lines.append(f"operators  {', '.join(out['operators'])}")
         return lines

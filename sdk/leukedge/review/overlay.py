@@ -109,6 +109,10 @@ def overlay_caption(record: Mapping[str, Any], positive_label: str = "ALL") -> s
     return f"{status.upper()}: {reason}"
 
 
+MIN_SIDE = 32
+"""The shortest side an overlay is drawn at (pixels): smaller images are enlarged."""
+
+
 def draw_overlay(
     rgb: np.ndarray,
     result: ClassificationResult | Mapping[str, Any],
@@ -121,7 +125,10 @@ def draw_overlay(
 
     Args:
         rgb: the field, ``(H, W, 3)`` ``uint8`` RGB (what
-            :func:`leukedge.engine.preprocess.load_rgb` returns), at least 16×16.
+            :func:`leukedge.engine.preprocess.load_rgb` returns). A side under
+            :data:`MIN_SIDE` pixels (a 1×1 image, a 4000×15 strip: ``too_small`` for the
+            model) is enlarged by a whole factor (nearest neighbour) until both sides reach
+            it, so that the banner can be drawn; the picture is then that size.
         result: the field's :class:`~leukedge.classifier.ClassificationResult` or its record
             (a :mod:`leukedge.lab.records` dictionary: ``status``, ``reason``, ``label``,
             ``probabilities``).
@@ -137,10 +144,11 @@ def draw_overlay(
         options: :class:`OverlayOptions` (defaults when ``None``).
 
     Returns:
-        ``(H, W, 3)`` ``uint8`` RGB, a new array (``rgb`` is not changed).
+        ``(H, W, 3)`` ``uint8`` RGB, a new array (``rgb`` is not changed); larger for an
+        image with a side under :data:`MIN_SIDE`.
 
     Raises:
-        ValueError: ``rgb`` is not ``(H, W, 3)`` ``uint8`` of at least 16×16; ``heatmap``
+        ValueError: ``rgb`` is not ``(H, W, 3)`` ``uint8`` with both sides ≥ 1; ``heatmap``
             is not ``(H, W)``, not finite or outside [0, 1]; ``cell_labels`` does not have
             one entry per cell.
         TypeError: ``result`` is neither a result nor a mapping.
@@ -149,8 +157,16 @@ def draw_overlay(
     if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3):
         raise ValueError(f"rgb must be an (H, W, 3) uint8 array, got {_describe(rgb)}")
     height, width, channels = rgb.shape
-    if channels != 3 or min(height, width) < 16:
-        raise ValueError(f"rgb must be (H, W, 3) with H, W >= 16, got shape {rgb.shape}")
+    if channels != 3 or min(height, width) < 1:
+        raise ValueError(f"rgb must be (H, W, 3) with H, W >= 1, got shape {rgb.shape}")
+    if min(height, width) < MIN_SIDE:  # too small to draw on: enlarged (nearest), cells too
+        factor = -(-MIN_SIDE // min(height, width))
+        big = np.repeat(np.repeat(rgb, factor, axis=0), factor, axis=1)
+        if heatmap is not None:
+            heatmap = np.repeat(np.repeat(np.asarray(heatmap), factor, axis=0), factor, axis=1)
+        if cells is not None:
+            cells = [tuple(int(v) * factor for v in _box(c)) for c in cells]
+        return draw_overlay(big, result, cells, heatmap, cell_labels, options)
     record = _as_record(result)
     status = status_of(record)
     is_call = status == "ok"

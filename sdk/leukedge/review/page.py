@@ -27,6 +27,10 @@ beside it. Each card has ``content-visibility: auto`` (the browser skips laying 
 painting the cards off screen) and its image ``loading="lazy"`` ``decoding="async"``, so a
 page of 1,000 fields opens at once. Every string is escaped (Jinja2's autoescape): a file
 name is text, never markup.
+
+Near 500 lines: the page is one document (its cards, slide rows, model facts and settings
+are built for one template), so its parts stay together; the drawing is
+:mod:`leukedge.review.overlay`.
 """
 
 from __future__ import annotations
@@ -171,6 +175,9 @@ class ReviewPage:
             message=record.get("message") or record.get("error") or "",
         )
         written = None
+        changed = None if rgb is None else changed_since_classified(rgb, record, self.metadata)
+        if changed is not None:  # never draw a recorded call on another picture
+            rgb, unreadable = None, changed
         if rgb is None:
             card.unreadable = unreadable or "no image"
         else:
@@ -348,11 +355,56 @@ def write_review_page(
             from leukedge.lab.records import describe_error
 
             rgb, problem = None, describe_error(record.get("path") or "?", exc)
+        if rgb is not None:
+            problem = changed_since_classified(rgb, record, model_metadata)
+            rgb = None if problem is not None else rgb
+        if problem is not None:
             failed.append((str(record.get("path")), problem))
         page.add(record, rgb, unreadable=problem)
         if on_field is not None:
             on_field(record, problem)
     return page.write(), failed
+
+
+def changed_since_classified(
+    rgb: np.ndarray, record: Mapping[str, Any], metadata: ModelMetadata | None
+) -> str | None:
+    """Why the image read again is not the one the record was made from, or ``None``.
+
+    The record's quality statistics (``quality``: the decoded size and the grey mean and
+    standard deviation of the model's resized input; :mod:`leukedge.checks.quality`) are
+    measured again on ``rgb``; another shape, or a grey mean or standard deviation more than
+    2 grey levels away (a reduced-size JPEG decode moves them by a fraction of one), means
+    the file at that path was replaced by another picture. A heuristic: a copy re-saved
+    with nearly the same statistics passes.
+    ``None`` also when the record has no statistics (errors) or there is no model metadata
+    to resize with.
+    """
+    quality = record.get("quality") or {}
+    if metadata is None or not {"height", "width", "grey_mean", "grey_std"} <= set(quality):
+        return None
+    from leukedge.checks.quality import image_statistics
+    from leukedge.engine.preprocess import resize_rgb
+
+    height, width = rgb.shape[:2]
+    # The shape, not the size: a large JPEG may have been decoded at 1/2, 1/4 or 1/8 of it.
+    if abs(height / width - quality["height"] / quality["width"]) > 0.02 * height / width:
+        return (
+            f"{record.get('path')}: the image is now {width}x{height}, not the "
+            f"{quality['width']}x{quality['height']} it was classified at: changed since"
+        )
+    size = (metadata.input.height, metadata.input.width)
+    now = image_statistics(resize_rgb(rgb, size), (height, width), red_cells=False)
+    tolerance = 2.0  # grey levels: a reduced JPEG decode moves them by a fraction of one
+    if (
+        abs(now.grey_mean - quality["grey_mean"]) > tolerance
+        or abs(now.grey_std - quality["grey_std"]) > tolerance
+    ):
+        return (
+            f"{record.get('path')}: the image differs from the one classified (grey mean "
+            f"{now.grey_mean:.1f} against {quality['grey_mean']:.1f}): changed since"
+        )
+    return None
 
 
 def load_field(record: Mapping[str, Any], base: str | os.PathLike | None = None) -> np.ndarray:

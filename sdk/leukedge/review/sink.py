@@ -21,7 +21,14 @@ import numpy as np
 
 from leukedge.review.options import ReviewOptions
 from leukedge.review.overlay import OverlayOptions, draw_overlay
-from leukedge.review.page import ReviewPage, _safe_name, _write_png, load_field
+from leukedge.review.page import (
+    OVERLAY_NAME,
+    ReviewPage,
+    _safe_name,
+    _write_png,
+    changed_since_classified,
+    load_field,
+)
 
 __all__ = ["ReviewSink", "fit_heatmap"]
 
@@ -78,6 +85,7 @@ class ReviewSink:
         positive = self.page.positive_label if self.page is not None else "ALL"
         self._overlay_options = OverlayOptions(positive_label=positive, locate=self.options.locate)
         self._count = 0
+        self._written: set[str] = set()
 
     def add(self, record: Mapping[str, Any], result: Any = None) -> None:
         """One finished field: its overlay (and page card).
@@ -100,20 +108,37 @@ class ReviewSink:
                 self.failed.append((str(record.get("path")), problem))
         else:
             problem = str(record.get("error"))
+        if rgb is not None:  # replaced between classifying and reading it again
+            problem = changed_since_classified(rgb, record, self.metadata)
+            if problem is not None:
+                rgb = None
+                self.failed.append((str(record.get("path")), problem))
         heatmap = None
         if rgb is not None and result is not None:
             heatmap = fit_heatmap(getattr(result, "heatmap", None), rgb.shape)
         if self.overlay_dir is not None and rgb is not None:
             picture = draw_overlay(rgb, record, heatmap=heatmap, options=self._overlay_options)
             stem = _safe_name(Path(str(record.get("path") or "field")).stem)
-            _write_png(picture, Path(self.overlay_dir) / f"{self._count:05d}_{stem}.png")
+            name = f"{self._count:05d}_{stem}.png"
+            _write_png(picture, Path(self.overlay_dir) / name)
+            self._written.add(name)
         if self.page is not None:
             self.page.add(record, rgb, unreadable=problem, heatmap=heatmap)
 
     def close(self) -> Path | None:
-        """Write the review page (when there is one); its path, else ``None``.
+        """Write the review page (when there is one), and remove from ``overlay_dir`` the
+        overlays of an earlier run that this one did not write (only files named
+        ``NNNNN_<name>.png``; the caller allowed it with ``--overwrite``), so the folder holds
+        one run's pictures.
+
+        Returns:
+            The page's path, else ``None``.
 
         Raises:
             OSError: the page cannot be written (names the file).
         """
+        if self.overlay_dir is not None and Path(self.overlay_dir).is_dir():
+            for path in Path(self.overlay_dir).iterdir():
+                if OVERLAY_NAME.fullmatch(path.name) and path.name not in self._written:
+                    path.unlink(missing_ok=True)
         return self.page.write() if self.page is not None else None
