@@ -66,7 +66,7 @@ def test_check_arm64_script_refuses_a_missing_data_folder(tmp_path):
 # ------------------------------------------------------------------ comparison logic
 def test_recorded_run_has_the_same_labels_on_aarch64_and_x86_64(compare_runs):
     x86 = compare_runs.load_results(RESULTS / "classify_x86_64.jsonl")
-    # The run is of the embedded model (v2: statuses, failed checks, out-of-domain distance).
+    # The run is of the embedded model (v3: statuses, failed checks, out-of-domain distance).
     # The file ran then (model.json's model_sha256) has the embedded model's weights; its
     # metadata was rewritten since (version, card), which changes the file's sha256 only.
     model = REPO / "sdk" / "leukedge" / "models" / "leukedge_default_int8.tflite"
@@ -83,7 +83,7 @@ def test_recorded_run_has_the_same_labels_on_aarch64_and_x86_64(compare_runs):
         assert result.ok and result.compared == 54, compare_runs.summary(result)
         assert result.ood_compared == 54 and 0 <= result.max_ood_rel < 1e-6
         assert 0 <= result.max_abs_dp < 0.1
-        assert result.statuses == {"ok": 49, "refer": 1, "rejected": 4}
+        assert result.statuses == {"ok": 49, "refer": 3, "rejected": 2}
     # The figures quoted in examples/raspberry_pi/README.md are the ones the files give.
     summary = (RESULTS / "summary.txt").read_text()
     readme = (PI / "README.md").read_text()
@@ -92,7 +92,10 @@ def test_recorded_run_has_the_same_labels_on_aarch64_and_x86_64(compare_runs):
     )
     assert f"max |dp| {clean.max_abs_dp:.4f}" in summary
     assert f"max |Δp| {clean.max_abs_dp:.4f}" in readme
-    assert "probabilities identical 54/54" in summary and clean.identical_probabilities == 54
+    # v3: one field's uint8 output one step apart (0.0010 after the temperature), refer on
+    # both sides; v2's were identical on all 54.
+    assert f"probabilities identical {clean.identical_probabilities}/54" in summary
+    assert clean.identical_probabilities >= 50
     assert f"`ood_distance`: max relative difference {clean.max_ood_rel:.2e}" in readme
     assert f"max relative difference {clean.max_ood_rel:.2e}" in summary
     # The Bookworm Picamera2 set-up kept apt's NumPy 1.24.2; XNNPACK ran on aarch64.
