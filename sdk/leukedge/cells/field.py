@@ -336,6 +336,26 @@ def _load_full(classifier: Any, image: Any, pixel_format: str | None, reserve) -
     )
 
 
+def _rejected_field(
+    reason: str, message: str, diameter: float | None, common: dict[str, Any]
+) -> FieldResult:
+    """A field refused before any cell is called (no scale, no white cell)."""
+    return FieldResult(
+        cells=[],
+        cells_ok=0,
+        positive=0,
+        fraction=None,
+        ci_low=0.0,
+        ci_high=1.0,
+        status="rejected",
+        reason=reason,
+        message=message,
+        label=None,
+        red_cell_diameter_px=diameter,
+        **common,
+    )
+
+
 def _classify_rgb(
     classifier: Any, rgb: np.ndarray, options: FieldOptions, source: str | None
 ) -> FieldResult:
@@ -351,19 +371,8 @@ def _classify_rgb(
     try:
         located = locate_cells(rgb, options.locate)
     except LocateError as exc:
-        return FieldResult(
-            cells=[],
-            cells_ok=0,
-            positive=0,
-            fraction=None,
-            ci_low=0.0,
-            ci_high=1.0,
-            status="rejected",
-            reason="no_red_cells",
-            message=f"no scale to locate white cells at: {exc}",
-            label=None,
-            red_cell_diameter_px=None,
-            **common,
+        return _rejected_field(
+            "no_red_cells", f"no scale to locate white cells at: {exc}", None, common
         )
     side = max(classifier.input_size)
     cells = [
@@ -376,19 +385,11 @@ def _classify_rgb(
     ]
     diameter = located[0].red_cell_diameter_px if located else None
     if not cells:
-        return FieldResult(
-            cells=[],
-            cells_ok=0,
-            positive=0,
-            fraction=None,
-            ci_low=0.0,
-            ci_high=1.0,
-            status="rejected",
-            reason="no_white_cells",
-            message="no white cell found in the field: nothing for a cell model to call",
-            label=None,
-            red_cell_diameter_px=diameter,
-            **common,
+        return _rejected_field(
+            "no_white_cells",
+            "no white cell found in the field: nothing for a cell model to call",
+            diameter,
+            common,
         )
     status, reason, label, ok, k, message = _field_call(cells, positive, other, options)
     low, high = wilson_interval(k, ok)

@@ -17,6 +17,7 @@ from leukedge.cells.field import LOCATE_MODES
 from leukedge.classifier import ClassifierOptions
 from leukedge.cli.common import (
     AllowFailedGateOption,
+    GroupMapOption,
     LabelsOption,
     MaxPixelsOption,
     ModelOption,
@@ -71,17 +72,7 @@ def classify(
             "file name) or folder (folder path).",
         ),
     ] = None,
-    group_map: Annotated[
-        Path | None,
-        typer.Option(
-            "--group-map",
-            metavar="CSV",
-            exists=True,
-            dir_okay=False,
-            help="CSV with columns path,group naming each image's slide (implies "
-            "--group-by slide).",
-        ),
-    ] = None,
+    group_map: GroupMapOption = None,
     group_csv: Annotated[
         Path | None,
         typer.Option("--group-csv", metavar="FILE", help="Write the per-group summary CSV."),

@@ -142,3 +142,13 @@ ReferBandOption = Annotated[
         "the threshold. 'off': no band. Default: the model's band.",
     ),
 ]
+GroupMapOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--group-map",
+        metavar="CSV",
+        exists=True,
+        dir_okay=False,
+        help="CSV with columns path,group naming each image's slide (implies --group-by slide).",
+    ),
+]

@@ -23,6 +23,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from leukedge.cli.common import GroupMapOption
 from leukedge.cli_kit.options import attribute_docs
 from leukedge.lab.groups import GroupBy
 from leukedge.review.options import ReviewOptions
@@ -73,17 +74,7 @@ def report(
     group_by: Annotated[GroupBy, typer.Option("--group-by", help=_HELP["group_by"])] = GroupBy(
         ReviewOptions.group_by
     ),
-    group_map: Annotated[
-        Path | None,
-        typer.Option(
-            "--group-map",
-            metavar="CSV",
-            exists=True,
-            dir_okay=False,
-            help="CSV with columns path,group naming each image's slide (implies "
-            "--group-by slide).",
-        ),
-    ] = None,
+    group_map: GroupMapOption = None,
     overwrite: Annotated[
         bool,
         typer.Option(
