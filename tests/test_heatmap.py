@@ -219,3 +219,28 @@ def test_report_refuses_to_draw_a_call_on_an_image_replaced_since(tmp_path):
     html = (tmp_path / "r2" / "index.html").read_text(encoding="utf-8")
     assert html.count("image not readable") == 2
     assert not list((tmp_path / "r2" / "overlays").glob("*.png"))
+
+
+def test_camera_preview_draws_the_review_overlay_on_the_centre_square():
+    """`leukedge camera`'s window draws the same overlay as `classify --overlay` (issue 20,
+    part 4) on the square the model sees; outside it the frame is left as it was."""
+    from leukedge.cli.camera import draw_review_overlay
+    from leukedge.review.overlay import call_colour
+
+    frame = np.full((240, 320, 3), 128, np.uint8)  # BGR
+    ok = {"status": "ok", "label": "ALL", "probabilities": {"ALL": 0.98, "HEM": 0.02}}
+    drawn = frame.copy()
+    draw_review_overlay(drawn, ok, "ALL")
+    assert np.array_equal(drawn[:, :40], frame[:, :40]) and np.array_equal(
+        drawn[:, 280:], frame[:, 280:]
+    )
+    colour_bgr = np.array(call_colour("ALL", ["ALL", "HEM"])[::-1])
+    assert (np.abs(drawn[:, 40:280].astype(int) - colour_bgr).sum(axis=-1) == 0).any()
+    refer = {"status": "refer", "reason": "uncertain", "probabilities": {"ALL": 0.5, "HEM": 0.5}}
+    referred = frame.copy()
+    draw_review_overlay(referred, refer, "ALL")
+    assert not (np.abs(referred.astype(int) - colour_bgr).sum(axis=-1) == 0).any()  # no call colour
+    assert not np.array_equal(referred, frame)
+    waiting = frame.copy()
+    draw_review_overlay(waiting, None, "ALL")  # before the first result: the text line
+    assert not np.array_equal(waiting, frame)

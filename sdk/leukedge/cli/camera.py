@@ -68,6 +68,7 @@ def camera(
                 ),
                 stop,
                 emit=lambda line: typer.echo(line),
+                draw=draw_review_overlay,
             )
     except CameraError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -91,3 +92,24 @@ def camera(
         where = f"video {video}" if video is not None else f"camera {device}"
         typer.echo(f"error: no frame could be read from {where}", err=True)
         raise typer.Exit(1)
+
+
+def draw_review_overlay(frame, record, positive_label: str) -> None:
+    """The preview's picture: the same overlay as ``classify --overlay``
+    (:func:`leukedge.review.overlay.draw_overlay`: call colour, status banner, hatched border
+    for refer / rejected / error) on the centre square the model sees, drawn into ``frame``
+    (BGR, in place); the cells are not located per frame, to keep the preview fluid. Before
+    the first result: :func:`leukedge.lab.camera.draw_overlay`'s text."""
+    import numpy as np
+
+    from leukedge.engine.preprocess import centre_square
+    from leukedge.lab.camera import draw_overlay as draw_text
+    from leukedge.review.overlay import OverlayOptions, draw_overlay
+
+    if record is None:
+        draw_text(frame, record, positive_label)
+        return
+    x0, y0, side = centre_square(frame)
+    square = np.ascontiguousarray(frame[y0 : y0 + side, x0 : x0 + side, ::-1])
+    options = OverlayOptions(positive_label=positive_label, locate=False)
+    frame[y0 : y0 + side, x0 : x0 + side] = draw_overlay(square, record, options=options)[..., ::-1]

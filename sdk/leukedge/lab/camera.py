@@ -176,6 +176,7 @@ def run_camera(
     classifier_options: ClassifierOptions,
     stop: StopRequest,
     emit: Callable[[str], None] = print,
+    draw: Callable[[np.ndarray, dict[str, Any] | None, str], None] | None = None,
 ) -> CameraStats:
     """Capture, classify and show (or print) until the video ends, ``options.frames``
     frames were captured, q/Esc is pressed in the preview, or ``stop`` is requested.
@@ -185,6 +186,11 @@ def run_camera(
         classifier_options: model settings; running mode and callback are set here.
         stop: checked every frame.
         emit: where headless result lines go.
+        draw: draws the latest record onto a preview frame (BGR, in place):
+            ``draw(frame, record or None, positive_label)``; default :func:`draw_overlay`
+            (text only). ``leukedge camera`` passes the review overlay
+            (:func:`leukedge.review.overlay.draw_overlay`, the same picture as
+            ``classify --overlay``), which this room may not import.
 
     Returns:
         :class:`CameraStats`; a snapshot that cannot be saved stops the run, with
@@ -245,7 +251,7 @@ def run_camera(
     try:
         with Classifier(classifier_options) as classifier:
             model = ModelInfo.of(classifier)
-            _capture_loop(capture, classifier, options, headless, stop, stats, latest, lock)
+            _capture_loop(capture, classifier, options, headless, stop, stats, latest, lock, draw)
     finally:
         capture.release()
         if not headless:
@@ -253,7 +259,9 @@ def run_camera(
     return stats
 
 
-def _capture_loop(capture, classifier, options, headless, stop, stats, latest, lock) -> None:
+def _capture_loop(
+    capture, classifier, options, headless, stop, stats, latest, lock, draw=None
+) -> None:
     import cv2
 
     from_file = options.video is not None
@@ -289,7 +297,7 @@ def _capture_loop(capture, classifier, options, headless, stop, stats, latest, l
             shown = frame.copy()
             x0, y0, side = centre_square(frame)
             cv2.rectangle(shown, (x0, y0), (x0 + side - 1, y0 + side - 1), (255, 255, 255), 1)
-            draw_overlay(shown, record, positive)
+            (draw or draw_overlay)(shown, record, positive)
             cv2.imshow(WINDOW, shown)
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 break
