@@ -337,8 +337,9 @@ class Converter:
             ValueError: an ``oof.csv`` without ``name``, ``label`` and ``p_all`` columns, or
                 with a label the model does not have.
         """
-        path = self.run_dir / "oof.csv"
-        if not path.is_file():
+        run_dir = getattr(self, "run_dir", None)  # set by load(); a bare Converter has none
+        path = None if run_dir is None else run_dir / "oof.csv"
+        if path is None or not path.is_file():
             return None
         with open(path, newline="") as handle:
             rows = list(csv.DictReader(handle))

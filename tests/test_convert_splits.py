@@ -79,3 +79,29 @@ def test_quality_thresholds_come_from_the_train_split_only(run_split, monkeypatc
     assert [s.path for s in converter.trust_val] == [s.path for s in splits["val"]]
     assert sorted(opened) == sorted(s.path for s in splits["train"])
     assert converter.quality is not None and "n=8" in converter.quality.source
+
+
+def test_a_final_runs_views_and_out_of_fold_outputs_are_read(run_split):
+    """A run written by ``leukedge train final``: its ``train_views`` / ``val_views`` join
+    the out-of-domain fit and threshold, and the operating point is fitted on its
+    ``oof.csv`` (out-of-fold outputs), not on this file's val outputs; a run without them
+    is read as before, and a broken ``oof.csv`` is an error naming it."""
+    split_csv, splits = run_split
+    views = {
+        "train_views": [Sample(s.path, s.label, s.subject, "v") for s in splits["train"]],
+        "val_views": [Sample(s.path, s.label, s.subject, "v") for s in splits["val"]],
+    }
+    write_split(split_csv, {**splits, **views})
+    converter = _converter(split_csv, precisions=["int8"], check=False)
+    converter.run_dir, converter.labels = split_csv.parent, ["ALL", "HEM"]
+    converter.trust_sets()
+    assert len(converter.view_train) == 8 and len(converter.view_val) == 2
+    assert converter.oof is None  # no oof.csv: the val outputs, as before
+    (split_csv.parent / "oof.csv").write_text(
+        "name,label,fold,p_all\na.jpg,ALL,0,0.9\nb.jpg,HEM,1,0.2\n"
+    )
+    converter.trust_sets()
+    assert converter.oof == [("a.jpg", "ALL", 0.9), ("b.jpg", "HEM", 0.2)]
+    (split_csv.parent / "oof.csv").write_text("name,p\na.jpg,0.9\n")
+    with pytest.raises(ValueError, match="oof.csv: needs name, label and p_all"):
+        converter.trust_sets()
