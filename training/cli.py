@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from leukedge.cli_kit.groups import DefaultCommandGroup, attach_log_handler
-from leukedge.cli_kit.options import build, flatten, with_options
+from leukedge.cli_kit.options import build, flatten, literal_choice, with_options
 from leukedge.modeling.architectures import Architecture
 from leukedge.training.config import MINIMUM, Recipe, TrainConfig
 from leukedge.training.recipes import DEFAULT_RECIPE, RECIPES, recipe
@@ -102,11 +102,13 @@ def run(
         ),
     ] = None,
     recipe_name: Annotated[
-        Recipe, typer.Option("--recipe", help=_recipe_help(), show_default=False)
+        literal_choice(Recipe),
+        typer.Option("--recipe", help=_recipe_help(), show_default=False),
     ] = DEFAULT_RECIPE,
     settings: dict[str, Any] | None = None,
 ) -> None:
     """Train a model; writes model.keras, config.json, split.csv, history.csv, metrics."""
+    recipe_name = getattr(recipe_name, "value", recipe_name)  # the choice's text
     if resume:
         saved = out / "config.json"
         if not saved.is_file():
@@ -266,7 +268,9 @@ def compare_cmd(
 @app.command("bench")
 def bench_cmd(
     data: Annotated[Path, typer.Option(exists=True, help="A dataset folder (real images).")],
-    arch: Annotated[Architecture, typer.Option(help="Architecture to time.")] = "proposed",
+    arch: Annotated[
+        literal_choice(Architecture), typer.Option(help="Architecture to time.")
+    ] = "proposed",
     image_size: Annotated[int, typer.Option(min=32)] = 224,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     steps: Annotated[int, typer.Option(min=1)] = 10,
@@ -274,6 +278,8 @@ def bench_cmd(
 ) -> None:
     """Training images/s of the proposed model and of the input pipeline alone."""
     from leukedge.training.bench import benchmark
+
+    arch = getattr(arch, "value", arch)  # the choice's text
 
     result = json.dumps(benchmark(data, arch, image_size, batch_size, steps), indent=2)
     typer.echo(result)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import functools
 import inspect
 import re
@@ -102,8 +103,8 @@ def _cli_type(annotation: Any) -> Any:
     """The type Typer gets for a field's annotation."""
     annotation = _strip_none(annotation)
     origin = get_origin(annotation)
-    if origin is Literal:
-        return annotation
+    if origin is Literal:  # an Enum of its values (:func:`literal_choice`): Typer 0.16,
+        return literal_choice(annotation)  # the lowest supported, cannot take a Literal
     if origin in (tuple, list) or annotation in (int, float, str, bool):
         return annotation
     if origin in (typing.Union, types.UnionType):  # e.g. str | int: take it as text
@@ -111,6 +112,22 @@ def _cli_type(annotation: Any) -> Any:
     if isinstance(origin, type) and issubclass(origin, Sequence):
         return list[get_args(annotation)[0]]
     return str
+
+
+@functools.cache
+def literal_choice(annotation: Any) -> type[enum.Enum] | None:
+    """A ``str`` Enum of a ``Literal[...]`` annotation's values (``X | None`` too), the
+    type a Typer option gets for it; ``None`` for any other annotation. Typer 0.16, the
+    lowest the runtime supports (``pyproject.toml``), cannot take a ``Literal`` annotation
+    (``RuntimeError: Type not yet supported``: ``leukedge classify`` failed to start;
+    ``tools/check_platforms.py --deps lowest``), and newer Typers dropped ``click_type``;
+    an Enum is a choice on every Typer. Commands get members: :func:`given_settings` (and
+    ``.value``) turn them back into the text."""
+    annotation = _strip_none(annotation)
+    if get_origin(annotation) is not Literal:
+        return None
+    values = [str(v) for v in get_args(annotation)]
+    return enum.Enum("Choice", {v: v for v in values}, type=str)
 
 
 def _show(value: Any) -> str:
@@ -290,8 +307,10 @@ def given_settings(
     for path, value in values.items():
         if value is None or (isinstance(value, list | tuple) and not value):
             continue
+        if isinstance(value, enum.Enum):  # a Literal's choice (:func:`literal_choice`)
+            value = value.value
         if isinstance(value, list | tuple):
-            value = tuple(value)
+            value = tuple(v.value if isinstance(v, enum.Enum) else v for v in value)
         elif path in nullable and isinstance(value, str) and value.lower() == "none":
             value = None
         out[path] = value
