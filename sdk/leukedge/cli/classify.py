@@ -112,8 +112,8 @@ def classify(
         typer.Option(
             "--overlay",
             metavar="DIR",
-            help="Write each field as a PNG of its size with the call, status and heat map "
-            "drawn on it.",
+            help="Write each field as a PNG of its size with the call and status drawn on it "
+            "(and its heat map, with --explain).",
         ),
     ] = None,
     report: Annotated[
