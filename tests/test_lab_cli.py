@@ -283,8 +283,9 @@ def _start_and_wait_for_rows(tmp_path: Path, folder: Path, rows: int, *extra):
 def test_interrupt_keeps_finished_rows_and_leaves_no_temp_file(tmp_path, signum):
     folder = _many(tmp_path, 3000)
     groups = tmp_path / "groups.csv"
+    review = tmp_path / "review"
     proc, csv_out, jsonl_out = _start_and_wait_for_rows(
-        tmp_path, folder, 10, "--group-by", "folder", "--group-csv", groups
+        tmp_path, folder, 10, "--group-by", "folder", "--group-csv", groups, "--report", review
     )
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
@@ -301,6 +302,8 @@ def test_interrupt_keeps_finished_rows_and_leaves_no_temp_file(tmp_path, signum)
     assert csv_out.read_text().endswith("\n")
     assert not list(tmp_path.glob(".*partial"))
     assert "stopped early" in stderr
+    # Nor a review page: its slide calls would be made from part of each slide.
+    assert "review page not written" in stderr and not (review / "index.html").exists()
     # A slide's call from part of its images would read as the slide's: none is written.
     assert not groups.exists() and "group summary not written" in stderr
 
