@@ -95,8 +95,17 @@ def quiet_opencv_log() -> None:
     leaves it to programs: ``leukedge camera`` calls it."""
     import cv2
 
-    if "OPENCV_LOG_LEVEL" not in os.environ:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    if "OPENCV_LOG_LEVEL" in os.environ:
+        return
+    # cv2.utils.logging is absent from some wheels (4.10.0.84, the lowest supported:
+    # tools/check_platforms.py --deps lowest); cv2.setLogLevel is in all. Those older wheels
+    # also log a missing camera at ERROR (the obsensor backend's "Camera index out of
+    # range"), so there the level is FATAL (1; 2 is ERROR).
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(1)
 
 
 def open_capture(options: CameraOptions) -> Any:
