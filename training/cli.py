@@ -384,6 +384,17 @@ def final_cmd(
         )
         raise typer.Exit(2)
     try:
+        saved = json.loads((crossval / "crossval.json").read_text())
+        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+            raise ValueError("no 'config' object")
+    except (OSError, ValueError) as exc:
+        typer.echo(
+            f"error: {crossval}/crossval.json: not the settings of a finished train crossval "
+            f"({exc})",
+            err=True,
+        )
+        raise typer.Exit(2) from exc
+    try:
         config = build(
             FinalConfig,
             settings or {},
