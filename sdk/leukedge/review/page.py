@@ -137,8 +137,9 @@ class ReviewPage:
         Args:
             record: the field's record (:mod:`leukedge.lab.records`; ``path``, ``status``,
                 ``reason``, ``label``, ``probabilities``, ``message``).
-            rgb: the field, ``(H, W, 3)`` ``uint8`` RGB; ``None`` when it cannot be read
-                (give ``unreadable``, the problem, shown on its card).
+            rgb: the field as it was classified, ``(H, W, 3)`` ``uint8`` RGB
+                (:func:`read_field_again` reads it and refuses a replaced file); ``None``
+                when it cannot be read (give ``unreadable``, the problem, shown on its card).
             unreadable: why the image could not be read (with ``rgb=None``).
             heatmap, cells, cell_labels: as :func:`~leukedge.review.overlay.draw_overlay`;
                 ``cells`` ``None`` for a record of a field classified cell by cell
@@ -175,9 +176,6 @@ class ReviewPage:
             message=record.get("message") or record.get("error") or "",
         )
         written = None
-        changed = None if rgb is None else changed_since_classified(rgb, record, self.metadata)
-        if changed is not None:  # never draw a recorded call on another picture
-            rgb, unreadable = None, changed
         if rgb is None:
             card.unreadable = unreadable or "no image"
         else:
@@ -191,7 +189,7 @@ class ReviewPage:
                     cell_labels=cell_labels,
                     options=self._overlay_options,
                 )
-                name = f"{index + 1:05d}_{_safe_name(Path(path).stem)}.png"
+                name = overlay_name(index + 1, path)
                 written = self.out_dir / OVERLAY_FOLDER / name
                 _write_png(picture, written)
                 card.overlay = f"{OVERLAY_FOLDER}/{name}"
@@ -345,25 +343,40 @@ def write_review_page(
         model_sha256=model_sha256,
         group_map=group_map,
     )
-    load = load_image or load_field
     failed: list[tuple[str, str]] = []
     for record in records:
-        problem = None
-        try:
-            rgb = load(record)
-        except (OSError, ValueError) as exc:
-            from leukedge.lab.records import describe_error
-
-            rgb, problem = None, describe_error(record.get("path") or "?", exc)
-        if rgb is not None:
-            problem = changed_since_classified(rgb, record, model_metadata)
-            rgb = None if problem is not None else rgb
+        rgb, problem = read_field_again(record, model_metadata, load_image or load_field)
         if problem is not None:
             failed.append((str(record.get("path")), problem))
         page.add(record, rgb, unreadable=problem)
         if on_field is not None:
             on_field(record, problem)
     return page.write(), failed
+
+
+def overlay_name(number: int, path: Any) -> str:
+    """``NNNNN_<stem>.png``: the overlay file of the ``number``-th field (from 1), matching
+    :data:`OVERLAY_NAME` (so a later ``--overwrite`` knows which files are overlays)."""
+    return f"{number:05d}_{_safe_name(Path(str(path or 'field')).stem)}.png"
+
+
+def read_field_again(
+    record: Mapping[str, Any],
+    metadata: ModelMetadata | None,
+    load: Callable[[Mapping[str, Any]], np.ndarray] | None = None,
+) -> tuple[np.ndarray | None, str | None]:
+    """A record's image read again for drawing, or why it cannot be: ``(rgb, None)`` or
+    ``(None, problem)``. The problem is the decoder's (named file), or
+    :func:`changed_since_classified`'s when the file was replaced since (the recorded call is
+    never drawn on another picture). ``load``: default :func:`load_field`."""
+    from leukedge.lab.records import describe_error
+
+    try:
+        rgb = (load or load_field)(record)
+    except (OSError, ValueError) as exc:
+        return None, describe_error(record.get("path") or "?", exc)
+    problem = changed_since_classified(rgb, record, metadata)
+    return (None, problem) if problem is not None else (rgb, None)
 
 
 def changed_since_classified(

@@ -3,10 +3,10 @@
 
 :class:`ReviewSink` receives every finished field in input order
 (:attr:`leukedge.lab.pipeline.ClassifyJob.on_result`): it reads the field's image again
-(:func:`~leukedge.review.page.load_field`), lays the result's heat map on it
-(``ClassifierOptions(explain=True)``; resized to the image when the decoder returned a
-reduced size) and writes the overlay PNG at once, so no image or map is kept in memory; the
-page (:class:`~leukedge.review.page.ReviewPage`, thumbnails only) is written by
+(:func:`~leukedge.review.page.read_field_again`: never a replaced one), lays the result's
+heat map on it (``ClassifierOptions(explain=True)``; resized to the image when the decoder
+returned a reduced size) and writes the overlay PNG at once, so no image or map is kept in
+memory; the page (:class:`~leukedge.review.page.ReviewPage`, thumbnails only) is written by
 :meth:`ReviewSink.close`, after the last field.
 """
 
@@ -24,10 +24,9 @@ from leukedge.review.overlay import OverlayOptions, draw_overlay
 from leukedge.review.page import (
     OVERLAY_NAME,
     ReviewPage,
-    _safe_name,
     _write_png,
-    changed_since_classified,
-    load_field,
+    overlay_name,
+    read_field_again,
 )
 
 __all__ = ["ReviewSink", "fit_heatmap"]
@@ -99,27 +98,18 @@ class ReviewSink:
             OSError: an overlay cannot be written (names the file).
         """
         self._count += 1
-        rgb, problem = None, None
         if record.get("error") is None:
-            try:
-                rgb = load_field(record)
-            except (OSError, ValueError) as exc:
-                problem = f"{record.get('path')}: cannot read it again: {exc}"
+            rgb, problem = read_field_again(record, self.metadata)
+            if problem is not None:
                 self.failed.append((str(record.get("path")), problem))
         else:
-            problem = str(record.get("error"))
-        if rgb is not None:  # replaced between classifying and reading it again
-            problem = changed_since_classified(rgb, record, self.metadata)
-            if problem is not None:
-                rgb = None
-                self.failed.append((str(record.get("path")), problem))
+            rgb, problem = None, str(record.get("error"))
         heatmap = None
         if rgb is not None and result is not None:
             heatmap = fit_heatmap(getattr(result, "heatmap", None), rgb.shape)
         if self.overlay_dir is not None and rgb is not None:
             picture = draw_overlay(rgb, record, heatmap=heatmap, options=self._overlay_options)
-            stem = _safe_name(Path(str(record.get("path") or "field")).stem)
-            name = f"{self._count:05d}_{stem}.png"
+            name = overlay_name(self._count, record.get("path"))
             _write_png(picture, Path(self.overlay_dir) / name)
             self._written.add(name)
         if self.page is not None:
