@@ -177,6 +177,7 @@ class Converter:
         self.view_train: list[Sample] = []
         self.view_val: list[Sample] = []
         self.oof: list[tuple[str, str, float]] | None = None
+        self.run_dir: Path | None = None  # set by load()
         self.quality = None
         self.island_nodes: tuple[str, ...] = ()
         self.float_layers: list[str] = []
@@ -337,8 +338,7 @@ class Converter:
             ValueError: an ``oof.csv`` without ``name``, ``label`` and ``p_all`` columns, or
                 with a label the model does not have.
         """
-        run_dir = getattr(self, "run_dir", None)  # set by load(); a bare Converter has none
-        path = None if run_dir is None else run_dir / "oof.csv"
+        path = None if self.run_dir is None else self.run_dir / "oof.csv"
         if path is None or not path.is_file():
             return None
         with open(path, newline="") as handle:

@@ -415,3 +415,24 @@ def test_ood_threshold_on_views_accepts_the_held_fold_with_its_camera_views():
         within[flag] = np.mean(scorer.distances(both) <= scorer.spec.threshold)
     assert within[True] >= 0.97
     assert within[False] < within[True]
+
+
+def test_train_final_refuses_a_folder_that_is_not_a_finished_crossval(tmp_path):
+    """`leukedge train final` on an empty folder or one whose crossval.json is not the
+    settings is a usage error (exit 2) naming the file; nothing is written."""
+    from typer.testing import CliRunner
+
+    from leukedge.cli import app
+
+    empty, broken, out = tmp_path / "empty", tmp_path / "broken", tmp_path / "out"
+    empty.mkdir()
+    broken.mkdir()
+    for name in ("folds.csv", "oof_kfold.csv", "kfold.json"):
+        (broken / name).write_text("")
+    (broken / "crossval.json").write_text('{"k": 5}')
+    runner = CliRunner()
+    first = runner.invoke(app, ["train", "final", str(empty), "--out", str(out)])
+    assert first.exit_code == 2 and "not a finished train crossval folder" in first.output
+    second = runner.invoke(app, ["train", "final", str(broken), "--out", str(out)])
+    assert second.exit_code == 2 and "crossval.json: not the settings" in second.output
+    assert not out.exists()

@@ -367,33 +367,11 @@ def final_cmd(
     """Fit the cross-validated recipe on every image: the model to ship, its thresholds
     from the out-of-fold outputs and its card's expected performance (convert it next)."""
     _require_train_extra()
-    from leukedge.training.final import FinalConfig, run_final
+    from leukedge.training.final import CrossValFolderError, FinalConfig, run_final
 
     if (out / "model.keras").exists():
         typer.echo(f"error: {out}/model.keras exists; choose a new --out", err=True)
         raise typer.Exit(2)
-    missing = [
-        name
-        for name in ("crossval.json", "folds.csv", "oof_kfold.csv", "kfold.json")
-        if not (crossval / name).is_file()
-    ]
-    if missing:
-        typer.echo(
-            f"error: {crossval}: not a finished train crossval folder (no {', '.join(missing)})",
-            err=True,
-        )
-        raise typer.Exit(2)
-    try:
-        saved = json.loads((crossval / "crossval.json").read_text())
-        if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
-            raise ValueError("no 'config' object")
-    except (OSError, ValueError) as exc:
-        typer.echo(
-            f"error: {crossval}/crossval.json: not the settings of a finished train crossval "
-            f"({exc})",
-            err=True,
-        )
-        raise typer.Exit(2) from exc
     try:
         config = build(
             FinalConfig,
@@ -404,6 +382,9 @@ def final_cmd(
             cache=str(cache) if cache else None,
         )
         report = run_final(config)
+    except CrossValFolderError as exc:  # not what train final reads: usage
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -57,7 +57,7 @@ from leukedge.training.features import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FinalConfig", "run_final", "fold_linear_head"]
+__all__ = ["CrossValFolderError", "FinalConfig", "fold_linear_head", "read_crossval", "run_final"]
 
 ARCH = "lite0-linear"
 """The architecture row of the shipped linear model
@@ -139,6 +139,47 @@ def _check_folds(folds_csv: Path, names: list[str], fold_of: np.ndarray) -> None
         )
 
 
+class CrossValFolderError(ValueError):
+    """``train final`` was given a folder that is not a finished ``train crossval`` of the
+    linear head (a usage error: ``leukedge train final`` exits 2)."""
+
+
+REQUIRED_FILES = ("crossval.json", "folds.csv", "oof_kfold.csv", "kfold.json")
+"""The files of a finished ``train crossval`` that ``train final`` reads."""
+
+
+def read_crossval(source: Path) -> CrossValConfig:
+    """The settings of the finished cross-validation in ``source``.
+
+    Raises:
+        CrossValFolderError: a required file is missing, ``crossval.json`` is not its
+            settings, or the head is not ``linear`` (the paper's head is trained end to end
+            by ``leukedge train``); the message names the file.
+    """
+    missing = [name for name in REQUIRED_FILES if not (source / name).is_file()]
+    if missing:
+        raise CrossValFolderError(
+            f"{source}: not a finished train crossval folder (no {', '.join(missing)})"
+        )
+    try:
+        settings = dict(json.loads((source / "crossval.json").read_text())["config"])
+        settings.pop("head_config", None)
+        cv_config = CrossValConfig(
+            **{k: v for k, v in settings.items() if k in CrossValConfig.__dataclass_fields__}
+        )
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise CrossValFolderError(
+            f"{source}/crossval.json: not the settings of a finished train crossval "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if cv_config.head != "linear":
+        raise CrossValFolderError(
+            f"{source}: train final fits the linear head; a {cv_config.head!r} head is "
+            "trained end to end by `leukedge train`"
+        )
+    return cv_config
+
+
 def run_final(config: FinalConfig) -> dict[str, Any]:
     """Fit the cross-validated recipe on every image and write the run folder (see the
     module docstring).
@@ -148,39 +189,21 @@ def run_final(config: FinalConfig) -> dict[str, Any]:
 
     Raises:
         FileExistsError: ``out`` already holds a model.
-        FileNotFoundError: the cross-validation folder lacks a file it needs.
-        ValueError: a head other than ``linear``, or the dataset no longer matches the
-            cross-validation's blocks.
+        CrossValFolderError: not a finished cross-validation of the linear head
+            (:func:`read_crossval`).
+        ValueError: the dataset no longer matches the cross-validation's blocks.
     """
-    import keras
-
-    from leukedge.modeling.models import build_model
-
     started = time.perf_counter()
     source = Path(config.crossval)
     out = Path(config.out)
     if (out / "model.keras").exists():
         raise FileExistsError(f"{out}/model.keras exists; choose a new --out")
-    for name in ("crossval.json", "folds.csv", "oof_kfold.csv", "kfold.json"):
-        if not (source / name).is_file():
-            raise FileNotFoundError(f"{source}/{name} not found: not a finished train crossval")
-    try:
-        report_cv = json.loads((source / "crossval.json").read_text())
-        settings = dict(report_cv["config"])
-        settings.pop("head_config", None)
-        cv_config = CrossValConfig(
-            **{k: v for k, v in settings.items() if k in CrossValConfig.__dataclass_fields__}
-        )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{source}/crossval.json: not the settings of a finished train crossval "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
-    if cv_config.head != "linear":
-        raise ValueError(
-            f"{source}: train final fits the linear head; a {cv_config.head!r} head is "
-            "trained end to end by `leukedge train`"
-        )
+    cv_config = read_crossval(source)
+
+    import keras  # after the checks: a bad folder is refused without TensorFlow's start-up
+
+    from leukedge.modeling.models import build_model
+
     data = config.data or cv_config.data
     cache_root = config.cache or cv_config.cache
 
