@@ -43,7 +43,7 @@ import numpy as np
 from leukedge.checks.calibration import apply_temperature
 from leukedge.checks.decision import fit_decision
 from leukedge.evaluation import crossval as cv
-from leukedge.evaluation.data import LABELS, load_dataset, write_split
+from leukedge.evaluation.data import LABELS, Sample, load_dataset, write_split
 from leukedge.training.calibration import fit_temperature
 from leukedge.training.crossval import CrossValConfig, linear_pipeline
 from leukedge.training.features import (
@@ -306,7 +306,7 @@ def run_final(config: FinalConfig) -> dict[str, Any]:
                 Image.fromarray(rgb).save(tmp)
                 os.replace(tmp, target_path)
             split["val_views" if f == held else "train_views"].append(
-                type(sample)(target_path.resolve(), sample.label, sample.subject, sample.group)
+                Sample(target_path.resolve(), sample.label, sample.subject, sample.group)
             )
     write_split(out / "split.csv", split)
     views_seconds = time.perf_counter() - t

@@ -147,12 +147,7 @@ def _card_lines(card: dict) -> list[str]:
         lines.append(
             "split      "
             + "; ".join(
-                f"{name} "
-                + (
-                    ", ".join(f"{n} {label}" for label, n in c.items())
-                    if isinstance(c, dict)
-                    else f"{c}"
-                )
+                f"{name} " + ", ".join(f"{n} {label}" for label, n in c.items())
                 for name, c in counts.items()
             )
         )
