@@ -313,13 +313,14 @@ class Converter:
         augmentation views of the train / val images (``leukedge train final`` writes them)
         that join the out-of-domain fit and threshold, so that camera nuisances count as
         in-domain (issue 18). ``([], [])`` when the split has none."""
+        splits: dict[Path, dict[str, list[Sample]]] = {}  # each split.csv read once
         views = []
         for source, name in ((train_source, "train_views"), (val_source, "val_views")):
             path = Path(source)
-            found: list[Sample] = []
-            if path.suffix.lower() == ".csv" and path.is_file():
-                found = read_split(path).get(name, [])
-            views.append(found)
+            if path not in splits:
+                csv_file = path.suffix.lower() == ".csv" and path.is_file()
+                splits[path] = read_split(path) if csv_file else {}
+            views.append(splits[path].get(name, []))
         if views[0] or views[1]:
             log.info(
                 "out-of-domain: + %d train and %d val augmentation views",
