@@ -74,6 +74,7 @@ def test_cam_heatmap_shows_the_called_class_evidence_at_the_images_size():
     cam = np.zeros((7, 7, 2), np.float32)
     cam[2, 5, 0] = 4.0  # one cell with strong evidence for class 0
     cam[6, 0, 1] = 3.0  # another for class 1
+    cam[4, 4] = 5.0  # both classes high: no margin either way, so never the hottest cell
     heat = cam_heatmap(cam, 0, (480, 640))
     assert heat.shape == (480, 640) and heat.dtype == np.float32
     assert heat.min() >= 0.0 and 0.95 <= heat.max() <= 1.0  # bilinear between cell centres

@@ -558,3 +558,29 @@ def test_watch_line_names_the_status_once():
     assert record_line(blank, "ALL") == "c.png  rejected (blank)"
     bad = {"path": "d.jpg", "status": "error", "error": "d.jpg: truncated"}
     assert record_line(bad, "ALL") == "d.jpg  error  d.jpg: truncated"
+
+
+def test_quiet_opencv_log_works_with_and_without_cv2_utils_logging(monkeypatch):
+    """`leukedge camera` sets OpenCV's log level: through cv2.utils.logging (ERROR) where the
+    wheel has it, else cv2.setLogLevel(1) (FATAL; opencv-python-headless 4.10.0.84, the
+    lowest supported, has no cv2.utils.logging and logs a missing camera at ERROR); never
+    when the user set OPENCV_LOG_LEVEL."""
+    import sys
+    import types
+
+    from leukedge.lab.camera import quiet_opencv_log
+
+    monkeypatch.delenv("OPENCV_LOG_LEVEL", raising=False)
+    calls = []
+    logging = types.SimpleNamespace(
+        LOG_LEVEL_ERROR=2, setLogLevel=lambda v: calls.append(("utils", v))
+    )
+    new = types.SimpleNamespace(utils=types.SimpleNamespace(logging=logging))
+    old = types.SimpleNamespace(setLogLevel=lambda v: calls.append(("cv2", v)))
+    for fake in (new, old):
+        monkeypatch.setitem(sys.modules, "cv2", fake)
+        quiet_opencv_log()
+    assert calls == [("utils", 2), ("cv2", 1)]
+    monkeypatch.setenv("OPENCV_LOG_LEVEL", "INFO")
+    quiet_opencv_log()
+    assert len(calls) == 2
